@@ -1,0 +1,218 @@
+//! The `WorkspaceTemplate` resource. Every change of its spec creates a new,
+//! immutable template version (1, 2, …), like `coder templates push` and like
+//! ECS task definition revisions; the newest version is the active one.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::meta::Resource;
+use super::workspace::Resources;
+
+/// A versioned workspace blueprint.
+pub type WorkspaceTemplate = Resource<WorkspaceTemplateSpec, WorkspaceTemplateStatus>;
+
+/// What a platform engineer declares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkspaceTemplateSpec {
+    /// Human-readable name shown in listings.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// What the template is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The AWS values the seed template keeps as "locals".
+    pub infrastructure: Infrastructure,
+    /// The workspace container.
+    pub container: Container,
+    /// Task size defaults and the choices offered to users.
+    pub resources: TemplateResources,
+    /// Parameters users set per workspace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+    /// Startup scripts, run in order at container start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<Script>,
+}
+
+/// AWS infrastructure the workspaces run on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Infrastructure {
+    /// AWS region, e.g. `us-west-2`.
+    pub region: String,
+    /// ECS cluster name or ARN.
+    pub cluster: String,
+    /// Subnets for the tasks' awsvpc network interfaces.
+    pub subnets: Vec<String>,
+    /// Security groups for the tasks.
+    pub security_groups: Vec<String>,
+    /// Give tasks a public IP (needed in a public subnet without NAT).
+    #[serde(default)]
+    pub assign_public_ip: bool,
+    /// The shared EFS file system holding home directories (`fs-…`).
+    pub file_system_id: String,
+    /// Directory on the file system under which each owner gets `<root>/<owner>`.
+    #[serde(default = "default_efs_root")]
+    pub efs_root_directory: String,
+    /// Role ECS uses to pull the image, read secrets and write logs.
+    pub execution_role_arn: String,
+    /// Role the workspace container runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    /// CloudWatch log group for container output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
+}
+
+fn default_efs_root() -> String {
+    "/home".to_string()
+}
+
+/// The workspace container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    /// Image reference.
+    pub image: String,
+    /// UID of the workspace user (owner of the home directory).
+    #[serde(default = "default_id")]
+    pub uid: u32,
+    /// GID of the workspace user.
+    #[serde(default = "default_id")]
+    pub gid: u32,
+    /// Where the owner's EFS directory is mounted in the container.
+    pub home_path: String,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Seconds between SIGTERM and SIGKILL on stop (Fargate allows 2–120).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u32,
+}
+
+fn default_id() -> u32 {
+    1000
+}
+
+fn default_stop_timeout() -> u32 {
+    30
+}
+
+/// Task size defaults and the choices offered to users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateResources {
+    /// Used when a workspace sets no `resources`.
+    pub default: Resources,
+    /// CPU values users may choose; empty = any valid Fargate value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_options: Vec<u32>,
+    /// Memory values users may choose; empty = any valid for the CPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_options: Vec<u32>,
+}
+
+/// Type of a template parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterType {
+    /// `true` / `false`.
+    Bool,
+    /// Text.
+    String,
+    /// A number.
+    Number,
+}
+
+impl ParameterType {
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParameterType::Bool => "bool",
+            ParameterType::String => "string",
+            ParameterType::Number => "number",
+        }
+    }
+}
+
+/// A value users set per workspace, handed to the container as an environment variable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Parameter {
+    /// Identifier (`enable_vscode_web`); becomes `BERTH_PARAM_<NAME>` in the container.
+    pub name: String,
+    /// Label shown to people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// Help text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Value type.
+    #[serde(rename = "type")]
+    pub type_: ParameterType,
+    /// Default value; a parameter without one is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// Allowed values; empty = any value of the type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<serde_json::Value>,
+    /// Whether the value may change after the workspace is created.
+    #[serde(default)]
+    pub mutable: bool,
+    /// Further checks on the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ParameterValidation>,
+}
+
+/// Checks on a parameter value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParameterValidation {
+    /// A string must match this regular expression (whole value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// A number must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A number must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A startup script.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Script {
+    /// Identifier.
+    pub name: String,
+    /// Label shown to people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// The script (run with `/bin/sh`).
+    pub script: String,
+    /// Run only when this bool parameter is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Whether logins wait for the script to finish (false for long-running ones).
+    #[serde(default = "default_blocks_login")]
+    pub blocks_login: bool,
+}
+
+fn default_blocks_login() -> bool {
+    true
+}
+
+/// Observed state of a template.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceTemplateStatus {
+    /// The newest (active) version.
+    #[serde(default)]
+    pub latest_version: i32,
+    /// The generation that produced `latestVersion`.
+    #[serde(default)]
+    pub observed_generation: i64,
+}

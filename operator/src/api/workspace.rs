@@ -1,0 +1,213 @@
+//! The `Workspace` resource: one developer's container and home directory.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::meta::{Condition, Resource};
+
+/// A developer's workspace.
+pub type Workspace = Resource<WorkspaceSpec, WorkspaceStatus>;
+
+fn default_true() -> bool {
+    true
+}
+
+/// What the workspace's author declares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    /// The user who owns the workspace; defaults to the user applying it.
+    #[serde(default)]
+    pub owner: String,
+    /// The template the workspace is built from.
+    pub template: TemplateRef,
+    /// The desired power state. Defaults to `true` (a new workspace starts).
+    #[serde(default = "default_true")]
+    pub running: bool,
+    /// Fargate CPU units and memory; defaults to the template's `resources.default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Values for the template's parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Automatic start and stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// What happens to the EFS access point when the workspace is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A reference to a template, optionally pinned to one version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateRef {
+    /// The template's name (same namespace).
+    pub name: String,
+    /// Pin to this version; omitted = follow the active (newest) version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+}
+
+/// Fargate task size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// CPU units: 256, 512, 1024, 2048, 4096, 8192 or 16384.
+    pub cpu: u32,
+    /// Memory in MiB; valid values depend on `cpu`.
+    pub memory: u32,
+}
+
+/// Automatic start and stop.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Schedule {
+    /// Start the workspace on a cron schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<Autostart>,
+    /// Stop the workspace after a period of inactivity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostop: Option<Autostop>,
+}
+
+/// A cron schedule in an IANA time zone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autostart {
+    /// Five-field cron expression, e.g. `0 8 * * 1-5`.
+    pub cron: String,
+    /// IANA time zone, e.g. `America/Los_Angeles`. Defaults to `UTC`.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+
+/// Inactivity-based stop.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autostop {
+    /// Stop after this long without activity (`90m`, `2h`); defaults to the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_inactivity: Option<String>,
+    /// Never stop for inactivity (if the lifecycle policy allows it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+/// What deleting a workspace does to its cloud storage objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the EFS access point and the home directory.
+    #[default]
+    Retain,
+    /// Remove the access point too. Files on EFS are never deleted by Berth.
+    Delete,
+}
+
+/// Lifecycle phase of a workspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted, not yet acted on.
+    #[default]
+    Pending,
+    /// Scaling up.
+    Starting,
+    /// The container runs.
+    Running,
+    /// Scaling down.
+    Stopping,
+    /// Scaled to zero.
+    Stopped,
+    /// Cannot converge without a change.
+    Failed,
+    /// Being deleted.
+    Deleting,
+}
+
+/// Observed state of a workspace, written by the workspace controller.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceStatus {
+    /// The generation this status was computed from.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Where the workspace is in its lifecycle.
+    #[serde(default)]
+    pub phase: Phase,
+    /// `Ready`, `Synced`, `Outdated`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The template version that runs (or ran last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<i32>,
+    /// Live ECS state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<EcsStatus>,
+    /// The workspace's EFS access point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efs: Option<EfsStatus>,
+    /// Last reported activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<DateTime<Utc>>,
+    /// When inactivity will stop the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autostop_at: Option<DateTime<Utc>>,
+    /// When the schedule will next start the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_autostart_at: Option<DateTime<Utc>>,
+    /// The last start or stop, why and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<Transition>,
+}
+
+/// Live ECS state of the workspace's service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsStatus {
+    /// ARN of the ECS service.
+    #[serde(default)]
+    pub service_arn: String,
+    /// ARN of the task definition revision in use.
+    #[serde(default)]
+    pub task_definition_arn: String,
+    /// Desired task count (0 or 1).
+    #[serde(default)]
+    pub desired_count: i32,
+    /// Running tasks.
+    #[serde(default)]
+    pub running_count: i32,
+    /// Pending tasks.
+    #[serde(default)]
+    pub pending_count: i32,
+}
+
+/// The workspace's EFS access point.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EfsStatus {
+    /// `fsap-…`.
+    #[serde(default)]
+    pub access_point_id: String,
+    /// The owner's directory on the file system.
+    #[serde(default)]
+    pub root_directory: String,
+}
+
+/// A start or stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// `start` or `stop`.
+    pub action: String,
+    /// Why (`Manual`, `Spec`, `AutoStop`, `AutoStart`, ...).
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
