@@ -11,6 +11,7 @@
 pub mod fargate;
 pub mod meta;
 pub mod policy;
+pub mod selector;
 pub mod template;
 pub mod validate;
 pub mod workspace;

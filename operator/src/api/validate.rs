@@ -217,7 +217,13 @@ fn typed<T: serde::de::DeserializeOwned>(errs: &mut Errors, prefix: &str, v: &Va
             let field = match msg.strip_prefix("unknown field `") {
                 Some(rest) => {
                     let name = rest.split('`').next().unwrap_or_default();
-                    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+                    if path.is_empty() {
+                        name.to_string()
+                    } else if path == name || path.ends_with(&format!(".{name}")) {
+                        path
+                    } else {
+                        format!("{path}.{name}")
+                    }
                 }
                 None => path,
             };

@@ -1,8 +1,74 @@
 //! The HTTP API: Kubernetes-shaped paths, bearer-token auth, JSON and YAML
-//! bodies, watch streams, health and metrics.
+//! bodies, watch streams, health.
+//!
+//! Paths (base `/apis/berth.dev/v1alpha1`):
+//! - `POST /apply[?dryRun=true]` — all-or-nothing apply of many documents
+//! - `GET /{plural}`, `GET /namespaces/{ns}/{plural}` — list (`labelSelector`)
+//!   or watch (`watch=true&resourceVersion=N`, newline-delimited JSON)
+//! - `GET|PUT|DELETE /namespaces/{ns}/{plural}/{name}`
+//! - `PUT /namespaces/{ns}/{plural}/{name}/status` — controllers only
+//! - `GET /namespaces/{ns}/events?kind=&name=`
+//! - `GET /namespaces/{ns}/workspacetemplates/{name}/versions`
+//! - `POST /tokens`, `GET /whoami`
+//! - `/healthz`, `/readyz` (no auth)
+
+mod auth;
+mod error;
+mod routes;
+
+pub use error::ApiError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::store::{Store, StoreError};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The object store.
+    pub store: Store,
+    /// Backstop poll interval of watch streams.
+    pub watch_poll: Duration,
+}
+
+/// Builds the API router.
+pub fn router(state: AppState) -> Router {
+    let base = "/apis/berth.dev/v1alpha1";
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(&format!("{base}/apply"), post(routes::apply_many))
+        .route(&format!("{base}/tokens"), post(routes::create_token))
+        .route(&format!("{base}/whoami"), get(routes::whoami))
+        .route(&format!("{base}/namespaces/{{ns}}/events"), get(routes::list_events))
+        .route(&format!("{base}/namespaces/{{ns}}/workspacetemplates/{{name}}/versions"), get(routes::template_versions))
+        .route(&format!("{base}/namespaces/{{ns}}/{{plural}}"), get(routes::list_namespaced))
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}"),
+            get(routes::get_object).put(routes::put_object).delete(routes::delete_object),
+        )
+        .route(&format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/status"), put(routes::put_status))
+        .route(&format!("{base}/{{plural}}"), get(routes::list_all))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::api::yaml::MAX_INPUT_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<AppState>) -> (StatusCode, &'static str) {
+    match st.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
 
 /// How to run the operator (API server and, later, controllers).
 #[derive(Clone, Debug)]
@@ -20,16 +86,91 @@ pub struct OperatorOptions {
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Not built yet.
-    #[error("the operator is not available in this build")]
-    Unavailable,
+    /// The database could not be reached or migrated.
+    #[error("cannot use the database")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// Serving failed.
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    /// The CLI config with the admin token could not be written.
+    #[error("cannot write the CLI config {0}")]
+    Config(PathBuf, #[source] std::io::Error),
 }
 
-/// Runs the operator until `shutdown` resolves.
+/// Writes the CLI config (server URL and token) with mode 0600.
+pub fn write_cli_config(path: &std::path::Path, server: &str, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let body = serde_json::json!({ "server": server, "token": token });
+    f.write_all(crate::api::yaml::to_yaml(&body).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs the operator until `shutdown` resolves: connects to the database
+/// (running migrations), creates the first admin token on the very first
+/// start (written to `cli_config_path`, never logged), and serves the API.
 pub async fn run_operator(
     opts: OperatorOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let _ = (opts, shutdown);
-    Err(ServeError::Unavailable)
+    let store = Store::connect(&opts.database_url).await?;
+    if let Some(token) = store.token_bootstrap_admin().await? {
+        match &opts.cli_config_path {
+            Some(path) => {
+                write_cli_config(path, &opts.advertise_url, &token).map_err(|e| ServeError::Config(path.clone(), e))?;
+                tracing::info!(path = %path.display(), "first start: admin token written to the CLI config (mode 0600)");
+            }
+            None => tracing::warn!("first start: an admin token was created but no CLI config path is set to write it to"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind(opts.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Bind(opts.listen, e))?;
+    tracing::info!(%addr, "API listening");
+    let compactor = tokio::spawn(compact_changes(store.clone()));
+    let app = router(AppState { store, watch_poll: routes::DEFAULT_WATCH_POLL });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let shutdown_flag = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    };
+    tokio::spawn(shutdown_flag);
+    let mut rx2 = rx.clone();
+    let graceful = async move {
+        let _ = rx2.wait_for(|v| *v).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let mut rx3 = rx;
+    let result = tokio::select! {
+        r = server => r.map_err(ServeError::Serve),
+        // Open watch streams never end on their own: give in-flight requests
+        // a few seconds after the signal, then stop.
+        _ = async move {
+            let _ = rx3.wait_for(|v| *v).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => Ok(()),
+    };
+    compactor.abort();
+    tracing::info!("operator stopped");
+    result
+}
+
+async fn compact_changes(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match store.changes_compact(Duration::from_secs(24 * 3600)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "compacted the change log"),
+            Err(e) => tracing::warn!(error = %e, "change log compaction failed"),
+        }
+    }
 }
