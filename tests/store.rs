@@ -233,3 +233,20 @@ async fn a_watch_from_a_compacted_revision_is_gone() {
     let cur = store.revision_current().await.unwrap();
     assert!(store.changes_since(&WatchFilter::default(), cur, 10).await.unwrap().0.is_empty());
 }
+
+#[tokio::test]
+async fn the_examples_apply_cleanly_and_reapply_unchanged() {
+    let store = common::store().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
+        docs.extend(parse_documents(&std::fs::read_to_string(f).unwrap()).unwrap());
+    }
+    let r = apply(&store, &admin(), &docs, false).await.unwrap();
+    assert!(r.iter().all(|r| r.action == "created"), "{:?}", r.iter().map(|r| (&r.name, r.action)).collect::<Vec<_>>());
+    assert!(r.len() >= 5);
+    let r = apply(&store, &admin(), &docs, false).await.unwrap();
+    assert!(r.iter().all(|r| r.action == "unchanged"));
+}

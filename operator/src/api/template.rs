@@ -88,6 +88,10 @@ pub struct Container {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables filled from AWS Secrets Manager or SSM
+    /// Parameter Store at container start: variable name → secret ARN.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Seconds between SIGTERM and SIGKILL on stop (Fargate allows 2–120).
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u32,

@@ -446,6 +446,17 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             errs.add(format!("spec.container.env.{k}"), "not a valid environment variable name");
         }
     }
+    for (k, arn) in &s.container.secrets {
+        if !is_identifier(k) || k.contains('-') {
+            errs.add(format!("spec.container.secrets.{k}"), "not a valid environment variable name");
+        }
+        if !arn.starts_with("arn:") {
+            errs.add(format!("spec.container.secrets.{k}"), format!("{arn:?} is not an ARN of a Secrets Manager secret or SSM parameter"));
+        }
+        if s.container.env.contains_key(k) {
+            errs.add(format!("spec.container.secrets.{k}"), "is also set in env; set it in one place");
+        }
+    }
     let r = &s.resources;
     fargate_size(errs, "spec.resources.default", r.default.cpu, r.default.memory);
     for (i, c) in r.cpu_options.iter().enumerate() {
