@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::api::template::WorkspaceTemplateSpec;
 use crate::api::validate::{self, Errors, FieldError};
 use crate::api::{DynObject, Kind, WorkspaceSpec};
-use crate::store::{self, Identity, Store, StoreError};
+use crate::store::{self, Identity, PowerAction, Store, StoreError};
 
 /// The result of applying one object.
 #[derive(Clone, Debug, Serialize)]
@@ -202,6 +202,19 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
         };
         if let (Some((version, _)), Some(uid)) = (&status, stored.metadata.uid) {
             store::insert_version_tx(&mut tx, &ns, &name, *version, uid, &stored.spec).await?;
+        }
+        if kind == Kind::Workspace {
+            // A change of spec.running (or a new workspace) is a power intent;
+            // re-applying unchanged YAML records none.
+            let running = |o: &DynObject| o.spec.get("running").and_then(Value::as_bool).unwrap_or(true);
+            let now_running = running(&stored);
+            if existing.as_ref().is_none_or(|e| running(e) != now_running) {
+                if let Some(uid) = stored.metadata.uid {
+                    let action = if now_running { PowerAction::Start } else { PowerAction::Stop };
+                    let message = format!("spec.running set to {now_running} by {}", who.user);
+                    store::insert_intent_tx(&mut tx, uid, action, "Spec", &who.user, &message, None).await?;
+                }
+            }
         }
         results.push(ApplyResult { kind: kind.as_str().into(), namespace: ns, name, action: action.as_str(), object: stored });
     }

@@ -93,13 +93,16 @@ impl ErrorCode {
     /// to an [`ErrorCode`]; unknown codes become [`ErrorCode::Other`].
     pub fn from_aws(code: &str) -> ErrorCode {
         match code {
-            "ThrottlingException" | "Throttling" | "TooManyRequestsException"
-            | "ThrottledException" | "RequestLimitExceeded" => ErrorCode::Throttling,
-            "ServerException" | "InternalServerError" | "InternalServiceError"
+            "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "ThrottledException"
+            | "RequestLimitExceeded" => ErrorCode::Throttling,
+            "ServerException"
+            | "InternalServerError"
+            | "InternalServiceError"
             | "InternalFailure" => ErrorCode::Server,
-            "ServiceUnavailableException" | "ServiceUnavailable" => {
-                ErrorCode::ServiceUnavailable
-            }
+            "ServiceUnavailableException" | "ServiceUnavailable" => ErrorCode::ServiceUnavailable,
             "RequestTimeout" | "RequestTimeoutException" => ErrorCode::Timeout,
             "ClientException" => ErrorCode::Client,
             "InvalidParameterException" | "InvalidParameter" => ErrorCode::InvalidParameter,
@@ -227,7 +230,10 @@ mod tests {
         ] {
             assert_eq!(ErrorCode::from_aws(code.as_str()), code);
         }
-        assert_eq!(ErrorCode::from_aws("InternalServerError"), ErrorCode::Server);
+        assert_eq!(
+            ErrorCode::from_aws("InternalServerError"),
+            ErrorCode::Server
+        );
         let other = ErrorCode::from_aws("PlatformUnknownException");
         assert_eq!(other.as_str(), "PlatformUnknownException");
         assert!(!CloudError::new("X", other, "m").is_transient());

@@ -75,6 +75,8 @@ mod tests {
         let msg = explain_invalid(256, 4096).unwrap_or_default();
         assert!(msg.contains("512, 1024, 2048"), "{msg}");
         assert!(explain_invalid(512, 2048).is_none());
-        assert!(explain_invalid(3, 512).unwrap_or_default().contains("256, 512"));
+        assert!(explain_invalid(3, 512)
+            .unwrap_or_default()
+            .contains("256, 512"));
     }
 }

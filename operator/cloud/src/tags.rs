@@ -43,7 +43,11 @@ pub struct Owner {
 
 impl Owner {
     /// An owner from its uid, namespace and name.
-    pub fn new(uid: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        uid: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
         Owner {
             uid: uid.into(),
             namespace: namespace.into(),

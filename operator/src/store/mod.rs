@@ -17,12 +17,15 @@
 //!   nothing (resume from the last revision seen).
 
 mod events;
+mod intents;
 mod objects;
 mod templates;
 mod tokens;
 mod watch;
 
 pub use events::{Event, EventType, InvolvedObject};
+pub use intents::{PowerAction, PowerIntent};
+pub(crate) use intents::insert_intent_tx;
 pub use objects::{revision_of, DeleteOutcome, WriteKind};
 pub use templates::TemplateVersion;
 pub(crate) use objects::{get_for_update, write_spec};

@@ -186,6 +186,25 @@ pub(crate) async fn write_spec(
     }
 }
 
+/// Bumps an object's revision without changing it, so watchers wake up
+/// (used when something the object depends on changed, e.g. a power intent).
+pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str) -> Result<DynObject> {
+    let rv = next_revision(conn).await?;
+    let row = sqlx::query(&format!(
+        "UPDATE objects SET resource_version = $4 WHERE kind = $1 AND namespace = $2 AND name = $3 RETURNING {COLUMNS}"
+    ))
+    .bind(kind.as_str())
+    .bind(ns)
+    .bind(name)
+    .bind(rv)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("{}/{name}", kind.plural())))?;
+    let obj = row_to_object(&row)?;
+    record_change(conn, rv, "MODIFIED", &obj).await?;
+    Ok(obj)
+}
+
 /// Replaces the status of an object inside a transaction (bumps the revision).
 pub(crate) async fn write_status(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str, status: &Value) -> Result<DynObject> {
     let rv = next_revision(conn).await?;

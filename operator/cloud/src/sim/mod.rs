@@ -1,0 +1,609 @@
+//! An in-memory, stateful ECS/EFS/Secrets Manager.
+//!
+//! The simulator is what `berth up` runs against on a laptop and what
+//! controller tests run against. It is faithful where a controller's logic
+//! depends on AWS's behaviour:
+//!
+//! * **Task lifecycle.** Tasks move PROVISIONING → PENDING → RUNNING, and on
+//!   scale-down or replacement DEPROVISIONING → STOPPED, over
+//!   [`Delays`]. `runningCount`/`pendingCount` evolve as in ECS; a changed
+//!   task definition or `forceNewDeployment` starts a new deployment whose
+//!   `rolloutState` goes IN_PROGRESS → COMPLETED once the old tasks are
+//!   replaced.
+//! * **Failures.** A task whose image matches [`SimConfig::fail_images`]
+//!   stops with `CannotPullContainerError`, a task whose secret or access
+//!   point does not exist stops with `ResourceInitializationError`; the
+//!   service keeps relaunching (after [`Delays::restart`]) as ECS does, so
+//!   `runningCount` stays 0, and the circuit breaker (when enabled) marks the
+//!   rollout FAILED.
+//! * **Errors, limits and throttling** as AWS answers them: invalid Fargate
+//!   sizes, unknown clusters, non-idempotent creates, `DescribeServices` with
+//!   more than 10 names, `MISSING` failures, DRAINING then INACTIVE services,
+//!   per-action token buckets at AWS's published rates.
+//! * **Faults**: injected 5xx, throttling, lost responses (applied, then
+//!   reported as a 5xx) and latency, from a seeded RNG.
+//!
+//! # Time
+//! All state is a function of `tokio::time::Instant`: every call first
+//! advances the simulation to "now" by replaying the task transitions that
+//! fell due, in order. There are no background tasks, so tests under
+//! `tokio::time::pause()` are deterministic, and a simulator that nobody
+//! calls costs nothing.
+//!
+//! # Sharing
+//! [`Sim`] is a handle; clones share one state. It implements
+//! [`Ecs`](crate::Ecs), [`Efs`](crate::Efs) and [`Secrets`](crate::Secrets);
+//! [`Cloud::from_sim`](crate::Cloud::from_sim) bundles it.
+
+mod ecs;
+mod efs;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::ecs::{Service, TaskDefinition};
+use crate::efs::AccessPoint;
+use crate::error::{CloudError, CloudResult, ErrorCode};
+use crate::ops::{Operation, Rate, TokenBucket};
+use crate::secrets::SecretString;
+
+/// How long the simulated cloud takes to do things.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delays {
+    /// PROVISIONING: Fargate capacity and the task's ENI.
+    pub provisioning: Duration,
+    /// PENDING: image pull and container start (a failing image fails at
+    /// the end of it).
+    pub pending: Duration,
+    /// DEPROVISIONING: from the stop request (SIGTERM) to STOPPED.
+    pub stopping: Duration,
+    /// Time before a service relaunches a task that failed to start.
+    pub restart: Duration,
+    /// An access point stays `creating` this long.
+    pub access_point_creating: Duration,
+    /// An access point stays `deleting` this long, then disappears.
+    pub access_point_deleting: Duration,
+    /// How long an INACTIVE service stays describable (ECS: about an hour).
+    pub inactive_service_retention: Duration,
+    /// How long a STOPPED task stays listable (ECS: about an hour).
+    pub stopped_task_retention: Duration,
+}
+
+impl Default for Delays {
+    /// Seconds, not minutes: fast enough for a laptop demo, slow enough to
+    /// watch a workspace go Starting → Running.
+    fn default() -> Self {
+        Delays {
+            provisioning: Duration::from_secs(2),
+            pending: Duration::from_secs(3),
+            stopping: Duration::from_secs(2),
+            restart: Duration::from_secs(5),
+            access_point_creating: Duration::from_millis(500),
+            access_point_deleting: Duration::from_millis(500),
+            inactive_service_retention: Duration::from_secs(3600),
+            stopped_task_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The simulator's request-rate limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimits {
+    /// When false nothing is throttled (injected throttling still applies).
+    pub enabled: bool,
+    /// Multiplies every rate and burst (e.g. 0.1 to provoke throttling in a
+    /// small benchmark).
+    pub scale: f64,
+    /// Per-operation rates replacing AWS's defaults.
+    pub overrides: BTreeMap<Operation, Rate>,
+}
+
+impl Default for RateLimits {
+    /// AWS's published per-action rates.
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            scale: 1.0,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// No throttling at all.
+    pub fn disabled() -> Self {
+        RateLimits {
+            enabled: false,
+            ..RateLimits::default()
+        }
+    }
+
+    /// The effective rate of `op`.
+    pub fn rate(&self, op: Operation) -> Rate {
+        self.overrides
+            .get(&op)
+            .copied()
+            .unwrap_or_else(|| op.aws_rate())
+            .scaled(self.scale)
+    }
+}
+
+/// Injected faults. Probabilities are per call, drawn from an RNG seeded
+/// with `seed`, so a run is reproducible.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// Probability of answering `ServerException` without applying the call.
+    pub error_rate: f64,
+    /// Probability of answering `ThrottlingException` without applying it.
+    pub throttle_rate: f64,
+    /// Probability of applying the call and then answering
+    /// `ServerException` anyway (a lost response: tests idempotency).
+    pub lost_response_rate: f64,
+    /// Latency added to every call.
+    pub latency: Duration,
+    /// RNG seed for fault draws and generated ids.
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    /// No faults, no latency, seed 0.
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            throttle_rate: 0.0,
+            lost_response_rate: 0.0,
+            latency: Duration::ZERO,
+            seed: 0,
+        }
+    }
+}
+
+/// Configuration of a [`Sim`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Region used in ARNs.
+    pub region: String,
+    /// Account id used in ARNs.
+    pub account_id: String,
+    /// When true, unknown ECS clusters and EFS file systems are created on
+    /// first use (what `berth up` wants); when false they are errors as in
+    /// AWS and must be created with [`Sim::create_cluster`] /
+    /// [`Sim::create_file_system`].
+    pub permissive: bool,
+    /// Clusters that exist from the start.
+    pub clusters: Vec<String>,
+    /// File systems (`fs-…`) that exist from the start.
+    pub file_systems: Vec<String>,
+    /// An image containing any of these substrings fails to pull.
+    pub fail_images: Vec<String>,
+    /// Timings.
+    pub delays: Delays,
+    /// Throttling.
+    pub rate_limits: RateLimits,
+    /// Fault injection.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    /// A strict (non-permissive) simulator with AWS's rate limits, no faults
+    /// and [`Delays::default`]; images containing `fail` fail to pull.
+    fn default() -> Self {
+        SimConfig {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            permissive: false,
+            clusters: Vec::new(),
+            file_systems: Vec::new(),
+            fail_images: vec!["fail".into()],
+            delays: Delays::default(),
+            rate_limits: RateLimits::default(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The `berth up` configuration: permissive (any cluster and file system
+    /// exists), otherwise [`SimConfig::default`].
+    pub fn permissive() -> Self {
+        SimConfig {
+            permissive: true,
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// How a call ended, for [`CallCounts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Outcome {
+    /// Succeeded.
+    Ok,
+    /// Rejected by the rate limit (`ThrottlingException`).
+    Throttled,
+    /// Injected `ThrottlingException`.
+    InjectedThrottle,
+    /// Injected `ServerException`.
+    InjectedError,
+    /// Applied, then answered with an injected `ServerException`.
+    LostResponse,
+    /// Failed with an error of the simulated API (invalid parameter, not
+    /// found, …).
+    Error,
+}
+
+/// A snapshot of calls made to a [`Sim`], by operation and outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    counts: BTreeMap<(Operation, Outcome), u64>,
+}
+
+impl CallCounts {
+    /// Calls of `op` that ended with `outcome`.
+    pub fn get(&self, op: Operation, outcome: Outcome) -> u64 {
+        self.counts.get(&(op, outcome)).copied().unwrap_or(0)
+    }
+
+    /// All calls of `op`.
+    pub fn total(&self, op: Operation) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((o, _), _)| *o == op)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// All calls that ended with `outcome`.
+    pub fn total_outcome(&self, outcome: Outcome) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((_, o), _)| *o == outcome)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// All calls.
+    pub fn total_calls(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Every non-zero `(operation, outcome) → count`.
+    pub fn iter(&self) -> impl Iterator<Item = (Operation, Outcome, u64)> + '_ {
+        self.counts.iter().map(|((op, out), n)| (*op, *out, *n))
+    }
+}
+
+/// Maps the simulator's monotonic clock to wall-clock timestamps.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    start: Instant,
+    epoch: SystemTime,
+}
+
+impl Clock {
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.epoch + at.saturating_duration_since(self.start)
+    }
+}
+
+/// Everything behind the mutex.
+struct State {
+    cfg: SimConfig,
+    clock: Clock,
+    ids: StdRng,
+    faults: StdRng,
+    buckets: BTreeMap<Operation, TokenBucket>,
+    counts: BTreeMap<(Operation, Outcome), u64>,
+    ecs: ecs::EcsState,
+    efs: efs::EfsState,
+    secrets: secrets::SecretsState,
+}
+
+impl State {
+    fn advance(&mut self, now: Instant) {
+        let State {
+            cfg,
+            clock,
+            ids,
+            ecs,
+            efs,
+            secrets,
+            ..
+        } = self;
+        let env = ecs::Env {
+            cfg,
+            clock: *clock,
+            efs,
+            secrets,
+        };
+        ecs.advance(now, &env, ids);
+        efs.advance(now, &cfg.delays);
+    }
+
+    fn count(&mut self, op: Operation, outcome: Outcome) {
+        *self.counts.entry((op, outcome)).or_insert(0) += 1;
+    }
+
+    /// Rate limit and injected faults that reject a call before it applies.
+    fn admit(&mut self, op: Operation, now: Instant) -> Result<(), (Outcome, CloudError)> {
+        if self.cfg.rate_limits.enabled {
+            let rate = self.cfg.rate_limits.rate(op);
+            let bucket = self
+                .buckets
+                .entry(op)
+                .or_insert_with(|| TokenBucket::new(rate, now));
+            if bucket.rate() != rate {
+                bucket.set_rate(rate, now);
+            }
+            if bucket.try_take(now).is_err() {
+                return Err((
+                    Outcome::Throttled,
+                    CloudError::new(op.as_str(), ErrorCode::Throttling, "Rate exceeded"),
+                ));
+            }
+        }
+        let faults = &self.cfg.faults;
+        let (throttle, error) = (faults.throttle_rate, faults.error_rate);
+        if draw(&mut self.faults, throttle) {
+            return Err((
+                Outcome::InjectedThrottle,
+                CloudError::new(op.as_str(), ErrorCode::Throttling, "Rate exceeded"),
+            ));
+        }
+        if draw(&mut self.faults, error) {
+            return Err((
+                Outcome::InjectedError,
+                CloudError::new(
+                    op.as_str(),
+                    ErrorCode::Server,
+                    "Service encountered an unexpected error (injected fault).",
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn draw(rng: &mut StdRng, probability: f64) -> bool {
+    probability > 0.0 && rng.random_bool(probability.clamp(0.0, 1.0))
+}
+
+/// A handle on one simulated account and region. Clones share state.
+#[derive(Clone)]
+pub struct Sim {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").finish_non_exhaustive()
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new(SimConfig::default())
+    }
+}
+
+impl Sim {
+    /// A simulator with `cfg`; time starts at the current
+    /// `tokio::time::Instant`.
+    pub fn new(cfg: SimConfig) -> Self {
+        let now = Instant::now();
+        let mut ecs = ecs::EcsState::default();
+        ecs.clusters.extend(cfg.clusters.iter().cloned());
+        let mut efs = efs::EfsState::default();
+        efs.file_systems.extend(cfg.file_systems.iter().cloned());
+        let seed = cfg.faults.seed;
+        let state = State {
+            cfg,
+            clock: Clock {
+                start: now,
+                epoch: SystemTime::now(),
+            },
+            ids: StdRng::seed_from_u64(seed ^ 0x05ee_d1d5),
+            faults: StdRng::seed_from_u64(seed),
+            buckets: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            ecs,
+            efs,
+            secrets: secrets::SecretsState::default(),
+        };
+        Sim {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("sim state mutex poisoned")
+    }
+
+    /// Runs one API call: latency, advance to now, rate limit and faults,
+    /// the call itself, a possible lost response, and counting.
+    async fn call<T>(
+        &self,
+        op: Operation,
+        f: impl FnOnce(&mut State, Instant) -> CloudResult<T>,
+    ) -> CloudResult<T> {
+        let latency = self.lock().cfg.faults.latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        if let Err((outcome, err)) = st.admit(op, now) {
+            st.count(op, outcome);
+            tracing::debug!(operation = %op, error = %err, "sim call rejected");
+            return Err(err);
+        }
+        let result = f(&mut st, now);
+        match &result {
+            Ok(_) => {
+                let lost = st.cfg.faults.lost_response_rate;
+                if draw(&mut st.faults, lost) {
+                    st.count(op, Outcome::LostResponse);
+                    return Err(CloudError::new(
+                        op.as_str(),
+                        ErrorCode::Server,
+                        "Service encountered an unexpected error (injected lost response).",
+                    ));
+                }
+                st.count(op, Outcome::Ok);
+            }
+            Err(err) => {
+                st.count(op, Outcome::Error);
+                tracing::debug!(operation = %op, error = %err, "sim call failed");
+            }
+        }
+        result
+    }
+
+    /// Calls so far, by operation and outcome.
+    pub fn calls(&self) -> CallCounts {
+        CallCounts {
+            counts: self.lock().counts.clone(),
+        }
+    }
+
+    /// Forgets all call counts.
+    pub fn reset_calls(&self) {
+        self.lock().counts.clear();
+    }
+
+    /// Creates an ECS cluster (no-op when it exists); returns its ARN.
+    pub fn create_cluster(&self, name: &str) -> String {
+        let mut st = self.lock();
+        st.ecs.clusters.insert(name.to_owned());
+        ecs::cluster_arn(&st.cfg, name)
+    }
+
+    /// Creates an EFS file system and returns its `fs-…` id.
+    pub fn create_file_system(&self) -> String {
+        let mut st = self.lock();
+        let id = format!("fs-{}", hex(&mut st.ids, 17));
+        st.efs.file_systems.insert(id.clone());
+        id
+    }
+
+    /// Makes a file system with a chosen id exist.
+    pub fn add_file_system(&self, id: &str) {
+        self.lock().efs.file_systems.insert(id.to_owned());
+    }
+
+    /// Replaces the fault injection settings (the RNG keeps its sequence).
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().cfg.faults = faults;
+    }
+
+    /// Replaces the rate limits; buckets keep their tokens, capped at the
+    /// new bursts.
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        self.lock().cfg.rate_limits = limits;
+    }
+
+    /// Replaces the set of failing image markers.
+    pub fn set_fail_images(&self, markers: Vec<String>) {
+        self.lock().cfg.fail_images = markers;
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> SimConfig {
+        self.lock().cfg.clone()
+    }
+
+    /// Number of ACTIVE or DRAINING services over all clusters.
+    pub fn service_count(&self) -> usize {
+        let mut st = self.lock();
+        st.advance(Instant::now());
+        st.ecs.live_service_count()
+    }
+
+    /// A service as `DescribeServices` would show it now (with tags),
+    /// without counting a call or consuming rate limit.
+    pub fn service(&self, cluster: &str, name: &str) -> Option<Service> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        let st = &*st;
+        st.ecs.peek_service(&st.cfg, st.clock, cluster, name, now)
+    }
+
+    /// Revision numbers ever registered in `family` (ACTIVE or INACTIVE).
+    pub fn revisions(&self, family: &str) -> Vec<u32> {
+        self.lock().ecs.revisions(family)
+    }
+
+    /// A task definition by `family`, `family:revision` or ARN, without
+    /// counting a call.
+    pub fn task_definition(&self, task_definition: &str) -> Option<TaskDefinition> {
+        self.lock().ecs.peek_task_definition(task_definition)
+    }
+
+    /// Access points of a file system as they are now (not deleted ones).
+    pub fn access_points(&self, file_system_id: &str) -> Vec<AccessPoint> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        let st = &*st;
+        st.efs
+            .list(file_system_id, now, &st.cfg.delays)
+            .unwrap_or_default()
+    }
+
+    /// Number of existing access points over all file systems.
+    pub fn access_point_count(&self) -> usize {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        st.efs.count()
+    }
+
+    /// The current value of secret `name`, if it exists.
+    pub fn secret_value(&self, name: &str) -> Option<SecretString> {
+        self.lock().secrets.value(name)
+    }
+}
+
+/// `n` random lowercase hex digits.
+fn hex(rng: &mut StdRng, n: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..n)
+        .map(|_| DIGITS[rng.random_range(0..16)] as char)
+        .collect()
+}
+
+/// `n` random alphanumerics.
+fn alnum(rng: &mut StdRng, n: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// The last `/`-separated segment of a name-or-ARN.
+fn last_segment(name_or_arn: &str) -> &str {
+    if name_or_arn.starts_with("arn:") {
+        name_or_arn.rsplit('/').next().unwrap_or(name_or_arn)
+    } else {
+        name_or_arn
+    }
+}
+
+/// AWS-style names: 1–255 letters, digits, hyphens, underscores.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! Power intents ("last intent wins") and per-start agent tokens.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::objects::touch;
+use super::{Result, Store, StoreError};
+use crate::api::Kind;
+
+/// What an intent asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    /// Run the workspace.
+    Start,
+    /// Scale it to zero.
+    Stop,
+    /// Stop and start now, applying the newest template version.
+    Restart,
+}
+
+impl PowerAction {
+    /// `start`, `stop`, `restart`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Stop => "stop",
+            PowerAction::Restart => "restart",
+        }
+    }
+
+    fn parse(s: &str) -> PowerAction {
+        match s {
+            "stop" => PowerAction::Stop,
+            "restart" => PowerAction::Restart,
+            _ => PowerAction::Start,
+        }
+    }
+
+    /// Whether the workspace should run after this intent.
+    pub fn runs(self) -> bool {
+        self != PowerAction::Stop
+    }
+}
+
+/// One recorded decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerIntent {
+    /// Increasing id; the highest is the newest.
+    pub id: i64,
+    /// Start, stop or restart.
+    pub action: PowerAction,
+    /// `Spec`, `Manual`, `AutoStop`, `AutoStart`, `MaxLifetime`, ...
+    pub reason: String,
+    /// Who decided (a user, or a controller).
+    pub actor: String,
+    /// Details for people.
+    pub message: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Records an intent inside a transaction (no touch of the object).
+pub(crate) async fn insert_intent_tx(
+    conn: &mut PgConnection,
+    uid: Uuid,
+    action: PowerAction,
+    reason: &str,
+    actor: &str,
+    message: &str,
+    dedupe_key: Option<&str>,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+    )
+    .bind(uid)
+    .bind(action.as_str())
+    .bind(reason)
+    .bind(actor)
+    .bind(message)
+    .bind(dedupe_key)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+impl Store {
+    /// Records an intent for a workspace and wakes its watchers. With a
+    /// `dedupe_key`, a second intent with the same key (from another
+    /// replica, or a retry) is ignored and `None` is returned.
+    pub async fn intent_record(
+        &self,
+        ns: &str,
+        name: &str,
+        action: PowerAction,
+        reason: &str,
+        actor: &str,
+        message: &str,
+        dedupe_key: Option<&str>,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let obj = super::get_for_update(&mut tx, Kind::Workspace, ns, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("workspaces/{name}")))?;
+        if obj.metadata.deletion_timestamp.is_some() {
+            return Err(StoreError::Conflict(format!("workspaces/{name} is being deleted")));
+        }
+        let uid = obj.metadata.uid.ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
+        let id = insert_intent_tx(&mut tx, uid, action, reason, actor, message, dedupe_key).await?;
+        if id.is_some() {
+            touch(&mut tx, Kind::Workspace, ns, name).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The newest intent of a workspace.
+    pub async fn intent_latest(&self, uid: Uuid) -> Result<Option<PowerIntent>> {
+        Ok(self.intent_list(uid, 1).await?.into_iter().next())
+    }
+
+    /// The newest `limit` intents of a workspace, newest first.
+    pub async fn intent_list(&self, uid: Uuid, limit: i64) -> Result<Vec<PowerIntent>> {
+        let rows = sqlx::query(
+            "SELECT id, action, reason, actor, message, at FROM power_intents WHERE workspace_uid = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(uid)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PowerIntent {
+                    id: r.try_get("id")?,
+                    action: PowerAction::parse(&r.try_get::<String, _>("action")?),
+                    reason: r.try_get("reason")?,
+                    actor: r.try_get("actor")?,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores the hash of a workspace's new agent token (replacing the old one).
+    pub async fn agent_token_set(&self, uid: Uuid, token: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_tokens (workspace_uid, token_hash) VALUES ($1, $2)
+             ON CONFLICT (workspace_uid) DO UPDATE SET token_hash = EXCLUDED.token_hash, created_at = now()",
+        )
+        .bind(uid)
+        .bind(super::tokens::token_hash(token))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `token` is the current agent token of the workspace.
+    pub async fn agent_token_check(&self, uid: Uuid, token: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agent_tokens WHERE workspace_uid = $1 AND token_hash = $2)")
+            .bind(uid)
+            .bind(super::tokens::token_hash(token))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
