@@ -46,6 +46,11 @@ CREATE TABLE changes (
     change_type TEXT NOT NULL CHECK (change_type IN ('ADDED', 'MODIFIED', 'DELETED')),
     owner TEXT,
     object JSONB NOT NULL,
+    -- What kind of write made the change: spec, status, intent, finalizers,
+    -- delete. Controllers skip their own status writes as triggers.
+    write TEXT NOT NULL DEFAULT 'spec',
+    -- Whether a person caused it (their work goes ahead of bulk work).
+    interactive BOOLEAN NOT NULL DEFAULT FALSE,
     at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX changes_kind_rv ON changes (kind, resource_version);

@@ -5,4 +5,12 @@
 //! and GitOps), [`server`] (HTTP API, auth), [`cli`] (the `berth` command).
 
 pub mod api;
+pub mod apply;
+pub mod bench;
+pub mod controllers;
+pub mod metrics;
 pub mod server;
+
+pub mod cli;
+pub mod localpg;
+pub mod store;

@@ -258,7 +258,7 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
     let kind = Kind::from_kind_field(kind_s);
     let reference = match (kind, name.is_empty()) {
         (Some(k), false) => format!("{}/{}", k.plural(), name),
-        (None, false) => format!("{kind_s}/{name}"),
+        (None, false) if !kind_s.is_empty() => format!("{kind_s}/{name}"),
         _ => label,
     };
     let mut errs = Errors::new(reference, document);
@@ -551,10 +551,20 @@ fn type_check(t: ParameterType, v: &Value) -> Result<(), String> {
     }
 }
 
+/// Whether two parameter values are the same; numbers compare by value, so
+/// `1` and `1.0` (which YAML reads as an integer and a float) are equal.
+fn same_value(a: &Value, b: &Value) -> bool {
+    a == b
+        || match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64().is_some_and(|x| Some(x) == y.as_f64()),
+            _ => false,
+        }
+}
+
 /// Checks one value against a parameter definition (type, options, regex, min, max).
 pub fn parameter_value(p: &Parameter, regex: Option<&regex::Regex>, v: &Value) -> Result<(), String> {
     type_check(p.type_, v)?;
-    if !p.options.is_empty() && !p.options.contains(v) {
+    if !p.options.is_empty() && !p.options.iter().any(|o| same_value(o, v)) {
         let opts: Vec<String> = p.options.iter().map(Value::to_string).collect();
         return Err(format!("{v} is not one of the options: {}", opts.join(", ")));
     }
@@ -648,7 +658,11 @@ pub fn workspace_against_template(
             if !p.mutable {
                 let resolve = |s: &WorkspaceSpec| s.parameters.get(&p.name).cloned().or_else(|| p.default.clone());
                 let (old, new) = (resolve(prev), resolve(ws));
-                if old != new {
+                let unchanged = match (&old, &new) {
+                    (Some(a), Some(b)) => same_value(a, b),
+                    (a, b) => a == b,
+                };
+                if !unchanged {
                     errs.add(
                         format!("spec.parameters.{}", p.name),
                         format!(

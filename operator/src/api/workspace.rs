@@ -165,12 +165,25 @@ pub struct WorkspaceStatus {
     /// The last start or stop, why and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<Transition>,
+    /// Id of the newest power intent the controller has acted on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observed_intent: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Live ECS state of the workspace's service.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EcsStatus {
+    /// The cluster the service runs in.
+    #[serde(default)]
+    pub cluster: String,
+    /// The ECS service's name.
+    #[serde(default)]
+    pub service_name: String,
     /// ARN of the ECS service.
     #[serde(default)]
     pub service_arn: String,
@@ -186,6 +199,12 @@ pub struct EcsStatus {
     /// Pending tasks.
     #[serde(default)]
     pub pending_count: i32,
+    /// Hash of the rendered task definition content in use.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_hash: String,
+    /// ARN of the secret that carries the per-start agent token (not the token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_secret_arn: String,
 }
 
 /// The workspace's EFS access point.

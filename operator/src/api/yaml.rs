@@ -42,6 +42,10 @@ fn options() -> serde_saphyr::Options {
     b.max_anchors = 1_000;
     b.max_events = 2_000_000;
     b.max_recorded_anchor_events = 100_000;
+    // The parser's own default (1 024) would reject inputs well under
+    // MAX_DOCUMENTS with a bare budget error; count documents ourselves and
+    // leave room for empty ones (`---` separators), which are skipped.
+    b.max_documents = 2 * MAX_DOCUMENTS;
     o.budget = Some(b);
     let mut a = serde_saphyr::options::AliasLimits::default();
     a.max_total_replayed_events = 100_000;
@@ -91,8 +95,26 @@ pub fn parse_documents(input: &str) -> Result<Vec<Value>, ParseError> {
 }
 
 fn yaml_docs(input: &str) -> Result<Vec<Value>, ParseError> {
-    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(input, options())
-        .map_err(|e| ParseError::Yaml(e.to_string()))
+    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(input, options()).map_err(|e| {
+        if too_many_documents(&e) {
+            ParseError::TooManyDocuments
+        } else {
+            ParseError::Yaml(e.to_string())
+        }
+    })
+}
+
+/// Whether the parser stopped because the input holds too many documents.
+fn too_many_documents(mut e: &serde_saphyr::Error) -> bool {
+    loop {
+        match e {
+            serde_saphyr::Error::WithSnippet { error, .. } | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            serde_saphyr::Error::Budget { breach, .. } => {
+                return matches!(breach, serde_saphyr::budget::BudgetBreach::Documents { .. })
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// Serialises a value as YAML (for `-o yaml` and YAML responses).

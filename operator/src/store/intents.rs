@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::objects::touch;
+use super::objects::{touch, Write};
 use super::{Result, Store, StoreError};
 use crate::api::Kind;
 
@@ -111,7 +111,8 @@ impl Store {
         let uid = obj.metadata.uid.ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
         let id = insert_intent_tx(&mut tx, uid, action, reason, actor, message, dedupe_key).await?;
         if id.is_some() {
-            touch(&mut tx, Kind::Workspace, ns, name).await?;
+            let interactive = matches!(reason, "Manual" | "Spec");
+            touch(&mut tx, Kind::Workspace, ns, name, Write::Intent { interactive }).await?;
         }
         tx.commit().await?;
         Ok(id)

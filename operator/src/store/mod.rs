@@ -18,6 +18,7 @@
 
 mod events;
 mod intents;
+mod leases;
 mod objects;
 mod templates;
 mod tokens;
@@ -26,7 +27,8 @@ mod watch;
 pub use events::{Event, EventType, InvolvedObject};
 pub use intents::{PowerAction, PowerIntent};
 pub(crate) use intents::insert_intent_tx;
-pub use objects::{revision_of, DeleteOutcome, WriteKind};
+pub use leases::Lease;
+pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};
 pub use templates::TemplateVersion;
 pub(crate) use objects::{get_for_update, write_spec};
 pub(crate) use templates::{insert_version_tx, latest_version_tx, version_tx};

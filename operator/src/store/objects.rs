@@ -35,6 +35,46 @@ impl WriteKind {
     }
 }
 
+/// What kind of write made a change (recorded in the change log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Spec, labels or annotations (a person or GitOps).
+    Spec,
+    /// Status (a controller).
+    Status,
+    /// A power intent; `interactive` when a person decided it.
+    Intent {
+        /// Whether a person caused it.
+        interactive: bool,
+    },
+    /// Finalizers (a controller).
+    Finalizers,
+    /// A delete request or the final removal.
+    Delete,
+}
+
+impl Write {
+    /// The name stored in the change log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Write::Spec => "spec",
+            Write::Status => "status",
+            Write::Intent { .. } => "intent",
+            Write::Finalizers => "finalizers",
+            Write::Delete => "delete",
+        }
+    }
+
+    /// Whether a person caused the write.
+    pub fn interactive(self) -> bool {
+        match self {
+            Write::Spec | Write::Delete => true,
+            Write::Intent { interactive } => interactive,
+            Write::Status | Write::Finalizers => false,
+        }
+    }
+}
+
 /// What a delete did.
 #[derive(Clone, Debug)]
 pub enum DeleteOutcome {
@@ -88,9 +128,12 @@ pub(crate) async fn next_revision(conn: &mut PgConnection) -> Result<i64> {
     Ok(sqlx::query_scalar("UPDATE revision SET value = value + 1 RETURNING value").fetch_one(&mut *conn).await?)
 }
 
-async fn record_change(conn: &mut PgConnection, rv: i64, change: &str, obj: &DynObject) -> Result<()> {
+/// Records a change in the log and notifies watchers (delivered at commit).
+pub(crate) async fn record_change(conn: &mut PgConnection, rv: i64, change: &str, obj: &DynObject, write: Write) -> Result<()> {
     let kind = obj.kind().ok_or_else(|| StoreError::Corrupt(obj.reference(), "unknown kind".into()))?;
-    sqlx::query("INSERT INTO changes (resource_version, kind, namespace, name, change_type, owner, object) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+    sqlx::query(
+        "INSERT INTO changes (resource_version, kind, namespace, name, change_type, owner, object, write, interactive) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
         .bind(rv)
         .bind(&obj.kind)
         .bind(&obj.metadata.namespace)
@@ -98,6 +141,8 @@ async fn record_change(conn: &mut PgConnection, rv: i64, change: &str, obj: &Dyn
         .bind(change)
         .bind(owner_of(kind, &obj.spec))
         .bind(serde_json::to_value(obj).unwrap_or(Value::Null))
+        .bind(write.as_str())
+        .bind(write.interactive())
         .execute(&mut *conn)
         .await?;
     sqlx::query("SELECT pg_notify($1, $2)")
@@ -152,7 +197,7 @@ pub(crate) async fn write_spec(
             .fetch_one(&mut *conn)
             .await?;
             let obj = row_to_object(&row)?;
-            record_change(conn, rv, "ADDED", &obj).await?;
+            record_change(conn, rv, "ADDED", &obj, Write::Spec).await?;
             Ok((WriteKind::Created, obj))
         }
         Some(old) => {
@@ -180,7 +225,7 @@ pub(crate) async fn write_spec(
             .fetch_one(&mut *conn)
             .await?;
             let obj = row_to_object(&row)?;
-            record_change(conn, rv, "MODIFIED", &obj).await?;
+            record_change(conn, rv, "MODIFIED", &obj, Write::Spec).await?;
             Ok((WriteKind::Configured, obj))
         }
     }
@@ -188,7 +233,7 @@ pub(crate) async fn write_spec(
 
 /// Bumps an object's revision without changing it, so watchers wake up
 /// (used when something the object depends on changed, e.g. a power intent).
-pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str) -> Result<DynObject> {
+pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str, write: Write) -> Result<DynObject> {
     let rv = next_revision(conn).await?;
     let row = sqlx::query(&format!(
         "UPDATE objects SET resource_version = $4 WHERE kind = $1 AND namespace = $2 AND name = $3 RETURNING {COLUMNS}"
@@ -201,7 +246,7 @@ pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("{}/{name}", kind.plural())))?;
     let obj = row_to_object(&row)?;
-    record_change(conn, rv, "MODIFIED", &obj).await?;
+    record_change(conn, rv, "MODIFIED", &obj, write).await?;
     Ok(obj)
 }
 
@@ -220,8 +265,12 @@ pub(crate) async fn write_status(conn: &mut PgConnection, kind: Kind, ns: &str, 
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("{}/{name}", kind.plural())))?;
     let obj = row_to_object(&row)?;
-    record_change(conn, rv, "MODIFIED", &obj).await?;
+    record_change(conn, rv, "MODIFIED", &obj, Write::Status).await?;
     Ok(obj)
+}
+
+pub(crate) fn check_precondition_pub(current: &DynObject, expected: Option<i64>) -> Result<()> {
+    check_precondition(current, expected)
 }
 
 fn check_precondition(current: &DynObject, expected: Option<i64>) -> Result<()> {
@@ -329,7 +378,7 @@ impl Store {
             gone.metadata.finalizers.clear();
             gone.metadata.resource_version = Some(rv.to_string());
             remove_row(&mut tx, kind, &gone).await?;
-            record_change(&mut tx, rv, "DELETED", &gone).await?;
+            record_change(&mut tx, rv, "DELETED", &gone, Write::Delete).await?;
             tx.commit().await?;
             return Ok(None);
         }
@@ -344,7 +393,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let obj = row_to_object(&row)?;
-        record_change(&mut tx, rv, "MODIFIED", &obj).await?;
+        record_change(&mut tx, rv, "MODIFIED", &obj, Write::Finalizers).await?;
         tx.commit().await?;
         Ok(Some(obj))
     }
@@ -412,7 +461,7 @@ pub(crate) async fn delete_tx(
         gone.metadata.resource_version = Some(rv.to_string());
         gone.metadata.deletion_timestamp = Some(Utc::now());
         remove_row(conn, kind, &gone).await?;
-        record_change(conn, rv, "DELETED", &gone).await?;
+        record_change(conn, rv, "DELETED", &gone, Write::Delete).await?;
         return Ok(DeleteOutcome::Deleted(gone));
     }
     let row = sqlx::query(&format!(
@@ -425,6 +474,6 @@ pub(crate) async fn delete_tx(
     .fetch_one(&mut *conn)
     .await?;
     let obj = row_to_object(&row)?;
-    record_change(conn, rv, "MODIFIED", &obj).await?;
+    record_change(conn, rv, "MODIFIED", &obj, Write::Delete).await?;
     Ok(DeleteOutcome::Terminating(obj))
 }

@@ -51,6 +51,12 @@ pub struct Change {
     pub type_: ChangeType,
     /// The object after the change (before it, for a delete).
     pub object: DynObject,
+    /// What kind of write it was (`spec`, `status`, `intent`, `finalizers`, `delete`).
+    #[serde(skip)]
+    pub write: String,
+    /// Whether a person caused it.
+    #[serde(skip)]
+    pub interactive: bool,
 }
 
 /// Which changes a watch wants.
@@ -93,7 +99,7 @@ impl Store {
         }
         let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_string()).collect();
         let rows = sqlx::query(
-            "SELECT resource_version, change_type, owner, object FROM changes
+            "SELECT resource_version, change_type, owner, object, write, interactive FROM changes
              WHERE resource_version > $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) AND ($3::text IS NULL OR namespace = $3)
              ORDER BY resource_version LIMIT $4",
         )
@@ -118,7 +124,7 @@ impl Store {
                 "DELETED" => ChangeType::Deleted,
                 _ => ChangeType::Modified,
             };
-            let c = Change { revision: rv, type_, object };
+            let c = Change { revision: rv, type_, object, write: r.try_get("write")?, interactive: r.try_get("interactive")? };
             if filter.matches(&c, owner.as_deref()) {
                 out.push(c);
             }

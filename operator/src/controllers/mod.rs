@@ -1,0 +1,344 @@
+//! Controllers: reconcile what the store declares onto the cloud.
+//!
+//! The workspace controller runs on [`berth_runtime`]: a watch of the store
+//! (resumed from the last revision seen, with LISTEN/NOTIFY as a wake-up and
+//! a poll as the backstop) feeds a deduplicating queue; a periodic resync
+//! lists every workspace and refreshes the shared service cache in
+//! DescribeServices batches of 10, and its interval adapts so observation
+//! uses at most a set share of the DescribeServices budget.
+
+pub mod metered;
+pub mod observe;
+pub mod workspace;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_cloud::ecs::Ecs;
+use berth_cloud::efs::Efs;
+use berth_cloud::error::CloudError;
+use berth_cloud::pacer::{ObservationBudget, Pacer};
+use berth_cloud::secrets::Secrets;
+use berth_cloud::Cloud;
+use berth_runtime::{Action, Config, Controller, Priority, ReconcileEvent, ReconcileOutcome, Retry, RunReport};
+use futures_util::StreamExt;
+
+use self::observe::ServiceCache;
+use self::workspace::CrashPoint;
+use crate::api::policy::LifecyclePolicySpec;
+use crate::api::selector::Selector;
+use crate::api::{Kind, WorkspaceStatus};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, WatchFilter};
+
+/// The key of a workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WsKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+
+/// Why a reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A cloud call failed.
+    #[error("{0}")]
+    Cloud(CloudError),
+    /// A stored object could not be decoded.
+    #[error("corrupt object: {0}")]
+    Corrupt(String),
+    /// Waiting on the cloud (e.g. an access point still creating).
+    #[error("waiting: {0}")]
+    NotYet(String),
+    /// The test hook stopped the reconcile.
+    #[error("injected crash at {0:?}")]
+    Crash(CrashPoint),
+}
+
+/// What every reconcile needs (kube-rs `Context` style).
+pub struct Ctx {
+    /// The object store.
+    pub store: Store,
+    /// Cloud clients (paced and metered).
+    pub cloud: Cloud,
+    /// Shared observation cache.
+    pub cache: ServiceCache,
+    /// This replica's id (lease holder, event source).
+    pub source: String,
+    /// Lease time-to-live; renewed at a third of it.
+    pub lease_ttl: Duration,
+    /// Requeue of a converged workspace (besides resync).
+    pub steady_requeue: Duration,
+    /// URL of the Berth API handed to workspaces.
+    pub api_url: String,
+    /// Test hook (see [`CrashPoint`]).
+    pub crash_point: Option<CrashPoint>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ctx {
+    /// ECS.
+    pub fn ecs(&self) -> &dyn Ecs {
+        self.cloud.ecs.as_ref()
+    }
+
+    /// EFS.
+    pub fn efs(&self) -> &dyn Efs {
+        self.cloud.efs.as_ref()
+    }
+
+    /// Secrets Manager.
+    pub fn secrets(&self) -> &dyn Secrets {
+        self.cloud.secrets.as_ref()
+    }
+
+    /// The namespace's lifecycle policy, if any.
+    pub async fn policy(&self, ns: &str) -> Result<Option<LifecyclePolicySpec>, StoreError> {
+        let (items, _) = self.store.object_list(Kind::LifecyclePolicy, Some(ns), &Selector::default(), None).await?;
+        Ok(items.into_iter().next().and_then(|o| serde_json::from_value(o.spec).ok()))
+    }
+}
+
+/// Tunables of the controllers.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Reconciles in flight at once.
+    pub concurrency: usize,
+    /// Share of the DescribeServices budget observation may use.
+    pub observation_share: f64,
+    /// Bounds of the adaptive resync interval.
+    pub resync_min: Duration,
+    /// Upper bound of the adaptive resync interval.
+    pub resync_max: Duration,
+    /// How often services in a transition are described.
+    pub hot_interval: Duration,
+    /// Poll backstop of the store watch.
+    pub watch_poll: Duration,
+    /// Grace period for in-flight reconciles at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            concurrency: 16,
+            observation_share: 0.25,
+            resync_min: Duration::from_secs(30),
+            resync_max: Duration::from_secs(3600),
+            hot_interval: Duration::from_secs(2),
+            watch_poll: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Builds a context with the usual wiring: metered, then paced cloud clients.
+pub fn context(store: Store, cloud: Cloud, pacer: Option<Arc<Pacer>>, metrics: Arc<Metrics>, api_url: &str) -> Ctx {
+    let cloud = metered::meter(cloud, metrics.clone());
+    let cloud = match pacer {
+        Some(p) => cloud.paced(p),
+        None => cloud,
+    };
+    Ctx {
+        cache: ServiceCache::new(cloud.ecs.clone()),
+        store,
+        cloud,
+        source: format!("berth-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        lease_ttl: Duration::from_secs(30),
+        steady_requeue: Duration::from_secs(3600),
+        api_url: api_url.to_string(),
+        crash_point: None,
+        metrics,
+    }
+}
+
+fn error_policy(_key: &WsKey, err: &ReconcileError, retry: Retry) -> Action {
+    match err {
+        ReconcileError::NotYet(_) => Action::requeue(Duration::from_millis(500).max(retry.backoff.min(Duration::from_secs(2)))),
+        ReconcileError::Crash(_) => Action::await_change(),
+        _ => Action::requeue(retry.backoff),
+    }
+}
+
+struct MetricsObserver(Arc<Metrics>);
+
+impl berth_runtime::Observer<WsKey> for MetricsObserver {
+    fn reconciled(&self, event: &ReconcileEvent<'_, WsKey>) {
+        let outcome = match event.outcome {
+            ReconcileOutcome::Success { .. } => "ok",
+            ReconcileOutcome::Failure { .. } => "error",
+            _ => "panic",
+        };
+        self.0.reconciled("workspace", outcome, event.duration);
+    }
+}
+
+/// Runs the workspace controller until `shutdown` resolves.
+pub async fn run_workspace_controller(
+    ctx: Arc<Ctx>,
+    opts: ControllerOptions,
+    budget: Option<ObservationBudget>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> RunReport<WsKey> {
+    let controller = Controller::<WsKey>::new(Config {
+        max_concurrent_reconciles: opts.concurrency,
+        shutdown_grace: opts.shutdown_grace,
+        resync_interval: opts.resync_min,
+        ..Config::default()
+    });
+    let handle = controller.handle();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Watch → queue. Status writes (our own) are not triggers.
+    {
+        let (ctx, handle, poll) = (ctx.clone(), handle.clone(), opts.watch_poll);
+        tasks.spawn(async move {
+            let mut since = match ctx.store.revision_current().await {
+                Ok(rv) => rv,
+                Err(_) => 0,
+            };
+            loop {
+                let filter = WatchFilter {
+                    kinds: vec![Kind::Workspace, Kind::WorkspaceTemplate, Kind::LifecyclePolicy],
+                    ..Default::default()
+                };
+                let mut stream = Box::pin(ctx.store.watch(filter, since, poll));
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(change) => {
+                            since = change.revision;
+                            if change.write == "status" {
+                                continue;
+                            }
+                            let prio = if change.interactive { Priority::Interactive } else { Priority::Bulk };
+                            for key in keys_for_change(&ctx.store, &change.object).await {
+                                let _ = handle.enqueue(key, prio);
+                            }
+                        }
+                        Err(StoreError::Gone(_)) => {
+                            since = ctx.store.revision_current().await.unwrap_or(since);
+                            if let Ok(keys) = list_keys(&ctx.store).await {
+                                let _ = handle.enqueue_all(keys, Priority::Bulk);
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "store watch failed; resuming");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            break;
+                        }
+                    }
+                }
+                if handle.is_stopping() {
+                    return;
+                }
+            }
+        });
+    }
+    // Hot services: describe them often, wake their workspaces on change.
+    {
+        let (ctx, handle, every) = (ctx.clone(), handle.clone(), opts.hot_interval);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match ctx.cache.refresh_hot().await {
+                    Ok(keys) => {
+                        for k in keys {
+                            let _ = handle.enqueue(k, Priority::Bulk);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "hot refresh failed"),
+                }
+                let stats = handle.stats();
+                ctx.metrics.queue("workspace", stats.pending, stats.running, stats.backing_off);
+            }
+        });
+    }
+    // Lease heartbeat.
+    {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(ctx.lease_ttl / 3);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ctx.store.lease_renew_all(&ctx.source, ctx.lease_ttl).await {
+                    tracing::warn!(error = %e, "cannot renew leases");
+                }
+            }
+        });
+    }
+    let resync_ctx = ctx.clone();
+    let resync_handle = handle.clone();
+    let controller = controller
+        .resync(move || {
+            let ctx = resync_ctx.clone();
+            let handle = resync_handle.clone();
+            let opts = opts.clone();
+            async move {
+                let (items, _) = ctx.store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
+                let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let mut phases: BTreeMap<String, i64> = BTreeMap::new();
+                let mut keys = Vec::with_capacity(items.len());
+                for o in &items {
+                    let st: WorkspaceStatus = serde_json::from_value(o.status.clone()).unwrap_or_default();
+                    *phases.entry(format!("{:?}", st.phase)).or_default() += 1;
+                    if let Some(e) = st.ecs.filter(|e| !e.service_name.is_empty()) {
+                        services.entry(e.cluster).or_default().push(e.service_name);
+                    }
+                    keys.push(WsKey { namespace: o.metadata.namespace.clone(), name: o.metadata.name.clone() });
+                }
+                ctx.metrics.workspaces_by_phase(&phases);
+                if let Err(e) = ctx.cache.refresh(&services).await {
+                    tracing::warn!(error = %e, "resync: describing services failed; reconciles use what is cached");
+                }
+                if let Some(b) = budget {
+                    let n: usize = services.values().map(Vec::len).sum();
+                    let iv = b.resync_interval(n, opts.observation_share).clamp(opts.resync_min, opts.resync_max);
+                    handle.set_resync_interval(iv);
+                }
+                Ok::<_, StoreError>(keys)
+            }
+        })
+        .observer(MetricsObserver(ctx.metrics.clone()));
+    let report = controller.run(workspace::reconcile, error_policy, ctx, shutdown).await;
+    tasks.abort_all();
+    report
+}
+
+async fn list_keys(store: &Store) -> Result<Vec<WsKey>, StoreError> {
+    let (items, _) = store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
+    Ok(items.into_iter().map(|o| WsKey { namespace: o.metadata.namespace, name: o.metadata.name }).collect())
+}
+
+/// The workspaces a change concerns: the workspace itself; for a template,
+/// the workspaces using it; for a policy, every workspace of the namespace.
+async fn keys_for_change(store: &Store, obj: &crate::api::DynObject) -> Vec<WsKey> {
+    let ns = obj.metadata.namespace.clone();
+    match obj.kind() {
+        Some(Kind::Workspace) => vec![WsKey { namespace: ns, name: obj.metadata.name.clone() }],
+        Some(kind @ (Kind::WorkspaceTemplate | Kind::LifecyclePolicy)) => {
+            let Ok((items, _)) = store.object_list(Kind::Workspace, Some(&ns), &Selector::default(), None).await else {
+                return Vec::new();
+            };
+            items
+                .into_iter()
+                .filter(|w| {
+                    kind == Kind::LifecyclePolicy
+                        || w.spec.pointer("/template/name").and_then(|v| v.as_str()) == Some(obj.metadata.name.as_str())
+                })
+                .map(|w| WsKey { namespace: w.metadata.namespace, name: w.metadata.name })
+                .collect()
+        }
+        None => Vec::new(),
+    }
+}

@@ -1,0 +1,679 @@
+//! The workspace controller: makes ECS and EFS match each workspace.
+//!
+//! # Expected flow (one reconcile)
+//! 1. Take the workspace's lease (another replica holds it → try later).
+//! 2. Deleting → [`finalize`]: scale to 0, delete the service and the agent
+//!    secret, remove the access point only under `deletionPolicy: Delete`,
+//!    then drop the finalizer.
+//! 3. Otherwise ensure the finalizer, resolve the template version it
+//!    follows and the newest power intent ("last intent wins").
+//! 4. Should run and is not running (or a restart was asked for): a
+//!    *start*: ensure the access point, replace the agent token secret,
+//!    register a task definition revision only if the rendered content hash
+//!    changed, then set desiredCount 1 (creating the service if needed).
+//!    Should run and runs: correct drift only; spec changes wait for the next
+//!    start (`Synced=False`, reason `PendingRestart`), new template versions
+//!    show `Outdated=True`.
+//!    Should not run: desiredCount 0.
+//! 5. Write status (phase, conditions, ECS/EFS ids) under the lease.
+//!
+//! # Guarantees
+//! - Idempotent and crash-safe: every cloud object is tagged with the
+//!   workspace's uid and found before any create (access points by tag, task
+//!   definitions by content-hash tag, services by their deterministic name),
+//!   so a crash between a create and the status write adopts the object.
+//! - Transient cloud errors are returned (the runtime retries with per-key
+//!   backoff); permanent ones are written to `Synced=False` with a Warning
+//!   event and re-checked on a slow period.
+
+pub mod render;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_cloud::ecs::{
+    AssignPublicIp, CreateService, DeleteService, DesiredStatus, NetworkConfiguration, RolloutState, Service, ServiceStatus,
+    UpdateService,
+};
+use berth_cloud::efs::{AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory};
+use berth_cloud::error::CloudError;
+use berth_cloud::secrets::{PutSecret, SecretString};
+use berth_cloud::tags;
+use berth_runtime::Action;
+use chrono::Utc;
+use rand::Rng;
+
+use self::render::WorkspaceIdent;
+use self::status::Facts;
+use super::observe::Observed;
+use super::{Ctx, ReconcileError, WsKey};
+use crate::api::template::WorkspaceTemplateSpec;
+use crate::api::workspace::{DeletionPolicy, EcsStatus, EfsStatus, Phase, Transition, WorkspaceStatus};
+use crate::api::{Kind, Workspace};
+use crate::store::{EventType, InvolvedObject, Lease, PowerAction, PowerIntent};
+
+/// The finalizer the workspace controller puts on every workspace.
+pub const FINALIZER: &str = "berth.dev/workspace-cloud";
+
+/// How often a workspace in a transition is looked at again (a backstop;
+/// the hot refresher usually wakes it first).
+const TRANSITION_REQUEUE: Duration = Duration::from_secs(10);
+/// How often a workspace with a permanent error is re-checked.
+const PERMANENT_ERROR_RECHECK: Duration = Duration::from_secs(600);
+
+/// A test hook: stop the reconcile right after a cloud create, before the
+/// status write, as a crash would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After CreateAccessPoint.
+    AfterAccessPoint,
+    /// After RegisterTaskDefinition.
+    AfterRegister,
+    /// After CreateService.
+    AfterCreateService,
+}
+
+struct Pass<'a> {
+    ctx: &'a Ctx,
+    ws: &'a Workspace,
+    involved: InvolvedObject,
+    id: WorkspaceIdent<'a>,
+}
+
+impl Pass<'_> {
+    async fn event(&self, type_: EventType, reason: &str, message: &str) {
+        if let Err(e) = self.ctx.store.event_record(&self.involved, type_, reason, message, &self.ctx.source).await {
+            tracing::warn!(error = %e, workspace = %self.ws.metadata.name, "cannot record event");
+        }
+    }
+
+    fn crash(&self, at: CrashPoint) -> Result<(), ReconcileError> {
+        if self.ctx.crash_point == Some(at) {
+            return Err(ReconcileError::Crash(at));
+        }
+        Ok(())
+    }
+}
+
+/// Reconciles one workspace. See the module docs.
+pub async fn reconcile(key: WsKey, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let lease_key = format!("Workspace/{}/{}", key.namespace, key.name);
+    let Some(lease) = ctx.store.lease_acquire(&lease_key, &ctx.source, ctx.lease_ttl).await? else {
+        // Another replica is on it; look again later in case it dies.
+        let jitter = rand::rng().random_range(0..2000);
+        return Ok(Action::requeue(Duration::from_millis(3000 + jitter)));
+    };
+    let result = reconcile_leased(&key, &ctx, &lease).await;
+    if let Err(e) = ctx.store.lease_release(&lease).await {
+        tracing::warn!(error = %e, "cannot release lease (it will expire)");
+    }
+    result
+}
+
+async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Action, ReconcileError> {
+    let Some(obj) = ctx.store.object_get(Kind::Workspace, &key.namespace, &key.name).await? else {
+        return Ok(Action::await_change());
+    };
+    let ws: Workspace = obj.to_typed().map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    let uid = ws.metadata.uid.map(|u| u.to_string()).unwrap_or_default();
+    let pass = Pass {
+        ctx,
+        ws: &ws,
+        involved: InvolvedObject {
+            kind: "Workspace".into(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid: ws.metadata.uid.unwrap_or_default(),
+        },
+        id: WorkspaceIdent { namespace: &key.namespace, name: &key.name, uid: &uid },
+    };
+    if ws.metadata.deletion_timestamp.is_some() {
+        return finalize(&pass, lease).await;
+    }
+    if !ws.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        let mut f = ws.metadata.finalizers.clone();
+        f.push(FINALIZER.to_string());
+        ctx.store.object_set_finalizers(Kind::Workspace, &key.namespace, &key.name, &f, None).await?;
+    }
+    let prev = ws.status.clone().unwrap_or_default();
+    let generation = ws.metadata.generation.unwrap_or(0);
+
+    // The template version the workspace follows.
+    let latest = ctx.store.template_version_get(&key.namespace, &ws.spec.template.name, None).await?;
+    let Some(latest) = latest else {
+        let msg = format!("template {:?} does not exist", ws.spec.template.name);
+        return write_failure(&pass, lease, prev, generation, "TemplateMissing", &msg).await;
+    };
+    let policy = ctx.policy(&key.namespace).await?;
+    let require_active = policy.as_ref().is_some_and(|p| p.require_active_version);
+    let pinned = ws.spec.template.version.filter(|_| !require_active);
+    let followed_version = pinned.unwrap_or(latest.version);
+    let followed = if followed_version == latest.version {
+        latest
+    } else {
+        match ctx.store.template_version_get(&key.namespace, &ws.spec.template.name, Some(followed_version)).await? {
+            Some(v) => v,
+            None => {
+                let msg = format!("template {:?} has no version {followed_version}", ws.spec.template.name);
+                return write_failure(&pass, lease, prev, generation, "TemplateMissing", &msg).await;
+            }
+        }
+    };
+    let followed_spec: WorkspaceTemplateSpec =
+        serde_json::from_value(followed.spec.clone()).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+
+    let intent = ctx.store.intent_latest(ws.metadata.uid.unwrap_or_default()).await?;
+    let want_running = intent.as_ref().map(|i| i.action.runs()).unwrap_or(ws.spec.running);
+    let new_intent = intent.as_ref().filter(|i| i.id > prev.observed_intent);
+    let restart_asked = new_intent.is_some_and(|i| i.action == PowerAction::Restart);
+
+    let mut status = prev.clone();
+    let outcome = converge(&pass, &followed_spec, followed_version, want_running, restart_asked, intent.as_ref(), &mut status).await;
+    let mut facts = match outcome {
+        Ok(f) => f,
+        Err(ReconcileError::Cloud(e)) if !e.is_transient() => {
+            let msg = e.to_string();
+            if !prev.conditions.iter().any(|c| c.type_ == "Synced" && c.message == msg) {
+                pass.event(EventType::Warning, "CloudError", &msg).await;
+            }
+            let mut f = Facts { want_running, cloud_error: Some(msg), ..Default::default() };
+            f.followed_version = followed_version;
+            f.running_version = status.template_version;
+            f.pinned = pinned.is_some();
+            if let Some(svc) = status_service(ctx, &status) {
+                fill_service_facts(&mut f, &svc);
+            }
+            f
+        }
+        Err(e) => return Err(e),
+    };
+    facts.followed_version = followed_version;
+    facts.pinned = pinned.is_some();
+    if let Some(i) = &intent {
+        status.observed_intent = status.observed_intent.max(i.id);
+    }
+    let now = Utc::now();
+    status.phase = status::phase(&facts);
+    status.conditions = status::conditions(&prev.conditions, &facts, generation, now);
+    status.observed_generation = generation;
+    let transitional = matches!(status.phase, Phase::Starting | Phase::Stopping);
+    if let Some(ecs) = &status.ecs {
+        ctx.cache.set_hot(&ecs.cluster, &ecs.service_name, key, transitional);
+    }
+    write_status(&pass, lease, &status).await?;
+    if facts.cloud_error.is_some() {
+        return Ok(Action::requeue(PERMANENT_ERROR_RECHECK));
+    }
+    Ok(if transitional { Action::requeue(TRANSITION_REQUEUE) } else { Action::requeue(ctx.steady_requeue) })
+}
+
+fn status_service(ctx: &Ctx, status: &WorkspaceStatus) -> Option<Service> {
+    let ecs = status.ecs.as_ref()?;
+    ctx.cache.get(&ecs.cluster, &ecs.service_name)?.active().cloned()
+}
+
+fn fill_service_facts(f: &mut Facts, svc: &Service) {
+    f.service_active = svc.status == ServiceStatus::Active;
+    f.desired = svc.desired_count;
+    f.running = svc.running_count;
+    f.pending = svc.pending_count;
+    f.rollout_completed = svc.primary_deployment().is_none_or(|d| d.rollout_state == RolloutState::Completed);
+}
+
+async fn write_status(pass: &Pass<'_>, lease: &Lease, status: &WorkspaceStatus) -> Result<(), ReconcileError> {
+    let v = serde_json::to_value(status).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    pass.ctx
+        .store
+        .object_update_status_leased(Kind::Workspace, pass.id.namespace, pass.id.name, &v, lease)
+        .await?;
+    Ok(())
+}
+
+async fn write_failure(
+    pass: &Pass<'_>,
+    lease: &Lease,
+    prev: WorkspaceStatus,
+    generation: i64,
+    reason: &str,
+    msg: &str,
+) -> Result<Action, ReconcileError> {
+    let mut status = prev.clone();
+    let f = Facts { cloud_error: Some(msg.to_string()), running_version: prev.template_version, ..Default::default() };
+    status.phase = Phase::Failed;
+    status.conditions = status::conditions(&prev.conditions, &f, generation, Utc::now());
+    for c in &mut status.conditions {
+        if c.type_ == "Synced" {
+            c.reason = reason.to_string();
+        }
+    }
+    if !prev.conditions.iter().any(|c| c.reason == reason) {
+        pass.event(EventType::Warning, reason, msg).await;
+    }
+    write_status(pass, lease, &status).await?;
+    Ok(Action::requeue(PERMANENT_ERROR_RECHECK))
+}
+
+/// Looks at the service (cache first) and does what the declared state needs.
+async fn converge(
+    pass: &Pass<'_>,
+    template: &WorkspaceTemplateSpec,
+    followed_version: i32,
+    want_running: bool,
+    restart_asked: bool,
+    intent: Option<&PowerIntent>,
+    status: &mut WorkspaceStatus,
+) -> Result<Facts, ReconcileError> {
+    let ctx = pass.ctx;
+    let service_name = pass.id.family();
+    // A service keeps running in the cluster it was started in.
+    let cluster = status
+        .ecs
+        .as_ref()
+        .filter(|e| !e.cluster.is_empty())
+        .map(|e| e.cluster.clone())
+        .unwrap_or_else(|| template.infrastructure.cluster.clone());
+    let observed = match ctx.cache.get(&cluster, &service_name) {
+        Some(o) => o,
+        None => ctx.cache.refresh_one(&cluster, &service_name).await?,
+    };
+    let mut svc: Option<Service> = match &observed {
+        Observed::Found(s) => Some((**s).clone()),
+        Observed::Missing => None,
+    };
+    let active = svc.as_ref().is_some_and(|s| s.status == ServiceStatus::Active);
+    let reason = intent.map(|i| i.reason.clone()).unwrap_or_else(|| "Spec".into());
+    let mut facts = Facts { want_running, running_version: status.template_version, ..Default::default() };
+
+    if want_running {
+        let desired_now = svc.as_ref().filter(|_| active).map(|s| s.desired_count).unwrap_or(0);
+        if !active || desired_now == 0 || restart_asked {
+            if svc.as_ref().is_some_and(|s| s.status == ServiceStatus::Draining) {
+                // The previous service is still draining; ECS refuses a new one of that name until it is gone.
+                facts.pending_restart = None;
+                fill_service_facts(&mut facts, svc.as_ref().expect("checked"));
+                facts.service_active = false;
+                return Ok(facts);
+            }
+            let drift = active && desired_now == 0 && status.ecs.as_ref().is_some_and(|e| e.desired_count == 1) && !restart_asked
+                && intent.is_none_or(|i| i.id <= status.observed_intent);
+            let started = start(pass, template, followed_version, &cluster, svc.as_ref().filter(|_| active), restart_asked, status).await?;
+            let why = if drift {
+                pass.event(EventType::Warning, "DriftCorrected", "desiredCount was set to 0 outside Berth; set it back to 1").await;
+                "DriftCorrected".to_string()
+            } else {
+                reason.clone()
+            };
+            let verb = if restart_asked { "Restarted" } else { "Started" };
+            pass.event(
+                EventType::Normal,
+                verb,
+                &format!(
+                    "desiredCount 1 with task definition {} (template version {followed_version}; {why})",
+                    short_arn(&started.task_definition)
+                ),
+            )
+            .await;
+            status.last_transition = Some(Transition { action: "start".into(), reason: why, at: Utc::now() });
+            ctx.cache.put(&cluster, started.clone());
+            svc = Some(started);
+        } else if let Some(s) = svc.as_ref() {
+            // Running: correct drift of the task definition; never apply spec changes now.
+            let ours = status.ecs.as_ref().map(|e| e.task_definition_arn.clone()).unwrap_or_default();
+            if !ours.is_empty() && !same_task_definition(&s.task_definition, &ours) {
+                let updated = ctx
+                    .ecs()
+                    .update_service(UpdateService {
+                        cluster: cluster.clone(),
+                        service: service_name.clone(),
+                        task_definition: Some(ours.clone()),
+                        ..Default::default()
+                    })
+                    .await?;
+                pass.event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    &format!("task definition was replaced outside Berth with {}; set back to {}", short_arn(&s.task_definition), short_arn(&ours)),
+                )
+                .await;
+                ctx.cache.put(&cluster, updated.clone());
+                svc = Some(updated);
+            }
+            facts.pending_restart = pending_restart(pass, status).await?;
+        }
+    } else if let Some(s) = svc.as_ref().filter(|_| active) {
+        if s.desired_count != 0 {
+            let updated = ctx
+                .ecs()
+                .update_service(UpdateService {
+                    cluster: cluster.clone(),
+                    service: service_name.clone(),
+                    desired_count: Some(0),
+                    ..Default::default()
+                })
+                .await?;
+            pass.event(EventType::Normal, "Stopped", &format!("desiredCount 0 ({reason}); ECS sends SIGTERM, the stop timeout applies"))
+                .await;
+            status.last_transition = Some(Transition { action: "stop".into(), reason: reason.clone(), at: Utc::now() });
+            ctx.cache.put(&cluster, updated.clone());
+            svc = Some(updated);
+        }
+    }
+
+    if let Some(s) = &svc {
+        fill_service_facts(&mut facts, s);
+        if let Some(e) = status.ecs.as_mut() {
+            e.desired_count = s.desired_count as i32;
+            e.running_count = s.running_count as i32;
+            e.pending_count = s.pending_count as i32;
+            e.service_arn = s.service_arn.clone();
+        }
+        if want_running && s.running_count == 0 && s.primary_deployment().is_some_and(|d| d.failed_tasks > 0) {
+            facts.task_failure = Some(task_failure(pass, &cluster, &service_name, s).await);
+        }
+    } else if let Some(e) = status.ecs.as_mut() {
+        e.desired_count = 0;
+        e.running_count = 0;
+        e.pending_count = 0;
+    }
+    facts.running_version = status.template_version;
+    Ok(facts)
+}
+
+/// Why the service's tasks fail to start: the newest stopped task's reason.
+async fn task_failure(pass: &Pass<'_>, cluster: &str, service: &str, svc: &Service) -> String {
+    let ecs = pass.ctx.ecs();
+    if let Ok(arns) = ecs.list_tasks(cluster, service, DesiredStatus::Stopped).await {
+        if let Some(arn) = arns.last() {
+            if let Ok(out) = ecs.describe_tasks(cluster, std::slice::from_ref(arn)).await {
+                if let Some(reason) = out.tasks.iter().rev().find_map(|t| t.stopped_reason.clone()) {
+                    return reason;
+                }
+            }
+        }
+    }
+    svc.events.first().map(|e| e.message.clone()).unwrap_or_else(|| "tasks fail to start".into())
+}
+
+fn short_arn(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Compares task definitions by family and revision whatever form they are in.
+fn same_task_definition(a: &str, b: &str) -> bool {
+    short_arn(a) == short_arn(b)
+}
+
+/// When the content the spec renders to (for the version that runs) differs
+/// from what runs, the change applies at the next start.
+async fn pending_restart(pass: &Pass<'_>, status: &WorkspaceStatus) -> Result<Option<String>, ReconcileError> {
+    let (Some(ecs), Some(efs), Some(version)) = (status.ecs.as_ref(), status.efs.as_ref(), status.template_version) else {
+        return Ok(None);
+    };
+    if ecs.content_hash.is_empty() || ecs.agent_secret_arn.is_empty() {
+        return Ok(None);
+    }
+    let Some(tv) = pass.ctx.store.template_version_get(pass.id.namespace, &pass.ws.spec.template.name, Some(version)).await? else {
+        return Ok(None);
+    };
+    let template: WorkspaceTemplateSpec = serde_json::from_value(tv.spec).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    let rendered =
+        render::task_definition(&pass.id, &pass.ws.spec, &template, version, &efs.access_point_id, &ecs.agent_secret_arn, &pass.ctx.api_url);
+    Ok((rendered.hash != ecs.content_hash).then(|| {
+        "the spec changed since the workspace started (resources or parameters); it applies at the next start (berth restart)".to_string()
+    }))
+}
+
+/// A start: access point, agent token, task definition (only if its content
+/// changed), then the service at desiredCount 1.
+async fn start(
+    pass: &Pass<'_>,
+    template: &WorkspaceTemplateSpec,
+    version: i32,
+    cluster: &str,
+    active: Option<&Service>,
+    restart: bool,
+    status: &mut WorkspaceStatus,
+) -> Result<Service, ReconcileError> {
+    let ctx = pass.ctx;
+    let ap = ensure_access_point(pass, template, status).await?;
+    // A fresh agent token per start, delivered through the secret the task
+    // definition references (the token never enters the task definition).
+    let token = new_agent_token();
+    let secret = ctx
+        .secrets()
+        .put_secret_value(PutSecret {
+            name: pass.id.secret_name(),
+            value: SecretString::new(token.clone()),
+            description: Some(format!("Berth agent token of workspace {}/{}", pass.id.namespace, pass.id.name)),
+            tags: pass.id.tags(),
+        })
+        .await?;
+    if let Some(uid) = pass.ws.metadata.uid {
+        ctx.store.agent_token_set(uid, &token).await?;
+    }
+    let rendered = render::task_definition(&pass.id, &pass.ws.spec, template, version, &ap.access_point_id, &secret.arn, &ctx.api_url);
+    let prev_ecs = status.ecs.clone().unwrap_or_default();
+    let td_arn = if prev_ecs.content_hash == rendered.hash && !prev_ecs.task_definition_arn.is_empty() {
+        prev_ecs.task_definition_arn.clone()
+    } else {
+        // Adopt a revision with the same content (a crash after register).
+        let existing = match ctx.ecs().describe_task_definition(&pass.id.family(), true).await {
+            Ok(td) => Some(td),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(_) => None,
+        };
+        match existing.filter(|td| td.tags.get(tags::CONTENT_HASH) == Some(&rendered.hash)) {
+            Some(td) => td.task_definition_arn,
+            None => {
+                let td = ctx.ecs().register_task_definition(rendered.request.clone()).await?;
+                pass.event(
+                    EventType::Normal,
+                    "RegisteredTaskDefinition",
+                    &format!("{}:{} (cpu {}, memory {}, template version {version})", td.family, td.revision, td.cpu, td.memory),
+                )
+                .await;
+                pass.crash(CrashPoint::AfterRegister)?;
+                td.task_definition_arn
+            }
+        }
+    };
+    let service_name = pass.id.family();
+    status.ecs = Some(EcsStatus {
+        cluster: cluster.to_string(),
+        service_name: service_name.clone(),
+        task_definition_arn: td_arn.clone(),
+        content_hash: rendered.hash.clone(),
+        agent_secret_arn: secret.arn.clone(),
+        ..prev_ecs
+    });
+    status.template_version = Some(version);
+    let svc = match active {
+        Some(s) => {
+            let force = restart && s.desired_count >= 1 && same_task_definition(&s.task_definition, &td_arn);
+            ctx.ecs()
+                .update_service(UpdateService {
+                    cluster: cluster.to_string(),
+                    service: service_name.clone(),
+                    desired_count: Some(1),
+                    task_definition: (!same_task_definition(&s.task_definition, &td_arn)).then(|| td_arn.clone()),
+                    force_new_deployment: force,
+                    enable_execute_command: None,
+                })
+                .await?
+        }
+        None => {
+            // Never trust a cached "missing" before a create.
+            match ctx.cache.refresh_one(cluster, &service_name).await? {
+                Observed::Found(s) if s.status == ServiceStatus::Active => {
+                    ctx.ecs()
+                        .update_service(UpdateService {
+                            cluster: cluster.to_string(),
+                            service: service_name.clone(),
+                            desired_count: Some(1),
+                            task_definition: Some(td_arn.clone()),
+                            ..Default::default()
+                        })
+                        .await?
+                }
+                _ => {
+                    let inf = &template.infrastructure;
+                    let created = ctx
+                        .ecs()
+                        .create_service(CreateService {
+                            cluster: cluster.to_string(),
+                            service_name: service_name.clone(),
+                            task_definition: td_arn.clone(),
+                            desired_count: 1,
+                            platform_version: None,
+                            network_configuration: NetworkConfiguration {
+                                subnets: inf.subnets.clone(),
+                                security_groups: inf.security_groups.clone(),
+                                assign_public_ip: if inf.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled },
+                            },
+                            client_token: Some(pass.id.client_token("service")),
+                            tags: pass.id.tags(),
+                            enable_execute_command: true,
+                            deployment_circuit_breaker: false,
+                        })
+                        .await?;
+                    pass.event(EventType::Normal, "CreatedService", &format!("ECS service {service_name} in {cluster}")).await;
+                    pass.crash(CrashPoint::AfterCreateService)?;
+                    created
+                }
+            }
+        }
+    };
+    Ok(svc)
+}
+
+fn new_agent_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let body: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("berth_agent_{body}")
+}
+
+/// Finds the workspace's access point by tag, or creates it; waits (by
+/// returning a transient error) until it is available.
+async fn ensure_access_point(
+    pass: &Pass<'_>,
+    template: &WorkspaceTemplateSpec,
+    status: &mut WorkspaceStatus,
+) -> Result<AccessPoint, ReconcileError> {
+    let ctx = pass.ctx;
+    let fs = &template.infrastructure.file_system_id;
+    let root = render::root_directory(template, &pass.ws.spec.owner);
+    let found = ctx
+        .efs()
+        .describe_access_points(fs)
+        .await?
+        .into_iter()
+        .find(|ap| tags::is_owned_by(&ap.tags, pass.id.uid) && ap.life_cycle_state != LifeCycleState::Deleting && ap.life_cycle_state != LifeCycleState::Deleted);
+    let ap = match found {
+        Some(ap) => ap,
+        None => {
+            let ap = ctx
+                .efs()
+                .create_access_point(CreateAccessPoint {
+                    client_token: pass.id.client_token("access-point"),
+                    file_system_id: fs.clone(),
+                    posix_user: Some(PosixUser { uid: template.container.uid, gid: template.container.gid, secondary_gids: vec![] }),
+                    root_directory: Some(RootDirectory {
+                        path: root.clone(),
+                        creation_info: Some(CreationInfo {
+                            owner_uid: template.container.uid,
+                            owner_gid: template.container.gid,
+                            permissions: "0750".into(),
+                        }),
+                    }),
+                    tags: pass.id.tags(),
+                })
+                .await?;
+            pass.event(EventType::Normal, "CreatedAccessPoint", &format!("{} rooted at {root} on {fs}", ap.access_point_id)).await;
+            status.efs = Some(EfsStatus { access_point_id: ap.access_point_id.clone(), root_directory: root.clone() });
+            pass.crash(CrashPoint::AfterAccessPoint)?;
+            ap
+        }
+    };
+    status.efs = Some(EfsStatus { access_point_id: ap.access_point_id.clone(), root_directory: ap.root_directory.path.clone() });
+    if ap.life_cycle_state != LifeCycleState::Available {
+        return Err(ReconcileError::NotYet(format!("access point {} is {:?}", ap.access_point_id, ap.life_cycle_state)));
+    }
+    Ok(ap)
+}
+
+/// Cleanup on deletion; tolerates a workspace that never started.
+async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileError> {
+    let ctx = pass.ctx;
+    let ws = pass.ws;
+    let status = ws.status.clone().unwrap_or_default();
+    let service_name = pass.id.family();
+    let cluster = match status.ecs.as_ref().filter(|e| !e.cluster.is_empty()) {
+        Some(e) => Some(e.cluster.clone()),
+        None => match ctx.store.template_version_get(pass.id.namespace, &ws.spec.template.name, None).await? {
+            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec).ok().map(|t| t.infrastructure.cluster),
+            None => None,
+        },
+    };
+    if let Some(cluster) = &cluster {
+        match ctx.cache.refresh_one(cluster, &service_name).await? {
+            Observed::Found(s) if s.status == ServiceStatus::Active => {
+                if tags::is_owned_by(&s.tags, pass.id.uid) || s.tags.is_empty() {
+                    if s.desired_count != 0 {
+                        ctx.ecs()
+                            .update_service(UpdateService {
+                                cluster: cluster.clone(),
+                                service: service_name.clone(),
+                                desired_count: Some(0),
+                                ..Default::default()
+                            })
+                            .await?;
+                    }
+                    ctx.ecs().delete_service(DeleteService { cluster: cluster.clone(), service: service_name.clone(), force: true }).await?;
+                    pass.event(EventType::Normal, "DeletedService", &format!("ECS service {service_name} scaled to 0 and deleted")).await;
+                }
+            }
+            _ => {}
+        }
+        ctx.cache.forget(cluster, &service_name);
+    }
+    match ctx.secrets().delete_secret(&pass.id.secret_name()).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    if ws.spec.deletion_policy == DeletionPolicy::Delete {
+        let fs = match ctx.store.template_version_get(pass.id.namespace, &ws.spec.template.name, None).await? {
+            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec).ok().map(|t| t.infrastructure.file_system_id),
+            None => None,
+        };
+        if let Some(fs) = fs {
+            for ap in ctx.efs().describe_access_points(&fs).await? {
+                if tags::is_owned_by(&ap.tags, pass.id.uid) && ap.life_cycle_state != LifeCycleState::Deleting {
+                    match ctx.efs().delete_access_point(&ap.access_point_id).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    pass.event(
+                        EventType::Normal,
+                        "DeletedAccessPoint",
+                        &format!("{} removed (deletionPolicy Delete); the files in {} stay on EFS", ap.access_point_id, ap.root_directory.path),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    let _ = lease;
+    let rest: Vec<String> = ws.metadata.finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect();
+    ctx.store.object_set_finalizers(Kind::Workspace, pass.id.namespace, pass.id.name, &rest, None).await?;
+    Ok(Action::await_change())
+}
+
+impl From<CloudError> for ReconcileError {
+    fn from(e: CloudError) -> Self {
+        ReconcileError::Cloud(e)
+    }
+}

@@ -1,0 +1,180 @@
+//! Phase and conditions of a workspace, computed from what was observed.
+//! Pure functions: the reconcile gathers facts, these decide what to say.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::meta::ConditionStatus;
+use crate::api::workspace::Phase;
+use crate::api::Condition;
+
+/// The facts a status is computed from.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    /// The newest intent says the workspace should run.
+    pub want_running: bool,
+    /// Being deleted.
+    pub deleting: bool,
+    /// The ECS service exists and is ACTIVE.
+    pub service_active: bool,
+    /// Its desired count.
+    pub desired: u32,
+    /// Its running tasks.
+    pub running: u32,
+    /// Its pending tasks.
+    pub pending: u32,
+    /// The primary deployment finished rolling out.
+    pub rollout_completed: bool,
+    /// Why tasks fail to start, if they do.
+    pub task_failure: Option<String>,
+    /// A permanent cloud error of this pass (invalid role, missing cluster …).
+    pub cloud_error: Option<String>,
+    /// The running content differs from what the spec renders to: applies at the next start.
+    pub pending_restart: Option<String>,
+    /// The template version that runs (or ran last).
+    pub running_version: Option<i32>,
+    /// The version the workspace follows (pinned, or the active one).
+    pub followed_version: i32,
+    /// Whether the workspace is pinned.
+    pub pinned: bool,
+}
+
+/// The lifecycle phase.
+pub fn phase(f: &Facts) -> Phase {
+    if f.deleting {
+        return Phase::Deleting;
+    }
+    if f.cloud_error.is_some() && !(f.service_active && f.running > 0) {
+        return Phase::Failed;
+    }
+    if f.want_running {
+        if f.service_active && f.running >= 1 && f.rollout_completed {
+            Phase::Running
+        } else {
+            Phase::Starting
+        }
+    } else if !f.service_active || (f.running == 0 && f.pending == 0) {
+        Phase::Stopped
+    } else {
+        Phase::Stopping
+    }
+}
+
+fn cond(type_: &str, ok: bool, reason: &str, message: String) -> (String, ConditionStatus, String, String) {
+    (type_.to_string(), if ok { ConditionStatus::True } else { ConditionStatus::False }, reason.to_string(), message)
+}
+
+/// `Ready`, `Synced` and `Outdated`, keeping each one's last transition time
+/// when its status did not change.
+pub fn conditions(prev: &[Condition], f: &Facts, generation: i64, now: DateTime<Utc>) -> Vec<Condition> {
+    let p = phase(f);
+    let ready = match p {
+        Phase::Running => cond("Ready", true, "Running", "the workspace's task is running".into()),
+        Phase::Starting => match &f.task_failure {
+            Some(why) => cond("Ready", false, "TaskFailedToStart", why.clone()),
+            None => cond(
+                "Ready",
+                false,
+                "Starting",
+                format!("waiting for the task to run (running {}, pending {})", f.running, f.pending),
+            ),
+        },
+        Phase::Stopped => cond("Ready", false, "Stopped", "the workspace is stopped".into()),
+        Phase::Stopping => cond("Ready", false, "Stopping", "the task is stopping".into()),
+        Phase::Failed => cond("Ready", false, "Failed", f.cloud_error.clone().unwrap_or_default()),
+        Phase::Deleting => cond("Ready", false, "Deleting", "the workspace is being deleted".into()),
+        Phase::Pending => cond("Ready", false, "Pending", String::new()),
+    };
+    let synced = if let Some(e) = &f.cloud_error {
+        cond("Synced", false, "CloudError", e.clone())
+    } else if let Some(why) = &f.pending_restart {
+        cond("Synced", false, "PendingRestart", why.clone())
+    } else if f.want_running && (!f.service_active || f.desired != 1) || !f.want_running && f.service_active && f.desired != 0 {
+        cond("Synced", false, "Converging", "ECS does not match the declared state yet".into())
+    } else {
+        cond("Synced", true, "Synced", "ECS and EFS match the declared state".into())
+    };
+    let outdated = match f.running_version {
+        Some(v) if v < f.followed_version => cond(
+            "Outdated",
+            true,
+            "NewerVersion",
+            format!("runs template version {v}; version {} applies at the next start (berth restart)", f.followed_version),
+        ),
+        Some(v) if f.pinned => cond("Outdated", false, "Pinned", format!("pinned to template version {v}")),
+        _ => cond("Outdated", false, "UpToDate", "runs the version it follows".into()),
+    };
+    [ready, synced, outdated]
+        .into_iter()
+        .map(|(type_, status, reason, message)| {
+            let last_transition_time = prev
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| c.last_transition_time)
+                .unwrap_or(now);
+            Condition { type_, status, reason, message, last_transition_time, observed_generation: generation }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> Facts {
+        Facts {
+            want_running: true,
+            service_active: true,
+            desired: 1,
+            running: 1,
+            rollout_completed: true,
+            running_version: Some(1),
+            followed_version: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_running_task_with_a_completed_rollout_is_ready_and_synced() {
+        let c = conditions(&[], &running(), 1, Utc::now());
+        assert_eq!(phase(&running()), Phase::Running);
+        assert!(c.iter().all(|c| (c.type_ == "Outdated") != (c.status == ConditionStatus::True)), "{c:?}");
+    }
+
+    #[test]
+    fn failing_tasks_keep_the_workspace_starting_with_the_reason() {
+        let f = Facts { running: 0, rollout_completed: false, task_failure: Some("CannotPullContainerError: nope".into()), ..running() };
+        assert_eq!(phase(&f), Phase::Starting);
+        let ready = conditions(&[], &f, 1, Utc::now()).into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.reason, "TaskFailedToStart");
+        assert!(ready.message.contains("CannotPull"));
+    }
+
+    #[test]
+    fn a_newer_template_version_makes_a_running_workspace_outdated_not_restarted() {
+        let f = Facts { followed_version: 2, ..running() };
+        assert_eq!(phase(&f), Phase::Running);
+        let out = conditions(&[], &f, 1, Utc::now()).into_iter().find(|c| c.type_ == "Outdated").unwrap();
+        assert_eq!(out.status, ConditionStatus::True);
+    }
+
+    #[test]
+    fn stopped_and_stopping_follow_the_task_counts() {
+        let f = Facts { want_running: false, desired: 0, running: 1, rollout_completed: false, ..running() };
+        assert_eq!(phase(&f), Phase::Stopping);
+        let f = Facts { running: 0, ..f };
+        assert_eq!(phase(&f), Phase::Stopped);
+        assert_eq!(phase(&Facts { service_active: false, ..f }), Phase::Stopped);
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_a_condition_holds() {
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let first = conditions(&[], &running(), 1, t0);
+        let again = conditions(&first, &running(), 2, Utc::now());
+        assert!(again.iter().all(|c| c.last_transition_time == t0));
+        let stopped = Facts { want_running: false, desired: 0, running: 0, ..running() };
+        let changed = conditions(&again, &stopped, 3, Utc::now());
+        let ready = changed.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.last_transition_time > t0);
+    }
+}
