@@ -88,24 +88,52 @@ impl Problems {
 }
 
 fn err(obj: &DynObject, doc: usize, field: &str, message: impl Into<String>) -> FieldError {
-    FieldError { object: obj.reference(), field: field.to_string(), message: message.into(), document: Some(doc) }
+    FieldError {
+        object: obj.reference(),
+        field: field.to_string(),
+        message: message.into(),
+        document: Some(doc),
+    }
 }
 
 /// Applies `docs` (parsed documents) as `who`. See the module docs.
-pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool) -> Result<Vec<ApplyResult>, ApplyError> {
+pub async fn apply(
+    store: &Store,
+    who: &Identity,
+    docs: &[Value],
+    dry_run: bool,
+) -> Result<Vec<ApplyResult>, ApplyError> {
     let mut p = Problems::default();
     let mut objects: Vec<(usize, Kind, DynObject)> = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, doc) in docs.iter().enumerate() {
         match validate::decode(doc, Some(i)) {
             Ok((kind, obj)) => {
-                let key = (kind, obj.metadata.namespace.clone(), obj.metadata.name.clone());
+                let key = (
+                    kind,
+                    obj.metadata.namespace.clone(),
+                    obj.metadata.name.clone(),
+                );
                 if !seen.insert(key) {
-                    p.invalid.push(err(&obj, i, "metadata.name", "appears more than once in this request"));
+                    p.invalid.push(err(
+                        &obj,
+                        i,
+                        "metadata.name",
+                        "appears more than once in this request",
+                    ));
                     continue;
                 }
                 if kind != Kind::Workspace && !who.admin {
-                    p.forbidden.push(err(&obj, i, "", format!("user {:?} may not write {}; only admins can", who.user, kind.plural())));
+                    p.forbidden.push(err(
+                        &obj,
+                        i,
+                        "",
+                        format!(
+                            "user {:?} may not write {}; only admins can",
+                            who.user,
+                            kind.plural()
+                        ),
+                    ));
                     continue;
                 }
                 objects.push((i, kind, obj));
@@ -114,7 +142,12 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
         }
     }
     if docs.is_empty() {
-        p.invalid.push(FieldError { object: "request".into(), field: String::new(), message: "no documents to apply".into(), document: None });
+        p.invalid.push(FieldError {
+            object: "request".into(),
+            field: String::new(),
+            message: "no documents to apply".into(),
+            document: None,
+        });
     }
     objects.sort_by_key(|(i, k, _)| (k.apply_order(), *i));
 
@@ -125,7 +158,12 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
         let existing = store::get_for_update(&mut tx, kind, &ns, &name).await?;
         if let Some(ex) = &existing {
             if ex.metadata.deletion_timestamp.is_some() {
-                p.conflict.push(err(&obj, i, "", "is being deleted; wait until it is gone before applying it again"));
+                p.conflict.push(err(
+                    &obj,
+                    i,
+                    "",
+                    "is being deleted; wait until it is gone before applying it again",
+                ));
                 continue;
             }
             if let Some(want) = obj.metadata.resource_version.as_deref() {
@@ -143,7 +181,12 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
                 }
             }
         } else if obj.metadata.resource_version.is_some() {
-            p.conflict.push(err(&obj, i, "metadata.resourceVersion", "is set, but the object does not exist (it was deleted?)"));
+            p.conflict.push(err(
+                &obj,
+                i,
+                "metadata.resourceVersion",
+                "is set, but the object does not exist (it was deleted?)",
+            ));
             continue;
         }
         let mut status = None;
@@ -157,8 +200,15 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
                 let spec_changed = existing.as_ref().is_none_or(|e| e.spec != obj.spec);
                 if spec_changed {
                     let version = store::latest_version_tx(&mut tx, &ns, &name).await? + 1;
-                    let generation = existing.as_ref().and_then(|e| e.metadata.generation).unwrap_or(0) + 1;
-                    let mut st = existing.as_ref().map(|e| e.status.clone()).unwrap_or(Value::Null);
+                    let generation = existing
+                        .as_ref()
+                        .and_then(|e| e.metadata.generation)
+                        .unwrap_or(0)
+                        + 1;
+                    let mut st = existing
+                        .as_ref()
+                        .map(|e| e.status.clone())
+                        .unwrap_or(Value::Null);
                     if !st.is_object() {
                         st = Value::Object(Default::default());
                     }
@@ -192,10 +242,23 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
         // Valid objects are written even after another document failed, so
         // that later documents are checked against them; the transaction is
         // rolled back at the end if anything failed.
-        let (action, stored) = match store::write_spec(&mut tx, kind, &obj, existing.as_ref(), status.as_ref().map(|s| &s.1)).await {
+        let (action, stored) = match store::write_spec(
+            &mut tx,
+            kind,
+            &obj,
+            existing.as_ref(),
+            status.as_ref().map(|s| &s.1),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) if e.is_unique_violation() => {
-                p.conflict.push(err(&obj, i, "", "was created concurrently by another request; retry"));
+                p.conflict.push(err(
+                    &obj,
+                    i,
+                    "",
+                    "was created concurrently by another request; retry",
+                ));
                 break;
             }
             Err(e) => return Err(e.into()),
@@ -206,17 +269,35 @@ pub async fn apply(store: &Store, who: &Identity, docs: &[Value], dry_run: bool)
         if kind == Kind::Workspace {
             // A change of spec.running (or a new workspace) is a power intent;
             // re-applying unchanged YAML records none.
-            let running = |o: &DynObject| o.spec.get("running").and_then(Value::as_bool).unwrap_or(true);
+            let running = |o: &DynObject| {
+                o.spec
+                    .get("running")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true)
+            };
             let now_running = running(&stored);
             if existing.as_ref().is_none_or(|e| running(e) != now_running) {
                 if let Some(uid) = stored.metadata.uid {
-                    let action = if now_running { PowerAction::Start } else { PowerAction::Stop };
+                    let action = if now_running {
+                        PowerAction::Start
+                    } else {
+                        PowerAction::Stop
+                    };
                     let message = format!("spec.running set to {now_running} by {}", who.user);
-                    store::insert_intent_tx(&mut tx, uid, action, "Spec", &who.user, &message, None).await?;
+                    store::insert_intent_tx(
+                        &mut tx, uid, action, "Spec", &who.user, &message, None,
+                    )
+                    .await?;
                 }
             }
         }
-        results.push(ApplyResult { kind: kind.as_str().into(), namespace: ns, name, action: action.as_str(), object: stored });
+        results.push(ApplyResult {
+            kind: kind.as_str().into(),
+            namespace: ns,
+            name,
+            action: action.as_str(),
+            object: stored,
+        });
     }
     if !p.is_empty() {
         tx.rollback().await.map_err(StoreError::from)?;
@@ -247,30 +328,60 @@ async fn check_workspace(
             return Ok(false);
         }
     };
-    let previous: Option<WorkspaceSpec> = existing.and_then(|e| serde_json::from_value(e.spec.clone()).ok());
+    let previous: Option<WorkspaceSpec> =
+        existing.and_then(|e| serde_json::from_value(e.spec.clone()).ok());
     if let Some(prev) = &previous {
         if !who.admin && prev.owner != who.user {
-            p.forbidden.push(err(obj, i, "", format!("belongs to another user; user {:?} may not change it", who.user)));
+            p.forbidden.push(err(
+                obj,
+                i,
+                "",
+                format!(
+                    "belongs to another user; user {:?} may not change it",
+                    who.user
+                ),
+            ));
             return Ok(false);
         }
     }
     if spec.owner.is_empty() {
-        spec.owner = previous.as_ref().map(|p| p.owner.clone()).unwrap_or_else(|| who.user.clone());
+        spec.owner = previous
+            .as_ref()
+            .map(|p| p.owner.clone())
+            .unwrap_or_else(|| who.user.clone());
     }
     if !who.admin && spec.owner != who.user {
-        p.forbidden.push(err(obj, i, "spec.owner", format!("user {:?} may only create workspaces they own (got {:?})", who.user, spec.owner)));
+        p.forbidden.push(err(
+            obj,
+            i,
+            "spec.owner",
+            format!(
+                "user {:?} may only create workspaces they own (got {:?})",
+                who.user, spec.owner
+            ),
+        ));
         return Ok(false);
     }
     if let Some(prev) = &previous {
         if prev.owner != spec.owner {
-            p.invalid.push(err(obj, i, "spec.owner", format!("is immutable: the workspace belongs to {:?}", prev.owner)));
+            p.invalid.push(err(
+                obj,
+                i,
+                "spec.owner",
+                format!("is immutable: the workspace belongs to {:?}", prev.owner),
+            ));
             return Ok(false);
         }
     }
     let (ns, tname) = (obj.metadata.namespace.clone(), spec.template.name.clone());
     let latest = store::latest_version_tx(tx, &ns, &tname).await?;
     if latest == 0 {
-        p.invalid.push(err(obj, i, "spec.template.name", format!("template {tname:?} does not exist in namespace {ns:?}")));
+        p.invalid.push(err(
+            obj,
+            i,
+            "spec.template.name",
+            format!("template {tname:?} does not exist in namespace {ns:?}"),
+        ));
         return Ok(false);
     }
     let version = spec.template.version.unwrap_or(latest);
@@ -285,7 +396,13 @@ async fn check_workspace(
     };
     let tspec: WorkspaceTemplateSpec = match serde_json::from_value(tspec) {
         Ok(t) => t,
-        Err(e) => return Err(StoreError::Corrupt(format!("workspacetemplates/{tname} version {version}"), e.to_string()).into()),
+        Err(e) => {
+            return Err(StoreError::Corrupt(
+                format!("workspacetemplates/{tname} version {version}"),
+                e.to_string(),
+            )
+            .into())
+        }
     };
     let mut errs = Errors::new(obj.reference(), Some(i));
     validate::workspace_against_template(&mut errs, &spec, &tspec, previous.as_ref());

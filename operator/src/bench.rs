@@ -61,7 +61,12 @@ impl Series {
     }
 }
 
-async fn run_concurrent<F, Fut>(name: &str, n: usize, concurrency: usize, f: F) -> Result<Series, BenchError>
+async fn run_concurrent<F, Fut>(
+    name: &str,
+    n: usize,
+    concurrency: usize,
+    f: F,
+) -> Result<Series, BenchError>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BenchError>> + Send,
@@ -71,7 +76,11 @@ where
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
-        let permit = sem.clone().acquire_owned().await.map_err(|e| BenchError::Request(e.to_string()))?;
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| BenchError::Request(e.to_string()))?;
         let f = f.clone();
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
@@ -86,25 +95,37 @@ where
     }
     let elapsed = start.elapsed();
     latencies.sort();
-    Ok(Series { name: name.to_string(), n, elapsed, latencies })
+    Ok(Series {
+        name: name.to_string(),
+        n,
+        elapsed,
+        latencies,
+    })
 }
 
 /// `berth bench apply`: applies `n` generated workspaces through the HTTP
 /// API (one request each, `concurrency` at a time) on a fresh database, then
 /// re-applies them unchanged, and measures the raw rate of single-row
 /// upserts into the same PostgreSQL for comparison.
-pub async fn bench_apply(database_url: &str, n: usize, concurrency: usize) -> Result<Vec<Series>, BenchError> {
+pub async fn bench_apply(
+    database_url: &str,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<Series>, BenchError> {
     let store = Store::connect(database_url).await?;
     let token = match store.token_bootstrap_admin().await? {
         Some(t) => t,
         None => store.token_create("bench", true, "bench").await?,
     };
-    let app = router(AppState { store: store.clone(), watch_poll: Duration::from_secs(2) });
+    let app = router(AppState::new(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}/apis/berth.dev/v1alpha1");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().map_err(|e| BenchError::Request(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .map_err(|e| BenchError::Request(e.to_string()))?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let ns = format!("bench-{run_id}");
 
@@ -122,7 +143,10 @@ pub async fn bench_apply(database_url: &str, n: usize, concurrency: usize) -> Re
     post(&client, &base, &token, &template.to_string()).await?;
 
     let mut out = Vec::new();
-    for (label, expect) in [("apply via API (create)", "created"), ("apply via API (unchanged re-apply)", "unchanged")] {
+    for (label, expect) in [
+        ("apply via API (create)", "created"),
+        ("apply via API (unchanged re-apply)", "unchanged"),
+    ] {
         let (client, base, token, ns) = (client.clone(), base.clone(), token.clone(), ns.clone());
         let series = run_concurrent(label, n, concurrency, move |i| {
             let (client, base, token, ns) = (client.clone(), base.clone(), token.clone(), ns.clone());
@@ -146,7 +170,10 @@ pub async fn bench_apply(database_url: &str, n: usize, concurrency: usize) -> Re
 
     // The same PostgreSQL's raw rate of single-row upserts, same concurrency.
     let pool = store.pool().clone();
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_upserts (k TEXT PRIMARY KEY, v JSONB NOT NULL)").execute(&pool).await.map_err(StoreError::from)?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_upserts (k TEXT PRIMARY KEY, v JSONB NOT NULL)")
+        .execute(&pool)
+        .await
+        .map_err(StoreError::from)?;
     let series = run_concurrent("raw single-row upsert (same PostgreSQL)", n, concurrency, move |i| {
         let pool = pool.clone();
         let run_id = run_id.clone();
@@ -162,12 +189,20 @@ pub async fn bench_apply(database_url: &str, n: usize, concurrency: usize) -> Re
     })
     .await?;
     out.push(series);
-    sqlx::query("DROP TABLE bench_upserts").execute(store.pool()).await.map_err(StoreError::from)?;
+    sqlx::query("DROP TABLE bench_upserts")
+        .execute(store.pool())
+        .await
+        .map_err(StoreError::from)?;
     server.abort();
     Ok(out)
 }
 
-async fn post(client: &reqwest::Client, base: &str, token: &str, body: &str) -> Result<String, BenchError> {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &str,
+) -> Result<String, BenchError> {
     let r = client
         .post(format!("{base}/apply"))
         .bearer_auth(token)
@@ -177,7 +212,10 @@ async fn post(client: &reqwest::Client, base: &str, token: &str, body: &str) -> 
         .await
         .map_err(|e| BenchError::Request(e.to_string()))?;
     let status = r.status();
-    let text = r.text().await.map_err(|e| BenchError::Request(e.to_string()))?;
+    let text = r
+        .text()
+        .await
+        .map_err(|e| BenchError::Request(e.to_string()))?;
     if !status.is_success() {
         return Err(BenchError::Request(format!("{status}: {text}")));
     }

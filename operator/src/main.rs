@@ -1,1 +1,33 @@
-fn main() {}
+//! The `berth` binary: parses the command line and hands over to [`berth::cli`].
+
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let cli = berth::cli::Cli::parse();
+    let serving = matches!(
+        cli.command,
+        berth::cli::Command::Operator { .. } | berth::cli::Command::Up { .. }
+    );
+    let default_filter = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(berth::cli::run(cli));
+    std::process::ExitCode::from(code)
+}

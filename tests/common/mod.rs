@@ -32,15 +32,22 @@ pub async fn fresh_database() -> String {
         "DATABASE_URL is not set: run the tests with scripts/test.sh (which starts a private PostgreSQL) or point DATABASE_URL at a server",
     );
     let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url).await.expect("connect to DATABASE_URL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("connect to DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
     admin.close().await;
     url_with_database(&url, &name)
 }
 
 /// A migrated store on a fresh database.
 pub async fn store() -> Store {
-    Store::connect(&fresh_database().await).await.expect("connect store")
+    Store::connect(&fresh_database().await)
+        .await
+        .expect("connect store")
 }
 
 /// A running API server.
@@ -54,12 +61,24 @@ pub struct Api {
 impl Api {
     pub async fn start() -> Api {
         let store = store().await;
-        let admin = store.token_bootstrap_admin().await.unwrap().expect("first admin token");
-        let app = router(AppState { store: store.clone(), watch_poll: Duration::from_millis(200) });
+        let admin = store
+            .token_bootstrap_admin()
+            .await
+            .unwrap()
+            .expect("first admin token");
+        let app = router(AppState {
+            watch_poll: Duration::from_millis(200),
+            ..AppState::new(store.clone())
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Api { store, base: format!("http://{addr}/apis/berth.dev/v1alpha1"), admin, client: reqwest::Client::new() }
+        Api {
+            store,
+            base: format!("http://{addr}/apis/berth.dev/v1alpha1"),
+            admin,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// A token for a non-admin user.
@@ -79,7 +98,12 @@ impl Api {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 }
 

@@ -5,7 +5,8 @@ pub const CPU_VALUES: [u32; 7] = [256, 512, 1024, 2048, 4096, 8192, 16384];
 
 /// The memory values (MiB) Fargate accepts for `cpu`, or `None` if `cpu` is invalid.
 pub fn memory_values(cpu: u32) -> Option<Vec<u32>> {
-    let range = |lo: u32, hi: u32, step: u32| (lo..=hi).step_by(step as usize).collect::<Vec<u32>>();
+    let range =
+        |lo: u32, hi: u32, step: u32| (lo..=hi).step_by(step as usize).collect::<Vec<u32>>();
     Some(match cpu {
         256 => vec![512, 1024, 2048],
         512 => range(1024, 4096, 1024),

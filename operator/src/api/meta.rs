@@ -23,7 +23,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in apply order: policies and templates before workspaces.
-    pub const ALL: [Kind; 3] = [Kind::LifecyclePolicy, Kind::WorkspaceTemplate, Kind::Workspace];
+    pub const ALL: [Kind; 3] = [
+        Kind::LifecyclePolicy,
+        Kind::WorkspaceTemplate,
+        Kind::Workspace,
+    ];
 
     /// The kind's name as written in `kind:`.
     pub fn as_str(self) -> &'static str {
@@ -80,7 +84,10 @@ impl Kind {
     pub fn from_user(s: &str) -> Option<Kind> {
         let l = s.to_ascii_lowercase();
         Kind::ALL.into_iter().find(|k| {
-            l == k.singular() || l == k.plural() || l == k.short() || l == k.as_str().to_ascii_lowercase()
+            l == k.singular()
+                || l == k.plural()
+                || l == k.short()
+                || l == k.as_str().to_ascii_lowercase()
         })
     }
 }

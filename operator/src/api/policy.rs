@@ -75,7 +75,10 @@ pub struct AutostartPolicy {
 
 impl Default for AutostartPolicy {
     fn default() -> Self {
-        AutostartPolicy { allowed: true, days: Vec::new() }
+        AutostartPolicy {
+            allowed: true,
+            days: Vec::new(),
+        }
     }
 }
 

@@ -34,9 +34,13 @@ impl Selector {
                 Requirement::Exists(part.into())
             };
             let key = match &req {
-                Requirement::Equals(k, _) | Requirement::NotEquals(k, _) | Requirement::Exists(k) | Requirement::NotExists(k) => k,
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k) => k,
             };
-            super::validate::label_key(key).map_err(|e| format!("invalid label selector {s:?}: {e}"))?;
+            super::validate::label_key(key)
+                .map_err(|e| format!("invalid label selector {s:?}: {e}"))?;
             reqs.push(req);
         }
         Ok(Selector(reqs))

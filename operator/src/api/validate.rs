@@ -78,7 +78,11 @@ pub struct Errors {
 impl Errors {
     /// Starts collecting for `object` (`workspaces/alice`).
     pub fn new(object: impl Into<String>, document: Option<usize>) -> Self {
-        Errors { object: object.into(), document, list: Vec::new() }
+        Errors {
+            object: object.into(),
+            document,
+            list: Vec::new(),
+        }
     }
 
     /// Records an error at `field`.
@@ -153,8 +157,9 @@ pub fn cron(s: &str) -> Result<croner::Cron, String> {
 
 /// Parses an IANA time zone name.
 pub fn timezone(s: &str) -> Result<chrono_tz::Tz, String> {
-    s.parse::<chrono_tz::Tz>()
-        .map_err(|_| format!("{s:?} is not an IANA time zone (e.g. America/Los_Angeles, Europe/Berlin, UTC)"))
+    s.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("{s:?} is not an IANA time zone (e.g. America/Los_Angeles, Europe/Berlin, UTC)")
+    })
 }
 
 /// Checks a Fargate task size, naming the valid memory values for the CPU.
@@ -184,7 +189,8 @@ fn path_string(prefix: &str, p: &serde_path_to_error::Path) -> String {
     for seg in p.iter() {
         match seg {
             serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
                 if !out.is_empty() {
                     out.push('.');
                 }
@@ -240,12 +246,17 @@ fn typed<T: serde::de::DeserializeOwned>(errs: &mut Errors, prefix: &str, v: &Va
 /// write conditional), so comparing it with the stored spec shows only real
 /// changes.
 pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject), Invalid> {
-    let label = document.map(|i| format!("document {}", i + 1)).unwrap_or_else(|| "document".into());
+    let label = document
+        .map(|i| format!("document {}", i + 1))
+        .unwrap_or_else(|| "document".into());
     let obj = match doc {
         Value::Object(m) => m,
         _ => {
             let mut e = Errors::new(label, document);
-            e.add("", "a document must be a mapping with apiVersion, kind, metadata and spec");
+            e.add(
+                "",
+                "a document must be a mapping with apiVersion, kind, metadata and spec",
+            );
             return Err(Invalid(e.list));
         }
     };
@@ -264,7 +275,10 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
     let mut errs = Errors::new(reference, document);
     match obj.get("apiVersion").and_then(Value::as_str) {
         Some(API_VERSION) => {}
-        Some(other) => errs.add("apiVersion", format!("{other:?} is not supported; use {API_VERSION}")),
+        Some(other) => errs.add(
+            "apiVersion",
+            format!("{other:?} is not supported; use {API_VERSION}"),
+        ),
         None => errs.add("apiVersion", format!("required; use {API_VERSION}")),
     }
     let Some(kind) = kind else {
@@ -279,7 +293,10 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
         return Err(Invalid(errs.list));
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+        if !matches!(
+            key.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
             errs.add(key.clone(), format!("unknown field `{key}`"));
         }
     }
@@ -303,8 +320,15 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
             }
         }
         for (k, v) in &m.labels {
-            if v.len() > 63 || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                errs.add(format!("metadata.labels.{k}"), format!("{v:?} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ .)"));
+            if v.len() > 63
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errs.add(
+                    format!("metadata.labels.{k}"),
+                    format!("{v:?} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ .)"),
+                );
             }
         }
     }
@@ -320,14 +344,17 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
                 workspace_spec(&mut errs, &s);
                 serde_json::to_value(s)
             }),
-            Kind::WorkspaceTemplate => typed::<WorkspaceTemplateSpec>(&mut errs, "spec", &spec_v).map(|s| {
-                template_spec(&mut errs, &s);
-                serde_json::to_value(s)
-            }),
-            Kind::LifecyclePolicy => typed::<LifecyclePolicySpec>(&mut errs, "spec", &spec_v).map(|s| {
-                policy_spec(&mut errs, &s);
-                serde_json::to_value(s)
-            }),
+            Kind::WorkspaceTemplate => typed::<WorkspaceTemplateSpec>(&mut errs, "spec", &spec_v)
+                .map(|s| {
+                    template_spec(&mut errs, &s);
+                    serde_json::to_value(s)
+                }),
+            Kind::LifecyclePolicy => {
+                typed::<LifecyclePolicySpec>(&mut errs, "spec", &spec_v).map(|s| {
+                    policy_spec(&mut errs, &s);
+                    serde_json::to_value(s)
+                })
+            }
         }
     };
     if !errs.is_empty() {
@@ -347,7 +374,13 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
     };
     Ok((
         kind,
-        DynObject { api_version: API_VERSION.into(), kind: kind.as_str().into(), metadata, spec, status: Value::Null },
+        DynObject {
+            api_version: API_VERSION.into(),
+            kind: kind.as_str().into(),
+            metadata,
+            spec,
+            status: Value::Null,
+        },
     ))
 }
 
@@ -357,7 +390,9 @@ pub fn label_key(k: &str) -> Result<(), String> {
     let name = k.rsplit('/').next().unwrap_or(k);
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
         && k.len() <= 317;
@@ -379,7 +414,10 @@ fn workspace_spec(errs: &mut Errors, s: &WorkspaceSpec) {
     }
     if let Some(v) = s.template.version {
         if v < 1 {
-            errs.add("spec.template.version", format!("{v} is not a version: versions start at 1"));
+            errs.add(
+                "spec.template.version",
+                format!("{v} is not a version: versions start at 1"),
+            );
         }
     }
     if let Some(r) = s.resources {
@@ -400,7 +438,10 @@ fn workspace_spec(errs: &mut Errors, s: &WorkspaceSpec) {
                     errs.add("spec.schedule.autostop.afterInactivity", e);
                 }
                 if a.disabled {
-                    errs.add("spec.schedule.autostop", "set either afterInactivity or disabled: true, not both");
+                    errs.add(
+                        "spec.schedule.autostop",
+                        "set either afterInactivity or disabled: true, not both",
+                    );
                 }
             }
         }
@@ -411,7 +452,8 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
@@ -427,48 +469,89 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
         }
     }
     if inf.subnets.is_empty() {
-        errs.add("spec.infrastructure.subnets", "at least one subnet is required");
+        errs.add(
+            "spec.infrastructure.subnets",
+            "at least one subnet is required",
+        );
     }
     if !inf.efs_root_directory.starts_with('/') {
-        errs.add("spec.infrastructure.efsRootDirectory", "must be an absolute path");
+        errs.add(
+            "spec.infrastructure.efsRootDirectory",
+            "must be an absolute path",
+        );
     }
     if s.container.image.trim().is_empty() {
         errs.add("spec.container.image", "required");
     }
     if !s.container.home_path.starts_with('/') {
-        errs.add("spec.container.homePath", format!("{:?} must be an absolute path", s.container.home_path));
+        errs.add(
+            "spec.container.homePath",
+            format!("{:?} must be an absolute path", s.container.home_path),
+        );
     }
     if !(2..=120).contains(&s.container.stop_timeout) {
-        errs.add("spec.container.stopTimeout", format!("{} is out of range: Fargate allows 2 to 120 seconds", s.container.stop_timeout));
+        errs.add(
+            "spec.container.stopTimeout",
+            format!(
+                "{} is out of range: Fargate allows 2 to 120 seconds",
+                s.container.stop_timeout
+            ),
+        );
     }
     for k in s.container.env.keys() {
         if !is_identifier(k) || k.contains('-') {
-            errs.add(format!("spec.container.env.{k}"), "not a valid environment variable name");
+            errs.add(
+                format!("spec.container.env.{k}"),
+                "not a valid environment variable name",
+            );
         }
     }
     for (k, arn) in &s.container.secrets {
         if !is_identifier(k) || k.contains('-') {
-            errs.add(format!("spec.container.secrets.{k}"), "not a valid environment variable name");
+            errs.add(
+                format!("spec.container.secrets.{k}"),
+                "not a valid environment variable name",
+            );
         }
         if !arn.starts_with("arn:") {
-            errs.add(format!("spec.container.secrets.{k}"), format!("{arn:?} is not an ARN of a Secrets Manager secret or SSM parameter"));
+            errs.add(
+                format!("spec.container.secrets.{k}"),
+                format!("{arn:?} is not an ARN of a Secrets Manager secret or SSM parameter"),
+            );
         }
         if s.container.env.contains_key(k) {
-            errs.add(format!("spec.container.secrets.{k}"), "is also set in env; set it in one place");
+            errs.add(
+                format!("spec.container.secrets.{k}"),
+                "is also set in env; set it in one place",
+            );
         }
     }
     let r = &s.resources;
-    fargate_size(errs, "spec.resources.default", r.default.cpu, r.default.memory);
+    fargate_size(
+        errs,
+        "spec.resources.default",
+        r.default.cpu,
+        r.default.memory,
+    );
     for (i, c) in r.cpu_options.iter().enumerate() {
         if fargate::memory_values(*c).is_none() {
-            errs.add(format!("spec.resources.cpuOptions[{i}]"), format!("{c} is not a Fargate CPU value"));
+            errs.add(
+                format!("spec.resources.cpuOptions[{i}]"),
+                format!("{c} is not a Fargate CPU value"),
+            );
         }
     }
     if !r.cpu_options.is_empty() && !r.cpu_options.contains(&r.default.cpu) {
-        errs.add("spec.resources.default.cpu", format!("{} is not one of cpuOptions", r.default.cpu));
+        errs.add(
+            "spec.resources.default.cpu",
+            format!("{} is not one of cpuOptions", r.default.cpu),
+        );
     }
     if !r.memory_options.is_empty() && !r.memory_options.contains(&r.default.memory) {
-        errs.add("spec.resources.default.memory", format!("{} is not one of memoryOptions", r.default.memory));
+        errs.add(
+            "spec.resources.default.memory",
+            format!("{} is not one of memoryOptions", r.default.memory),
+        );
     }
     let mut names = BTreeSet::new();
     for (i, p) in s.parameters.iter().enumerate() {
@@ -477,7 +560,10 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             errs.add(format!("{path}.name"), format!("{:?} is not a valid parameter name (letters, digits, '_' and '-', starting with a letter)", p.name));
         }
         if !names.insert(p.name.as_str()) {
-            errs.add(format!("{path}.name"), format!("duplicate parameter {:?}", p.name));
+            errs.add(
+                format!("{path}.name"),
+                format!("duplicate parameter {:?}", p.name),
+            );
         }
         parameter_definition(errs, &path, p);
     }
@@ -485,10 +571,16 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
     for (i, sc) in s.scripts.iter().enumerate() {
         let path = format!("spec.scripts[{i}]");
         if !is_identifier(&sc.name) {
-            errs.add(format!("{path}.name"), format!("{:?} is not a valid script name", sc.name));
+            errs.add(
+                format!("{path}.name"),
+                format!("{:?} is not a valid script name", sc.name),
+            );
         }
         if !script_names.insert(sc.name.as_str()) {
-            errs.add(format!("{path}.name"), format!("duplicate script {:?}", sc.name));
+            errs.add(
+                format!("{path}.name"),
+                format!("duplicate script {:?}", sc.name),
+            );
         }
         if sc.script.trim().is_empty() {
             errs.add(format!("{path}.script"), "must not be empty");
@@ -496,9 +588,13 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
         if let Some(w) = &sc.when {
             match s.parameters.iter().find(|p| &p.name == w) {
                 None => errs.add(format!("{path}.when"), format!("names no parameter {w:?}")),
-                Some(p) if p.type_ != ParameterType::Bool => {
-                    errs.add(format!("{path}.when"), format!("parameter {w:?} is {}, but `when` needs a bool parameter", p.type_.as_str()))
-                }
+                Some(p) if p.type_ != ParameterType::Bool => errs.add(
+                    format!("{path}.when"),
+                    format!(
+                        "parameter {w:?} is {}, but `when` needs a bool parameter",
+                        p.type_.as_str()
+                    ),
+                ),
                 Some(_) => {}
             }
         }
@@ -510,19 +606,31 @@ fn parameter_definition(errs: &mut Errors, path: &str, p: &Parameter) {
     if let Some(v) = &p.validation {
         if let Some(r) = &v.regex {
             if p.type_ != ParameterType::String {
-                errs.add(format!("{path}.validation.regex"), "only string parameters take a regex");
+                errs.add(
+                    format!("{path}.validation.regex"),
+                    "only string parameters take a regex",
+                );
             }
             match regex::Regex::new(&format!("^(?:{r})$")) {
                 Ok(re) => regex = Some(re),
-                Err(e) => errs.add(format!("{path}.validation.regex"), format!("invalid regular expression: {e}")),
+                Err(e) => errs.add(
+                    format!("{path}.validation.regex"),
+                    format!("invalid regular expression: {e}"),
+                ),
             }
         }
         if (v.min.is_some() || v.max.is_some()) && p.type_ != ParameterType::Number {
-            errs.add(format!("{path}.validation"), "only number parameters take min/max");
+            errs.add(
+                format!("{path}.validation"),
+                "only number parameters take min/max",
+            );
         }
         if let (Some(lo), Some(hi)) = (v.min, v.max) {
             if lo > hi {
-                errs.add(format!("{path}.validation.min"), format!("min {lo} is greater than max {hi}"));
+                errs.add(
+                    format!("{path}.validation.min"),
+                    format!("min {lo} is greater than max {hi}"),
+                );
             }
         }
     }
@@ -556,22 +664,34 @@ fn type_check(t: ParameterType, v: &Value) -> Result<(), String> {
 fn same_value(a: &Value, b: &Value) -> bool {
     a == b
         || match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x.as_f64().is_some_and(|x| Some(x) == y.as_f64()),
+            (Value::Number(x), Value::Number(y)) => {
+                x.as_f64().is_some_and(|x| Some(x) == y.as_f64())
+            }
             _ => false,
         }
 }
 
 /// Checks one value against a parameter definition (type, options, regex, min, max).
-pub fn parameter_value(p: &Parameter, regex: Option<&regex::Regex>, v: &Value) -> Result<(), String> {
+pub fn parameter_value(
+    p: &Parameter,
+    regex: Option<&regex::Regex>,
+    v: &Value,
+) -> Result<(), String> {
     type_check(p.type_, v)?;
     if !p.options.is_empty() && !p.options.iter().any(|o| same_value(o, v)) {
         let opts: Vec<String> = p.options.iter().map(Value::to_string).collect();
-        return Err(format!("{v} is not one of the options: {}", opts.join(", ")));
+        return Err(format!(
+            "{v} is not one of the options: {}",
+            opts.join(", ")
+        ));
     }
     if let Some(val) = &p.validation {
         if let (Some(s), Some(re)) = (v.as_str(), regex) {
             if !re.is_match(s) {
-                return Err(format!("{v} does not match /{}/", val.regex.as_deref().unwrap_or_default()));
+                return Err(format!(
+                    "{v} does not match /{}/",
+                    val.regex.as_deref().unwrap_or_default()
+                ));
             }
         }
         if let Some(n) = v.as_f64() {
@@ -592,7 +712,10 @@ pub fn parameter_value(p: &Parameter, regex: Option<&regex::Regex>, v: &Value) -
 
 fn policy_spec(errs: &mut Errors, s: &LifecyclePolicySpec) {
     for (field, v) in [
-        ("defaultAfterInactivity", &s.autostop.default_after_inactivity),
+        (
+            "defaultAfterInactivity",
+            &s.autostop.default_after_inactivity,
+        ),
         ("maxAfterInactivity", &s.autostop.max_after_inactivity),
         ("maxLifetime", &s.autostop.max_lifetime),
     ] {
@@ -602,16 +725,25 @@ fn policy_spec(errs: &mut Errors, s: &LifecyclePolicySpec) {
             }
         }
     }
-    if let (Some(d), Some(m)) = (&s.autostop.default_after_inactivity, &s.autostop.max_after_inactivity) {
+    if let (Some(d), Some(m)) = (
+        &s.autostop.default_after_inactivity,
+        &s.autostop.max_after_inactivity,
+    ) {
         if let (Ok(d), Ok(m)) = (duration(d), duration(m)) {
             if d > m {
-                errs.add("spec.autostop.defaultAfterInactivity", "is longer than maxAfterInactivity");
+                errs.add(
+                    "spec.autostop.defaultAfterInactivity",
+                    "is longer than maxAfterInactivity",
+                );
             }
         }
     }
     for (i, d) in s.autostart.days.iter().enumerate() {
         if d.parse::<chrono::Weekday>().is_err() {
-            errs.add(format!("spec.autostart.days[{i}]"), format!("{d:?} is not a day of the week (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"));
+            errs.add(
+                format!("spec.autostart.days[{i}]"),
+                format!("{d:?} is not a day of the week (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"),
+            );
         }
     }
 }
@@ -627,7 +759,11 @@ pub fn workspace_against_template(
     template: &WorkspaceTemplateSpec,
     previous: Option<&WorkspaceSpec>,
 ) {
-    let defs: BTreeMap<&str, &Parameter> = template.parameters.iter().map(|p| (p.name.as_str(), p)).collect();
+    let defs: BTreeMap<&str, &Parameter> = template
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p))
+        .collect();
     for (k, v) in &ws.parameters {
         let Some(p) = defs.get(k.as_str()) else {
             let known: Vec<&str> = defs.keys().copied().collect();
@@ -636,7 +772,11 @@ pub fn workspace_against_template(
                 format!(
                     "template {:?} has no parameter {k:?}; its parameters: {}",
                     ws.template.name,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
             continue;
@@ -652,11 +792,19 @@ pub fn workspace_against_template(
     }
     for p in &template.parameters {
         if p.default.is_none() && !ws.parameters.contains_key(&p.name) {
-            errs.add(format!("spec.parameters.{}", p.name), "required: the template gives this parameter no default");
+            errs.add(
+                format!("spec.parameters.{}", p.name),
+                "required: the template gives this parameter no default",
+            );
         }
         if let Some(prev) = previous {
             if !p.mutable {
-                let resolve = |s: &WorkspaceSpec| s.parameters.get(&p.name).cloned().or_else(|| p.default.clone());
+                let resolve = |s: &WorkspaceSpec| {
+                    s.parameters
+                        .get(&p.name)
+                        .cloned()
+                        .or_else(|| p.default.clone())
+                };
                 let (old, new) = (resolve(prev), resolve(ws));
                 let unchanged = match (&old, &new) {
                     (Some(a), Some(b)) => same_value(a, b),
@@ -676,13 +824,22 @@ pub fn workspace_against_template(
         }
     }
     let r = ws.resources.unwrap_or(template.resources.default);
-    if !template.resources.cpu_options.is_empty() && !template.resources.cpu_options.contains(&r.cpu) {
+    if !template.resources.cpu_options.is_empty()
+        && !template.resources.cpu_options.contains(&r.cpu)
+    {
         errs.add(
             "spec.resources.cpu",
-            format!("{} is not offered by template {:?}; choose one of {}", r.cpu, ws.template.name, join(&template.resources.cpu_options)),
+            format!(
+                "{} is not offered by template {:?}; choose one of {}",
+                r.cpu,
+                ws.template.name,
+                join(&template.resources.cpu_options)
+            ),
         );
     }
-    if !template.resources.memory_options.is_empty() && !template.resources.memory_options.contains(&r.memory) {
+    if !template.resources.memory_options.is_empty()
+        && !template.resources.memory_options.contains(&r.memory)
+    {
         errs.add(
             "spec.resources.memory",
             format!(

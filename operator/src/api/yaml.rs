@@ -95,20 +95,23 @@ pub fn parse_documents(input: &str) -> Result<Vec<Value>, ParseError> {
 }
 
 fn yaml_docs(input: &str) -> Result<Vec<Value>, ParseError> {
-    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(input, options()).map_err(|e| {
-        if too_many_documents(&e) {
-            ParseError::TooManyDocuments
-        } else {
-            ParseError::Yaml(e.to_string())
-        }
-    })
+    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(input, options()).map_err(
+        |e| {
+            if too_many_documents(&e) {
+                ParseError::TooManyDocuments
+            } else {
+                ParseError::Yaml(e.to_string())
+            }
+        },
+    )
 }
 
 /// Whether the parser stopped because the input holds too many documents.
 fn too_many_documents(mut e: &serde_saphyr::Error) -> bool {
     loop {
         match e {
-            serde_saphyr::Error::WithSnippet { error, .. } | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = error,
             serde_saphyr::Error::Budget { breach, .. } => {
                 return matches!(breach, serde_saphyr::budget::BudgetBreach::Documents { .. })
             }
@@ -136,7 +139,9 @@ mod tests {
 
     #[test]
     fn billion_laughs_is_rejected_quickly() {
-        let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut s = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let mut prev = 'a';
         for c in 'b'..='j' {
             s.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
@@ -151,6 +156,11 @@ mod tests {
     #[test]
     fn json_arrays_and_lists_are_flattened() {
         assert_eq!(parse_documents(r#"[{"a":1},{"b":2}]"#).unwrap().len(), 2);
-        assert_eq!(parse_documents("kind: List\nitems:\n- a: 1\n- b: 2\n").unwrap().len(), 2);
+        assert_eq!(
+            parse_documents("kind: List\nitems:\n- a: 1\n- b: 2\n")
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

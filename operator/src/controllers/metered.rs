@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_cloud::ecs::{
-    CreateService, DeleteService, DescribeServicesOutput, DescribeTasksOutput, DesiredStatus, Ecs, RegisterTaskDefinition,
-    Service, TaskDefinition, UpdateService,
+    CreateService, DeleteService, DescribeServicesOutput, DescribeTasksOutput, DesiredStatus, Ecs,
+    RegisterTaskDefinition, Service, TaskDefinition, UpdateService,
 };
 use berth_cloud::efs::{AccessPoint, CreateAccessPoint, Efs};
 use berth_cloud::error::CloudResult;
@@ -40,19 +40,35 @@ impl<T: ?Sized> Metered<T> {
 /// Wraps every client of `cloud`.
 pub fn meter(cloud: Cloud, metrics: Arc<Metrics>) -> Cloud {
     Cloud {
-        ecs: Arc::new(Metered { inner: cloud.ecs, metrics: metrics.clone() }),
-        efs: Arc::new(Metered { inner: cloud.efs, metrics: metrics.clone() }),
-        secrets: Arc::new(Metered { inner: cloud.secrets, metrics }),
+        ecs: Arc::new(Metered {
+            inner: cloud.ecs,
+            metrics: metrics.clone(),
+        }),
+        efs: Arc::new(Metered {
+            inner: cloud.efs,
+            metrics: metrics.clone(),
+        }),
+        secrets: Arc::new(Metered {
+            inner: cloud.secrets,
+            metrics,
+        }),
     }
 }
 
 #[async_trait]
 impl Ecs for Metered<dyn Ecs> {
-    async fn register_task_definition(&self, input: RegisterTaskDefinition) -> CloudResult<TaskDefinition> {
+    async fn register_task_definition(
+        &self,
+        input: RegisterTaskDefinition,
+    ) -> CloudResult<TaskDefinition> {
         let r = self.inner.register_task_definition(input).await;
         self.count("RegisterTaskDefinition", r)
     }
-    async fn describe_task_definition(&self, td: &str, include_tags: bool) -> CloudResult<TaskDefinition> {
+    async fn describe_task_definition(
+        &self,
+        td: &str,
+        include_tags: bool,
+    ) -> CloudResult<TaskDefinition> {
         let r = self.inner.describe_task_definition(td, include_tags).await;
         self.count("DescribeTaskDefinition", r)
     }
@@ -72,19 +88,36 @@ impl Ecs for Metered<dyn Ecs> {
         let r = self.inner.delete_service(input).await;
         self.count("DeleteService", r)
     }
-    async fn describe_services(&self, cluster: &str, services: &[String], include_tags: bool) -> CloudResult<DescribeServicesOutput> {
-        let r = self.inner.describe_services(cluster, services, include_tags).await;
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+        include_tags: bool,
+    ) -> CloudResult<DescribeServicesOutput> {
+        let r = self
+            .inner
+            .describe_services(cluster, services, include_tags)
+            .await;
         self.count("DescribeServices", r)
     }
     async fn list_services(&self, cluster: &str) -> CloudResult<Vec<String>> {
         let r = self.inner.list_services(cluster).await;
         self.count("ListServices", r)
     }
-    async fn list_tasks(&self, cluster: &str, service: &str, desired: DesiredStatus) -> CloudResult<Vec<String>> {
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired: DesiredStatus,
+    ) -> CloudResult<Vec<String>> {
         let r = self.inner.list_tasks(cluster, service, desired).await;
         self.count("ListTasks", r)
     }
-    async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> CloudResult<DescribeTasksOutput> {
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        tasks: &[String],
+    ) -> CloudResult<DescribeTasksOutput> {
         let r = self.inner.describe_tasks(cluster, tasks).await;
         self.count("DescribeTasks", r)
     }

@@ -21,7 +21,9 @@ use berth_cloud::error::CloudError;
 use berth_cloud::pacer::{ObservationBudget, Pacer};
 use berth_cloud::secrets::Secrets;
 use berth_cloud::Cloud;
-use berth_runtime::{Action, Config, Controller, Priority, ReconcileEvent, ReconcileOutcome, Retry, RunReport};
+use berth_runtime::{
+    Action, Config, Controller, Priority, ReconcileEvent, ReconcileOutcome, Retry, RunReport,
+};
 use futures_util::StreamExt;
 
 use self::observe::ServiceCache;
@@ -40,7 +42,6 @@ pub struct WsKey {
     /// Name.
     pub name: String,
 }
-
 
 /// Why a reconcile did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +103,14 @@ impl Ctx {
 
     /// The namespace's lifecycle policy, if any.
     pub async fn policy(&self, ns: &str) -> Result<Option<LifecyclePolicySpec>, StoreError> {
-        let (items, _) = self.store.object_list(Kind::LifecyclePolicy, Some(ns), &Selector::default(), None).await?;
-        Ok(items.into_iter().next().and_then(|o| serde_json::from_value(o.spec).ok()))
+        let (items, _) = self
+            .store
+            .object_list(Kind::LifecyclePolicy, Some(ns), &Selector::default(), None)
+            .await?;
+        Ok(items
+            .into_iter()
+            .next()
+            .and_then(|o| serde_json::from_value(o.spec).ok()))
     }
 }
 
@@ -141,7 +148,13 @@ impl Default for ControllerOptions {
 }
 
 /// Builds a context with the usual wiring: metered, then paced cloud clients.
-pub fn context(store: Store, cloud: Cloud, pacer: Option<Arc<Pacer>>, metrics: Arc<Metrics>, api_url: &str) -> Ctx {
+pub fn context(
+    store: Store,
+    cloud: Cloud,
+    pacer: Option<Arc<Pacer>>,
+    metrics: Arc<Metrics>,
+    api_url: &str,
+) -> Ctx {
     let cloud = metered::meter(cloud, metrics.clone());
     let cloud = match pacer {
         Some(p) => cloud.paced(p),
@@ -162,7 +175,9 @@ pub fn context(store: Store, cloud: Cloud, pacer: Option<Arc<Pacer>>, metrics: A
 
 fn error_policy(_key: &WsKey, err: &ReconcileError, retry: Retry) -> Action {
     match err {
-        ReconcileError::NotYet(_) => Action::requeue(Duration::from_millis(500).max(retry.backoff.min(Duration::from_secs(2)))),
+        ReconcileError::NotYet(_) => Action::requeue(
+            Duration::from_millis(500).max(retry.backoff.min(Duration::from_secs(2))),
+        ),
         ReconcileError::Crash(_) => Action::await_change(),
         _ => Action::requeue(retry.backoff),
     }
@@ -207,7 +222,11 @@ pub async fn run_workspace_controller(
             };
             loop {
                 let filter = WatchFilter {
-                    kinds: vec![Kind::Workspace, Kind::WorkspaceTemplate, Kind::LifecyclePolicy],
+                    kinds: vec![
+                        Kind::Workspace,
+                        Kind::WorkspaceTemplate,
+                        Kind::LifecyclePolicy,
+                    ],
                     ..Default::default()
                 };
                 let mut stream = Box::pin(ctx.store.watch(filter, since, poll));
@@ -218,7 +237,11 @@ pub async fn run_workspace_controller(
                             if change.write == "status" {
                                 continue;
                             }
-                            let prio = if change.interactive { Priority::Interactive } else { Priority::Bulk };
+                            let prio = if change.interactive {
+                                Priority::Interactive
+                            } else {
+                                Priority::Bulk
+                            };
                             for key in keys_for_change(&ctx.store, &change.object).await {
                                 let _ = handle.enqueue(key, prio);
                             }
@@ -260,7 +283,8 @@ pub async fn run_workspace_controller(
                     Err(e) => tracing::debug!(error = %e, "hot refresh failed"),
                 }
                 let stats = handle.stats();
-                ctx.metrics.queue("workspace", stats.pending, stats.running, stats.backing_off);
+                ctx.metrics
+                    .queue("workspace", stats.pending, stats.running, stats.backing_off);
             }
         });
     }
@@ -310,14 +334,24 @@ pub async fn run_workspace_controller(
             }
         })
         .observer(MetricsObserver(ctx.metrics.clone()));
-    let report = controller.run(workspace::reconcile, error_policy, ctx, shutdown).await;
+    let report = controller
+        .run(workspace::reconcile, error_policy, ctx, shutdown)
+        .await;
     tasks.abort_all();
     report
 }
 
 async fn list_keys(store: &Store) -> Result<Vec<WsKey>, StoreError> {
-    let (items, _) = store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
-    Ok(items.into_iter().map(|o| WsKey { namespace: o.metadata.namespace, name: o.metadata.name }).collect())
+    let (items, _) = store
+        .object_list(Kind::Workspace, None, &Selector::default(), None)
+        .await?;
+    Ok(items
+        .into_iter()
+        .map(|o| WsKey {
+            namespace: o.metadata.namespace,
+            name: o.metadata.name,
+        })
+        .collect())
 }
 
 /// The workspaces a change concerns: the workspace itself; for a template,
@@ -325,18 +359,28 @@ async fn list_keys(store: &Store) -> Result<Vec<WsKey>, StoreError> {
 async fn keys_for_change(store: &Store, obj: &crate::api::DynObject) -> Vec<WsKey> {
     let ns = obj.metadata.namespace.clone();
     match obj.kind() {
-        Some(Kind::Workspace) => vec![WsKey { namespace: ns, name: obj.metadata.name.clone() }],
+        Some(Kind::Workspace) => vec![WsKey {
+            namespace: ns,
+            name: obj.metadata.name.clone(),
+        }],
         Some(kind @ (Kind::WorkspaceTemplate | Kind::LifecyclePolicy)) => {
-            let Ok((items, _)) = store.object_list(Kind::Workspace, Some(&ns), &Selector::default(), None).await else {
+            let Ok((items, _)) = store
+                .object_list(Kind::Workspace, Some(&ns), &Selector::default(), None)
+                .await
+            else {
                 return Vec::new();
             };
             items
                 .into_iter()
                 .filter(|w| {
                     kind == Kind::LifecyclePolicy
-                        || w.spec.pointer("/template/name").and_then(|v| v.as_str()) == Some(obj.metadata.name.as_str())
+                        || w.spec.pointer("/template/name").and_then(|v| v.as_str())
+                            == Some(obj.metadata.name.as_str())
                 })
-                .map(|w| WsKey { namespace: w.metadata.namespace, name: w.metadata.name })
+                .map(|w| WsKey {
+                    namespace: w.metadata.namespace,
+                    name: w.metadata.name,
+                })
                 .collect()
         }
         None => Vec::new(),

@@ -43,7 +43,8 @@ impl Observed {
                 s.running_count,
                 s.pending_count,
                 s.task_definition,
-                s.primary_deployment().map(|d| (d.rollout_state, d.failed_tasks))
+                s.primary_deployment()
+                    .map(|d| (d.rollout_state, d.failed_tasks))
             ),
             Observed::Missing => "missing".into(),
         }
@@ -69,7 +70,10 @@ pub struct ServiceCache {
 impl ServiceCache {
     /// An empty cache over `ecs`.
     pub fn new(ecs: Arc<dyn Ecs>) -> Self {
-        ServiceCache { ecs, inner: Arc::default() }
+        ServiceCache {
+            ecs,
+            inner: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -78,12 +82,18 @@ impl ServiceCache {
 
     /// The cached state of a service, if any.
     pub fn get(&self, cluster: &str, name: &str) -> Option<Observed> {
-        self.lock().services.get(&(cluster.to_string(), name.to_string())).cloned()
+        self.lock()
+            .services
+            .get(&(cluster.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Records a service as returned by one of our own writes.
     pub fn put(&self, cluster: &str, svc: Service) {
-        self.lock().services.insert((cluster.to_string(), svc.service_name.clone()), Observed::Found(Box::new(svc)));
+        self.lock().services.insert(
+            (cluster.to_string(), svc.service_name.clone()),
+            Observed::Found(Box::new(svc)),
+        );
     }
 
     /// Forgets a service (after deletion).
@@ -112,15 +122,28 @@ impl ServiceCache {
 
     /// Describes one service now (bypassing the cache) and caches it.
     pub async fn refresh_one(&self, cluster: &str, name: &str) -> CloudResult<Observed> {
-        let out = self.ecs.describe_services(cluster, &[name.to_string()], true).await?;
-        let obs = out.services.into_iter().next().map(|s| Observed::Found(Box::new(s))).unwrap_or(Observed::Missing);
-        self.lock().services.insert((cluster.to_string(), name.to_string()), obs.clone());
+        let out = self
+            .ecs
+            .describe_services(cluster, &[name.to_string()], true)
+            .await?;
+        let obs = out
+            .services
+            .into_iter()
+            .next()
+            .map(|s| Observed::Found(Box::new(s)))
+            .unwrap_or(Observed::Missing);
+        self.lock()
+            .services
+            .insert((cluster.to_string(), name.to_string()), obs.clone());
         Ok(obs)
     }
 
     /// Describes `services` (cluster → names) in groups of 10 and caches
     /// the answers. Returns the ids whose fingerprint changed.
-    pub async fn refresh(&self, services: &BTreeMap<String, Vec<String>>) -> CloudResult<Vec<(String, String)>> {
+    pub async fn refresh(
+        &self,
+        services: &BTreeMap<String, Vec<String>>,
+    ) -> CloudResult<Vec<(String, String)>> {
         let mut changed = Vec::new();
         for (cluster, names) in services {
             if names.is_empty() {
@@ -151,12 +174,21 @@ impl ServiceCache {
 
     /// Refreshes the hot services; returns the workspaces whose service changed.
     pub async fn refresh_hot(&self) -> CloudResult<Vec<WsKey>> {
-        let hot: Vec<(SvcId, WsKey)> = self.lock().hot.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let hot: Vec<(SvcId, WsKey)> = self
+            .lock()
+            .hot
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut by_cluster: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for ((c, n), _) in &hot {
             by_cluster.entry(c.clone()).or_default().push(n.clone());
         }
         let changed: HashSet<SvcId> = self.refresh(&by_cluster).await?.into_iter().collect();
-        Ok(hot.into_iter().filter(|(id, _)| changed.contains(id)).map(|(_, k)| k).collect())
+        Ok(hot
+            .into_iter()
+            .filter(|(id, _)| changed.contains(id))
+            .map(|(_, k)| k)
+            .collect())
     }
 }

@@ -19,17 +19,24 @@ pub struct Caller(pub Identity);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token (Authorization: Bearer …)".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing bearer token (Authorization: Bearer …)".into())
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
         match state.store.token_lookup(token).await? {
             Some(id) => Ok(Caller(id)),
             None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
@@ -43,7 +50,10 @@ impl Caller {
         if self.0.admin {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("user {:?} may not {what}; only admins can", self.0.user), Vec::new()))
+            Err(ApiError::Forbidden(
+                format!("user {:?} may not {what}; only admins can", self.0.user),
+                Vec::new(),
+            ))
         }
     }
 

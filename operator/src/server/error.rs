@@ -106,9 +106,14 @@ impl IntoResponse for ApiError {
                 let id = uuid::Uuid::new_v4();
                 let chain = error_chain(source.as_ref());
                 tracing::error!(error_id = %id, error = %chain, "internal error");
-                (format!("internal error (id {id}); see the operator's log"), &[][..])
+                (
+                    format!("internal error (id {id}); see the operator's log"),
+                    &[][..],
+                )
             }
-            ApiError::Forbidden(m, c) | ApiError::Conflict(m, c) | ApiError::Invalid(m, c) => (m.clone(), c.as_slice()),
+            ApiError::Forbidden(m, c) | ApiError::Conflict(m, c) | ApiError::Invalid(m, c) => {
+                (m.clone(), c.as_slice())
+            }
             other => (other.to_string(), &[][..]),
         };
         let body = json!({

@@ -27,6 +27,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+use std::sync::Arc;
+
+use crate::controllers::{self, ControllerOptions, Ctx};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// Shared state of the HTTP handlers.
@@ -36,6 +40,19 @@ pub struct AppState {
     pub store: Store,
     /// Backstop poll interval of watch streams.
     pub watch_poll: Duration,
+    /// Metrics served on `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State with default settings and fresh metrics.
+    pub fn new(store: Store) -> AppState {
+        AppState {
+            store,
+            watch_poll: routes::DEFAULT_WATCH_POLL,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
 }
 
 /// Builds the API router.
@@ -44,20 +61,51 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(&format!("{base}/apply"), post(routes::apply_many))
         .route(&format!("{base}/tokens"), post(routes::create_token))
         .route(&format!("{base}/whoami"), get(routes::whoami))
-        .route(&format!("{base}/namespaces/{{ns}}/events"), get(routes::list_events))
-        .route(&format!("{base}/namespaces/{{ns}}/workspacetemplates/{{name}}/versions"), get(routes::template_versions))
-        .route(&format!("{base}/namespaces/{{ns}}/{{plural}}"), get(routes::list_namespaced))
+        .route(
+            &format!("{base}/namespaces/{{ns}}/events"),
+            get(routes::list_events),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/workspacetemplates/{{name}}/versions"),
+            get(routes::template_versions),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}"),
+            get(routes::list_namespaced),
+        )
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}"),
-            get(routes::get_object).put(routes::put_object).delete(routes::delete_object),
+            get(routes::get_object)
+                .put(routes::put_object)
+                .delete(routes::delete_object),
         )
-        .route(&format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/status"), put(routes::put_status))
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/status"),
+            put(routes::put_status),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/workspaces/{{name}}/{{action}}"),
+            post(routes::power),
+        )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
-        .layer(axum::extract::DefaultBodyLimit::max(crate::api::yaml::MAX_INPUT_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::yaml::MAX_INPUT_BYTES,
+        ))
         .with_state(state)
+}
+
+async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        st.metrics.render(),
+    )
 }
 
 async fn readyz(State(st): State<AppState>) -> (StatusCode, &'static str) {
@@ -108,18 +156,52 @@ pub fn write_cli_config(path: &std::path::Path, server: &str, token: &str) -> st
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     let body = serde_json::json!({ "server": server, "token": token });
     f.write_all(crate::api::yaml::to_yaml(&body).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
-/// Runs the operator until `shutdown` resolves: connects to the database
-/// (running migrations), creates the first admin token on the very first
-/// start (written to `cli_config_path`, never logged), and serves the API.
+/// The cloud the controllers drive, with its pacing.
+#[derive(Clone)]
+pub struct CloudSetup {
+    /// The clients.
+    pub cloud: berth_cloud::Cloud,
+    /// Client-side pacing (None = unpaced).
+    pub pacer: Option<Arc<berth_cloud::pacer::Pacer>>,
+    /// Controller tunables.
+    pub controllers: ControllerOptions,
+}
+
+impl std::fmt::Debug for CloudSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudSetup")
+            .field("controllers", &self.controllers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the API only (no controllers). See [`run_operator_with`].
 pub async fn run_operator(
     opts: OperatorOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    run_operator_with(opts, None, shutdown).await
+}
+
+/// Runs the operator until `shutdown` resolves: connects to the database
+/// (running migrations), creates the first admin token on the very first
+/// start (written to `cli_config_path`, never logged), serves the API and,
+/// with a cloud, runs the controllers.
+pub async fn run_operator_with(
+    opts: OperatorOptions,
+    cloud: Option<CloudSetup>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = Store::connect(&opts.database_url).await?;
@@ -132,12 +214,37 @@ pub async fn run_operator(
             None => tracing::warn!("first start: an admin token was created but no CLI config path is set to write it to"),
         }
     }
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServeError::Bind(opts.listen, e))?;
-    let addr = listener.local_addr().map_err(|e| ServeError::Bind(opts.listen, e))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| ServeError::Bind(opts.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(opts.listen, e))?;
     tracing::info!(%addr, "API listening");
     let compactor = tokio::spawn(compact_changes(store.clone()));
-    let app = router(AppState { store, watch_poll: routes::DEFAULT_WATCH_POLL });
+    let state = AppState::new(store.clone());
+    let metrics = state.metrics.clone();
+    let app = router(state);
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let controller = cloud.map(|setup| {
+        let budget = setup.pacer.as_ref().map(|p| p.observation_budget());
+        let ctx: Arc<Ctx> = Arc::new(controllers::context(
+            store.clone(),
+            setup.cloud,
+            setup.pacer,
+            metrics.clone(),
+            &opts.advertise_url,
+        ));
+        let mut rx = rx.clone();
+        tokio::spawn(controllers::run_workspace_controller(
+            ctx,
+            setup.controllers,
+            budget,
+            async move {
+                let _ = rx.wait_for(|v| *v).await;
+            },
+        ))
+    });
     let shutdown_flag = async move {
         shutdown.await;
         let _ = tx.send(true);
@@ -159,6 +266,16 @@ pub async fn run_operator(
         } => Ok(()),
     };
     compactor.abort();
+    if let Some(c) = controller {
+        // In-flight reconciles finish (or are abandoned after the grace period).
+        match c.await {
+            Ok(report) if !report.abandoned.is_empty() => tracing::warn!(
+                abandoned = report.abandoned.len(),
+                "reconciles abandoned at shutdown"
+            ),
+            _ => {}
+        }
+    }
     tracing::info!("operator stopped");
     result
 }

@@ -17,7 +17,7 @@ use super::AppState;
 use crate::api::selector::Selector;
 use crate::api::{yaml, DynObject, Kind};
 use crate::apply;
-use crate::store::{DeleteOutcome, StoreError, WatchFilter};
+use crate::store::{DeleteOutcome, PowerAction, StoreError, WatchFilter};
 
 /// Query parameters of list and watch.
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +38,10 @@ pub struct WriteQuery {
 
 impl WriteQuery {
     fn dry_run(&self) -> bool {
-        matches!(self.dry_run.as_deref(), Some("true" | "All" | "all" | "1" | ""))
+        matches!(
+            self.dry_run.as_deref(),
+            Some("true" | "All" | "all" | "1" | "")
+        )
     }
 }
 
@@ -57,16 +60,26 @@ fn wants_yaml(headers: &HeaderMap) -> bool {
 }
 
 /// Renders a value as JSON, or YAML when the client asked for it.
-pub(super) fn respond(headers: &HeaderMap, code: StatusCode, v: &impl serde::Serialize) -> Response {
+pub(super) fn respond(
+    headers: &HeaderMap,
+    code: StatusCode,
+    v: &impl serde::Serialize,
+) -> Response {
     if wants_yaml(headers) {
-        (code, [(header::CONTENT_TYPE, "application/yaml")], yaml::to_yaml(v)).into_response()
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/yaml")],
+            yaml::to_yaml(v),
+        )
+            .into_response()
     } else {
         (code, Json(v)).into_response()
     }
 }
 
 fn parse_body(body: &Bytes) -> Result<Vec<Value>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
     yaml::parse_documents(text).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
@@ -80,7 +93,11 @@ pub async fn apply_many(
 ) -> Result<Response, ApiError> {
     let docs = parse_body(&body)?;
     let results = apply::apply(&st.store, &caller.0, &docs, q.dry_run()).await?;
-    Ok(respond(&headers, StatusCode::OK, &json!({ "results": results })))
+    Ok(respond(
+        &headers,
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
 }
 
 /// `PUT /namespaces/{ns}/{plural}/{name}`: apply one object.
@@ -95,11 +112,20 @@ pub async fn put_object(
     let kind = kind_of(&plural)?;
     let docs = parse_body(&body)?;
     let [doc] = docs.as_slice() else {
-        return Err(ApiError::BadRequest(format!("expected exactly one document, got {}", docs.len())));
+        return Err(ApiError::BadRequest(format!(
+            "expected exactly one document, got {}",
+            docs.len()
+        )));
     };
     let meta = doc.get("metadata");
-    let doc_name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
-    let doc_ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or(crate::api::DEFAULT_NAMESPACE);
+    let doc_name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let doc_ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(crate::api::DEFAULT_NAMESPACE);
     let doc_kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     if doc_name != name || doc_ns != ns || doc_kind != kind.as_str() {
         return Err(ApiError::BadRequest(format!(
@@ -108,8 +134,15 @@ pub async fn put_object(
         )));
     }
     let results = apply::apply(&st.store, &caller.0, &docs, q.dry_run()).await?;
-    let r = results.into_iter().next().ok_or_else(|| ApiError::BadRequest("nothing applied".into()))?;
-    let code = if r.action == "created" { StatusCode::CREATED } else { StatusCode::OK };
+    let r = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::BadRequest("nothing applied".into()))?;
+    let code = if r.action == "created" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(respond(&headers, code, &r.object))
 }
 
@@ -125,10 +158,19 @@ pub async fn get_object(
     Ok(respond(&headers, StatusCode::OK, &obj))
 }
 
-async fn visible(st: &AppState, caller: &Caller, kind: Kind, ns: &str, name: &str) -> Result<DynObject, ApiError> {
+async fn visible(
+    st: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Result<DynObject, ApiError> {
     match st.store.object_get(kind, ns, name).await? {
         Some(o) if caller.can_read(&o) => Ok(o),
-        _ => Err(ApiError::NotFound(format!("{}/{name} not found in namespace {ns:?}", kind.plural()))),
+        _ => Err(ApiError::NotFound(format!(
+            "{}/{name} not found in namespace {ns:?}",
+            kind.plural()
+        ))),
     }
 }
 
@@ -161,18 +203,29 @@ pub async fn put_status(
     let kind = kind_of(&plural)?;
     let docs = parse_body(&body)?;
     let [doc] = docs.as_slice() else {
-        return Err(ApiError::BadRequest("expected one document with a status".into()));
+        return Err(ApiError::BadRequest(
+            "expected one document with a status".into(),
+        ));
     };
     let status = doc.get("status").cloned().unwrap_or(Value::Null);
     if !status.is_object() {
-        return Err(ApiError::BadRequest("the body must carry a `status` mapping".into()));
+        return Err(ApiError::BadRequest(
+            "the body must carry a `status` mapping".into(),
+        ));
     }
     let expected = doc
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
-        .map(|s| s.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("metadata.resourceVersion {s:?} is not a revision"))))
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(format!("metadata.resourceVersion {s:?} is not a revision"))
+            })
+        })
         .transpose()?;
-    let obj = st.store.object_update_status(kind, &ns, &name, &status, expected).await?;
+    let obj = st
+        .store
+        .object_update_status(kind, &ns, &name, &status, expected)
+        .await?;
     Ok(respond(&headers, StatusCode::OK, &obj))
 }
 
@@ -198,16 +251,35 @@ pub async fn list_all(
     list(st, caller, None, &plural, q, headers).await
 }
 
-async fn list(st: AppState, caller: Caller, ns: Option<String>, plural: &str, q: ListQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list(
+    st: AppState,
+    caller: Caller,
+    ns: Option<String>,
+    plural: &str,
+    q: ListQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let kind = kind_of(plural)?;
-    let selector = Selector::parse(q.label_selector.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
-    let owner = if kind == Kind::Workspace { caller.owner_filter().map(str::to_string) } else { None };
+    let selector = Selector::parse(q.label_selector.as_deref().unwrap_or_default())
+        .map_err(ApiError::BadRequest)?;
+    let owner = if kind == Kind::Workspace {
+        caller.owner_filter().map(str::to_string)
+    } else {
+        None
+    };
     if q.watch {
         let since = match q.resource_version.as_deref() {
             None | Some("") | Some("0") => st.store.revision_current().await?,
-            Some(s) => s.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("resourceVersion {s:?} is not a revision")))?,
+            Some(s) => s.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(format!("resourceVersion {s:?} is not a revision"))
+            })?,
         };
-        let filter = WatchFilter { kinds: vec![kind], namespace: ns, owner, selector };
+        let filter = WatchFilter {
+            kinds: vec![kind],
+            namespace: ns,
+            owner,
+            selector,
+        };
         // Answer 410 before streaming when the revision is compacted.
         st.store.changes_since(&filter, since, 1).await?;
         let stream = st.store.watch(filter, since, st.watch_poll).map(|item| match item {
@@ -223,9 +295,17 @@ async fn list(st: AppState, caller: Caller, ns: Option<String>, plural: &str, q:
             }
             Err(e) => Err(std::io::Error::other(e.to_string())),
         });
-        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response());
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(stream),
+        )
+            .into_response());
     }
-    let (items, rv) = st.store.object_list(kind, ns.as_deref(), &selector, owner.as_deref()).await?;
+    let (items, rv) = st
+        .store
+        .object_list(kind, ns.as_deref(), &selector, owner.as_deref())
+        .await?;
     let body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "List",
@@ -250,13 +330,18 @@ pub async fn list_events(
     Query(q): Query<EventQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let kind = Kind::from_user(&q.kind).ok_or_else(|| ApiError::BadRequest(format!("unknown kind {:?}", q.kind)))?;
+    let kind = Kind::from_user(&q.kind)
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown kind {:?}", q.kind)))?;
     if kind == Kind::Workspace && !caller.0.admin {
         // Events of a workspace are as private as the workspace.
         visible(&st, &caller, kind, &ns, &q.name).await?;
     }
     let events = st.store.event_list(kind, &ns, &q.name, 100).await?;
-    Ok(respond(&headers, StatusCode::OK, &json!({ "items": events })))
+    Ok(respond(
+        &headers,
+        StatusCode::OK,
+        &json!({ "items": events }),
+    ))
 }
 
 /// `GET /namespaces/{ns}/workspacetemplates/{name}/versions`.
@@ -268,9 +353,15 @@ pub async fn template_versions(
 ) -> Result<Response, ApiError> {
     let versions = st.store.template_version_list(&ns, &name).await?;
     if versions.is_empty() {
-        return Err(ApiError::NotFound(format!("workspacetemplates/{name} not found in namespace {ns:?}")));
+        return Err(ApiError::NotFound(format!(
+            "workspacetemplates/{name} not found in namespace {ns:?}"
+        )));
     }
-    Ok(respond(&headers, StatusCode::OK, &json!({ "items": versions })))
+    Ok(respond(
+        &headers,
+        StatusCode::OK,
+        &json!({ "items": versions }),
+    ))
 }
 
 /// Body of `POST /tokens`.
@@ -283,12 +374,53 @@ pub struct TokenRequest {
 }
 
 /// `POST /tokens` (admins only).
-pub async fn create_token(State(st): State<AppState>, caller: Caller, Json(req): Json<TokenRequest>) -> Result<Response, ApiError> {
+pub async fn create_token(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(req): Json<TokenRequest>,
+) -> Result<Response, ApiError> {
     caller.require_admin("create tokens")?;
-    crate::api::validate::dns_label(&req.user).map_err(|e| ApiError::Invalid(format!("user: {e}"), Vec::new()))?;
+    crate::api::validate::dns_label(&req.user)
+        .map_err(|e| ApiError::Invalid(format!("user: {e}"), Vec::new()))?;
     let token = st.store.token_create(&req.user, req.admin, "api").await?;
     tracing::info!(user = %req.user, admin = req.admin, by = %caller.0.user, "token created");
-    Ok((StatusCode::CREATED, Json(json!({ "user": req.user, "admin": req.admin, "token": token }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": req.user, "admin": req.admin, "token": token })),
+    )
+        .into_response())
+}
+
+/// `POST /namespaces/{ns}/workspaces/{name}/{start|stop|restart}`: records a
+/// person's power intent; the newest intent decides.
+pub async fn power(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((ns, name, action)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let action = match action.as_str() {
+        "start" => PowerAction::Start,
+        "stop" => PowerAction::Stop,
+        "restart" => PowerAction::Restart,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no action {other:?} (start, stop, restart)"
+            )))
+        }
+    };
+    visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
+    let message = format!("berth {} by {}", action.as_str(), caller.0.user);
+    let id = st
+        .store
+        .intent_record(&ns, &name, action, "Manual", &caller.0.user, &message, None)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "workspace": name, "namespace": ns, "action": action.as_str(), "intent": id }),
+        ),
+    )
+        .into_response())
 }
 
 /// `GET /whoami`.

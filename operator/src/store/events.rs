@@ -95,7 +95,13 @@ impl Store {
 
     /// Lists events of one object (by kind, namespace and name; the current
     /// object's uid when it exists), oldest first, at most `limit`.
-    pub async fn event_list(&self, kind: Kind, ns: &str, name: &str, limit: i64) -> Result<Vec<Event>> {
+    pub async fn event_list(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
         let rows = sqlx::query(
             "SELECT * FROM (SELECT involved_kind, namespace, involved_name, involved_uid, type, reason, message, count, source, first_timestamp, last_timestamp
                FROM events WHERE involved_kind = $1 AND namespace = $2 AND involved_name = $3
@@ -112,7 +118,11 @@ impl Store {
             .map(|r| {
                 let t: String = r.try_get("type")?;
                 Ok(Event {
-                    type_: if t == "Warning" { EventType::Warning } else { EventType::Normal },
+                    type_: if t == "Warning" {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
                     reason: r.try_get("reason")?,
                     message: r.try_get("message")?,
                     count: r.try_get("count")?,

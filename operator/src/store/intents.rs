@@ -106,13 +106,25 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("workspaces/{name}")))?;
         if obj.metadata.deletion_timestamp.is_some() {
-            return Err(StoreError::Conflict(format!("workspaces/{name} is being deleted")));
+            return Err(StoreError::Conflict(format!(
+                "workspaces/{name} is being deleted"
+            )));
         }
-        let uid = obj.metadata.uid.ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
+        let uid = obj
+            .metadata
+            .uid
+            .ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
         let id = insert_intent_tx(&mut tx, uid, action, reason, actor, message, dedupe_key).await?;
         if id.is_some() {
             let interactive = matches!(reason, "Manual" | "Spec");
-            touch(&mut tx, Kind::Workspace, ns, name, Write::Intent { interactive }).await?;
+            touch(
+                &mut tx,
+                Kind::Workspace,
+                ns,
+                name,
+                Write::Intent { interactive },
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(id)

@@ -30,7 +30,12 @@ pub struct Lease {
 impl Store {
     /// Takes the lease on `key` for `holder` if it is free, expired, or
     /// already `holder`'s. Returns `None` when another holder has it.
-    pub async fn lease_acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+    pub async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
         let token: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases (key, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
              ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
@@ -43,7 +48,11 @@ impl Store {
         .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(token.map(|token| Lease { key: key.to_string(), holder: holder.to_string(), token }))
+        Ok(token.map(|token| Lease {
+            key: key.to_string(),
+            holder: holder.to_string(),
+            token,
+        }))
     }
 
     /// Gives a lease back.
@@ -59,12 +68,14 @@ impl Store {
 
     /// Extends every lease of `holder` (the replica's heartbeat).
     pub async fn lease_renew_all(&self, holder: &str, ttl: Duration) -> Result<u64> {
-        Ok(sqlx::query("UPDATE leases SET expires_at = now() + make_interval(secs => $2) WHERE holder = $1")
-            .bind(holder)
-            .bind(ttl.as_secs_f64())
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(sqlx::query(
+            "UPDATE leases SET expires_at = now() + make_interval(secs => $2) WHERE holder = $1",
+        )
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Writes an object's status only while `lease` is still held.
@@ -86,7 +97,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if !held {
-            return Err(StoreError::Conflict(format!("lease on {} was lost; another replica owns it now", lease.key)));
+            return Err(StoreError::Conflict(format!(
+                "lease on {} was lost; another replica owns it now",
+                lease.key
+            )));
         }
         let cur = get_for_update(&mut tx, kind, ns, name)
             .await?

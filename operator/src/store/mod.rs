@@ -25,12 +25,12 @@ mod tokens;
 mod watch;
 
 pub use events::{Event, EventType, InvolvedObject};
-pub use intents::{PowerAction, PowerIntent};
 pub(crate) use intents::insert_intent_tx;
+pub use intents::{PowerAction, PowerIntent};
 pub use leases::Lease;
+pub(crate) use objects::{get_for_update, write_spec};
 pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};
 pub use templates::TemplateVersion;
-pub(crate) use objects::{get_for_update, write_spec};
 pub(crate) use templates::{insert_version_tx, latest_version_tx, version_tx};
 pub use tokens::Identity;
 pub use watch::{Change, ChangeType, WatchFilter};
@@ -89,7 +89,10 @@ impl Store {
     /// Connects and runs pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
         let opts = PgConnectOptions::from_str(url)?.application_name("berth");
-        let pool = PgPoolOptions::new().max_connections(16).connect_with(opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(opts)
+            .await?;
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)

@@ -89,9 +89,11 @@ pub(crate) fn row_to_object(row: &sqlx::postgres::PgRow) -> Result<DynObject> {
     let name: String = row.try_get("name")?;
     let labels: Value = row.try_get("labels")?;
     let annotations: Value = row.try_get("annotations")?;
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{kind}/{name}"), e.to_string());
+    let corrupt =
+        |e: serde_json::Error| StoreError::Corrupt(format!("{kind}/{name}"), e.to_string());
     let labels: BTreeMap<String, String> = serde_json::from_value(labels).map_err(corrupt)?;
-    let annotations: BTreeMap<String, String> = serde_json::from_value(annotations).map_err(corrupt)?;
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(annotations).map_err(corrupt)?;
     let rv: i64 = row.try_get("resource_version")?;
     Ok(DynObject {
         api_version: API_VERSION.to_string(),
@@ -115,22 +117,43 @@ pub(crate) fn row_to_object(row: &sqlx::postgres::PgRow) -> Result<DynObject> {
 
 /// The revision of an object read from the store.
 pub fn revision_of(obj: &DynObject) -> i64 {
-    obj.metadata.resource_version.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn owner_of(kind: Kind, spec: &Value) -> Option<String> {
-    (kind == Kind::Workspace).then(|| spec.get("owner").and_then(Value::as_str).unwrap_or_default().to_string())
+    (kind == Kind::Workspace).then(|| {
+        spec.get("owner")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    })
 }
 
 /// Takes the next global revision. Holds the revision row lock until the
 /// transaction ends, which is what makes revisions commit-ordered.
 pub(crate) async fn next_revision(conn: &mut PgConnection) -> Result<i64> {
-    Ok(sqlx::query_scalar("UPDATE revision SET value = value + 1 RETURNING value").fetch_one(&mut *conn).await?)
+    Ok(
+        sqlx::query_scalar("UPDATE revision SET value = value + 1 RETURNING value")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// Records a change in the log and notifies watchers (delivered at commit).
-pub(crate) async fn record_change(conn: &mut PgConnection, rv: i64, change: &str, obj: &DynObject, write: Write) -> Result<()> {
-    let kind = obj.kind().ok_or_else(|| StoreError::Corrupt(obj.reference(), "unknown kind".into()))?;
+pub(crate) async fn record_change(
+    conn: &mut PgConnection,
+    rv: i64,
+    change: &str,
+    obj: &DynObject,
+    write: Write,
+) -> Result<()> {
+    let kind = obj
+        .kind()
+        .ok_or_else(|| StoreError::Corrupt(obj.reference(), "unknown kind".into()))?;
     sqlx::query(
         "INSERT INTO changes (resource_version, kind, namespace, name, change_type, owner, object, write, interactive) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -154,13 +177,20 @@ pub(crate) async fn record_change(conn: &mut PgConnection, rv: i64, change: &str
 }
 
 /// Reads one object inside a transaction, locking its row.
-pub(crate) async fn get_for_update(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str) -> Result<Option<DynObject>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3 FOR UPDATE"))
-        .bind(kind.as_str())
-        .bind(ns)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub(crate) async fn get_for_update(
+    conn: &mut PgConnection,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Result<Option<DynObject>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3 FOR UPDATE"
+    ))
+    .bind(kind.as_str())
+    .bind(ns)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.as_ref().map(row_to_object).transpose()
 }
 
@@ -202,7 +232,10 @@ pub(crate) async fn write_spec(
         }
         Some(old) => {
             let spec_changed = old.spec != desired.spec;
-            if !spec_changed && old.metadata.labels == m.labels && old.metadata.annotations == m.annotations {
+            if !spec_changed
+                && old.metadata.labels == m.labels
+                && old.metadata.annotations == m.annotations
+            {
                 return Ok((WriteKind::Unchanged, old.clone()));
             }
             let rv = next_revision(conn).await?;
@@ -233,7 +266,13 @@ pub(crate) async fn write_spec(
 
 /// Bumps an object's revision without changing it, so watchers wake up
 /// (used when something the object depends on changed, e.g. a power intent).
-pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str, write: Write) -> Result<DynObject> {
+pub(crate) async fn touch(
+    conn: &mut PgConnection,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    write: Write,
+) -> Result<DynObject> {
     let rv = next_revision(conn).await?;
     let row = sqlx::query(&format!(
         "UPDATE objects SET resource_version = $4 WHERE kind = $1 AND namespace = $2 AND name = $3 RETURNING {COLUMNS}"
@@ -251,7 +290,13 @@ pub(crate) async fn touch(conn: &mut PgConnection, kind: Kind, ns: &str, name: &
 }
 
 /// Replaces the status of an object inside a transaction (bumps the revision).
-pub(crate) async fn write_status(conn: &mut PgConnection, kind: Kind, ns: &str, name: &str, status: &Value) -> Result<DynObject> {
+pub(crate) async fn write_status(
+    conn: &mut PgConnection,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    status: &Value,
+) -> Result<DynObject> {
     let rv = next_revision(conn).await?;
     let row = sqlx::query(&format!(
         "UPDATE objects SET status = $4, resource_version = $5 WHERE kind = $1 AND namespace = $2 AND name = $3 RETURNING {COLUMNS}"
@@ -289,12 +334,14 @@ fn check_precondition(current: &DynObject, expected: Option<i64>) -> Result<()> 
 impl Store {
     /// Reads one object.
     pub async fn object_get(&self, kind: Kind, ns: &str, name: &str) -> Result<Option<DynObject>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3"))
-            .bind(kind.as_str())
-            .bind(ns)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM objects WHERE kind = $1 AND namespace = $2 AND name = $3"
+        ))
+        .bind(kind.as_str())
+        .bind(ns)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(row_to_object).transpose()
     }
 
@@ -309,8 +356,12 @@ impl Store {
         owner: Option<&str>,
     ) -> Result<(Vec<DynObject>, i64)> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
-        let rv: i64 = sqlx::query_scalar("SELECT value FROM revision").fetch_one(&mut *tx).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let rv: i64 = sqlx::query_scalar("SELECT value FROM revision")
+            .fetch_one(&mut *tx)
+            .await?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM objects WHERE kind = $1 AND ($2::text IS NULL OR namespace = $2) AND ($3::text IS NULL OR owner = $3)
              ORDER BY namespace, name"
@@ -400,7 +451,13 @@ impl Store {
 
     /// Deletes an object: removes it at once when no finalizer holds it,
     /// otherwise sets `deletionTimestamp` and leaves the rest to controllers.
-    pub async fn object_delete(&self, kind: Kind, ns: &str, name: &str, expected_revision: Option<i64>) -> Result<DeleteOutcome> {
+    pub async fn object_delete(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        expected_revision: Option<i64>,
+    ) -> Result<DeleteOutcome> {
         let mut tx = self.pool.begin().await?;
         let out = delete_tx(&mut tx, kind, ns, name, expected_revision).await?;
         tx.commit().await?;

@@ -24,7 +24,9 @@ pub fn token_hash(token: &str) -> String {
 fn new_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let body: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let body: String = (0..40)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("berth_{body}")
 }
 
@@ -47,8 +49,12 @@ impl Store {
     /// only when it was created. Safe against several replicas starting at once.
     pub async fn token_bootstrap_admin(&self) -> Result<Option<String>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7368757101)").execute(&mut *tx).await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens WHERE admin)").fetch_one(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7368757101)")
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tokens WHERE admin)")
+            .fetch_one(&mut *tx)
+            .await?;
         if exists {
             return Ok(None);
         }
@@ -64,10 +70,11 @@ impl Store {
 
     /// Resolves a presented token to an identity.
     pub async fn token_lookup(&self, token: &str) -> Result<Option<Identity>> {
-        let row: Option<(String, bool)> = sqlx::query_as("SELECT user_name, admin FROM tokens WHERE token_hash = $1")
-            .bind(token_hash(token))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String, bool)> =
+            sqlx::query_as("SELECT user_name, admin FROM tokens WHERE token_hash = $1")
+                .bind(token_hash(token))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(user, admin)| Identity { user, admin }))
     }
 }

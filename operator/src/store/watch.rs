@@ -86,18 +86,31 @@ impl WatchFilter {
 impl Store {
     /// The newest revision.
     pub async fn revision_current(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT value FROM revision").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM revision")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Reads up to `limit` changes after `since` that pass `filter`. Returns
     /// them and the revision read up to (so a caller skips filtered-out
     /// changes next time).
-    pub async fn changes_since(&self, filter: &WatchFilter, since: i64, limit: i64) -> Result<(Vec<Change>, i64)> {
-        let compacted: i64 = sqlx::query_scalar("SELECT compacted FROM revision").fetch_one(&self.pool).await?;
+    pub async fn changes_since(
+        &self,
+        filter: &WatchFilter,
+        since: i64,
+        limit: i64,
+    ) -> Result<(Vec<Change>, i64)> {
+        let compacted: i64 = sqlx::query_scalar("SELECT compacted FROM revision")
+            .fetch_one(&self.pool)
+            .await?;
         if since < compacted {
             return Err(StoreError::Gone(since));
         }
-        let kinds: Vec<String> = filter.kinds.iter().map(|k| k.as_str().to_string()).collect();
+        let kinds: Vec<String> = filter
+            .kinds
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
         let rows = sqlx::query(
             "SELECT resource_version, change_type, owner, object, write, interactive FROM changes
              WHERE resource_version > $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) AND ($3::text IS NULL OR namespace = $3)
@@ -117,14 +130,20 @@ impl Store {
             let t: String = r.try_get("change_type")?;
             let owner: Option<String> = r.try_get("owner")?;
             let object: Value = r.try_get("object")?;
-            let object: DynObject =
-                serde_json::from_value(object).map_err(|e| StoreError::Corrupt(format!("change {rv}"), e.to_string()))?;
+            let object: DynObject = serde_json::from_value(object)
+                .map_err(|e| StoreError::Corrupt(format!("change {rv}"), e.to_string()))?;
             let type_ = match t.as_str() {
                 "ADDED" => ChangeType::Added,
                 "DELETED" => ChangeType::Deleted,
                 _ => ChangeType::Modified,
             };
-            let c = Change { revision: rv, type_, object, write: r.try_get("write")?, interactive: r.try_get("interactive")? };
+            let c = Change {
+                revision: rv,
+                type_,
+                object,
+                write: r.try_get("write")?,
+                interactive: r.try_get("interactive")?,
+            };
             if filter.matches(&c, owner.as_deref()) {
                 out.push(c);
             }
@@ -145,8 +164,15 @@ impl Store {
         let Some(cutoff) = cutoff else {
             return Ok(0);
         };
-        let n = sqlx::query("DELETE FROM changes WHERE resource_version <= $1").bind(cutoff).execute(&mut *tx).await?.rows_affected();
-        sqlx::query("UPDATE revision SET compacted = GREATEST(compacted, $1)").bind(cutoff).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM changes WHERE resource_version <= $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE revision SET compacted = GREATEST(compacted, $1)")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -154,7 +180,12 @@ impl Store {
     /// Watches changes after `since`: a stream that never ends on its own
     /// except with an error ([`StoreError::Gone`], or a database error that
     /// outlasted reconnection). `poll` is the backstop interval.
-    pub fn watch(&self, filter: WatchFilter, since: i64, poll: Duration) -> impl Stream<Item = Result<Change>> + Send + 'static {
+    pub fn watch(
+        &self,
+        filter: WatchFilter,
+        since: i64,
+        poll: Duration,
+    ) -> impl Stream<Item = Result<Change>> + Send + 'static {
         let store = self.clone();
         async_stream::try_stream! {
             let mut last = since;

@@ -33,10 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cloud::ecs::{
-    AssignPublicIp, CreateService, DeleteService, DesiredStatus, NetworkConfiguration, RolloutState, Service, ServiceStatus,
-    UpdateService,
+    AssignPublicIp, CreateService, DeleteService, DesiredStatus, NetworkConfiguration,
+    RolloutState, Service, ServiceStatus, UpdateService,
 };
-use berth_cloud::efs::{AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory};
+use berth_cloud::efs::{
+    AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory,
+};
 use berth_cloud::error::CloudError;
 use berth_cloud::secrets::{PutSecret, SecretString};
 use berth_cloud::tags;
@@ -49,7 +51,9 @@ use self::status::Facts;
 use super::observe::Observed;
 use super::{Ctx, ReconcileError, WsKey};
 use crate::api::template::WorkspaceTemplateSpec;
-use crate::api::workspace::{DeletionPolicy, EcsStatus, EfsStatus, Phase, Transition, WorkspaceStatus};
+use crate::api::workspace::{
+    DeletionPolicy, EcsStatus, EfsStatus, Phase, Transition, WorkspaceStatus,
+};
 use crate::api::{Kind, Workspace};
 use crate::store::{EventType, InvolvedObject, Lease, PowerAction, PowerIntent};
 
@@ -83,7 +87,12 @@ struct Pass<'a> {
 
 impl Pass<'_> {
     async fn event(&self, type_: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.ctx.store.event_record(&self.involved, type_, reason, message, &self.ctx.source).await {
+        if let Err(e) = self
+            .ctx
+            .store
+            .event_record(&self.involved, type_, reason, message, &self.ctx.source)
+            .await
+        {
             tracing::warn!(error = %e, workspace = %self.ws.metadata.name, "cannot record event");
         }
     }
@@ -99,7 +108,11 @@ impl Pass<'_> {
 /// Reconciles one workspace. See the module docs.
 pub async fn reconcile(key: WsKey, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let lease_key = format!("Workspace/{}/{}", key.namespace, key.name);
-    let Some(lease) = ctx.store.lease_acquire(&lease_key, &ctx.source, ctx.lease_ttl).await? else {
+    let Some(lease) = ctx
+        .store
+        .lease_acquire(&lease_key, &ctx.source, ctx.lease_ttl)
+        .await?
+    else {
         // Another replica is on it; look again later in case it dies.
         let jitter = rand::rng().random_range(0..2000);
         return Ok(Action::requeue(Duration::from_millis(3000 + jitter)));
@@ -112,10 +125,16 @@ pub async fn reconcile(key: WsKey, ctx: Arc<Ctx>) -> Result<Action, ReconcileErr
 }
 
 async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Action, ReconcileError> {
-    let Some(obj) = ctx.store.object_get(Kind::Workspace, &key.namespace, &key.name).await? else {
+    let Some(obj) = ctx
+        .store
+        .object_get(Kind::Workspace, &key.namespace, &key.name)
+        .await?
+    else {
         return Ok(Action::await_change());
     };
-    let ws: Workspace = obj.to_typed().map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    let ws: Workspace = obj
+        .to_typed()
+        .map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
     let uid = ws.metadata.uid.map(|u| u.to_string()).unwrap_or_default();
     let pass = Pass {
         ctx,
@@ -126,7 +145,11 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             name: key.name.clone(),
             uid: ws.metadata.uid.unwrap_or_default(),
         },
-        id: WorkspaceIdent { namespace: &key.namespace, name: &key.name, uid: &uid },
+        id: WorkspaceIdent {
+            namespace: &key.namespace,
+            name: &key.name,
+            uid: &uid,
+        },
     };
     if ws.metadata.deletion_timestamp.is_some() {
         return finalize(&pass, lease).await;
@@ -134,13 +157,18 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     if !ws.metadata.finalizers.iter().any(|f| f == FINALIZER) {
         let mut f = ws.metadata.finalizers.clone();
         f.push(FINALIZER.to_string());
-        ctx.store.object_set_finalizers(Kind::Workspace, &key.namespace, &key.name, &f, None).await?;
+        ctx.store
+            .object_set_finalizers(Kind::Workspace, &key.namespace, &key.name, &f, None)
+            .await?;
     }
     let prev = ws.status.clone().unwrap_or_default();
     let generation = ws.metadata.generation.unwrap_or(0);
 
     // The template version the workspace follows.
-    let latest = ctx.store.template_version_get(&key.namespace, &ws.spec.template.name, None).await?;
+    let latest = ctx
+        .store
+        .template_version_get(&key.namespace, &ws.spec.template.name, None)
+        .await?;
     let Some(latest) = latest else {
         let msg = format!("template {:?} does not exist", ws.spec.template.name);
         return write_failure(&pass, lease, prev, generation, "TemplateMissing", &msg).await;
@@ -152,32 +180,67 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let followed = if followed_version == latest.version {
         latest
     } else {
-        match ctx.store.template_version_get(&key.namespace, &ws.spec.template.name, Some(followed_version)).await? {
+        match ctx
+            .store
+            .template_version_get(
+                &key.namespace,
+                &ws.spec.template.name,
+                Some(followed_version),
+            )
+            .await?
+        {
             Some(v) => v,
             None => {
-                let msg = format!("template {:?} has no version {followed_version}", ws.spec.template.name);
-                return write_failure(&pass, lease, prev, generation, "TemplateMissing", &msg).await;
+                let msg = format!(
+                    "template {:?} has no version {followed_version}",
+                    ws.spec.template.name
+                );
+                return write_failure(&pass, lease, prev, generation, "TemplateMissing", &msg)
+                    .await;
             }
         }
     };
-    let followed_spec: WorkspaceTemplateSpec =
-        serde_json::from_value(followed.spec.clone()).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    let followed_spec: WorkspaceTemplateSpec = serde_json::from_value(followed.spec.clone())
+        .map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
 
-    let intent = ctx.store.intent_latest(ws.metadata.uid.unwrap_or_default()).await?;
-    let want_running = intent.as_ref().map(|i| i.action.runs()).unwrap_or(ws.spec.running);
+    let intent = ctx
+        .store
+        .intent_latest(ws.metadata.uid.unwrap_or_default())
+        .await?;
+    let want_running = intent
+        .as_ref()
+        .map(|i| i.action.runs())
+        .unwrap_or(ws.spec.running);
     let new_intent = intent.as_ref().filter(|i| i.id > prev.observed_intent);
     let restart_asked = new_intent.is_some_and(|i| i.action == PowerAction::Restart);
 
     let mut status = prev.clone();
-    let outcome = converge(&pass, &followed_spec, followed_version, want_running, restart_asked, intent.as_ref(), &mut status).await;
+    let outcome = converge(
+        &pass,
+        &followed_spec,
+        followed_version,
+        want_running,
+        restart_asked,
+        intent.as_ref(),
+        &mut status,
+    )
+    .await;
     let mut facts = match outcome {
         Ok(f) => f,
         Err(ReconcileError::Cloud(e)) if !e.is_transient() => {
             let msg = e.to_string();
-            if !prev.conditions.iter().any(|c| c.type_ == "Synced" && c.message == msg) {
+            if !prev
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Synced" && c.message == msg)
+            {
                 pass.event(EventType::Warning, "CloudError", &msg).await;
             }
-            let mut f = Facts { want_running, cloud_error: Some(msg), ..Default::default() };
+            let mut f = Facts {
+                want_running,
+                cloud_error: Some(msg),
+                ..Default::default()
+            };
             f.followed_version = followed_version;
             f.running_version = status.template_version;
             f.pinned = pinned.is_some();
@@ -199,18 +262,26 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     status.observed_generation = generation;
     let transitional = matches!(status.phase, Phase::Starting | Phase::Stopping);
     if let Some(ecs) = &status.ecs {
-        ctx.cache.set_hot(&ecs.cluster, &ecs.service_name, key, transitional);
+        ctx.cache
+            .set_hot(&ecs.cluster, &ecs.service_name, key, transitional);
     }
     write_status(&pass, lease, &status).await?;
     if facts.cloud_error.is_some() {
         return Ok(Action::requeue(PERMANENT_ERROR_RECHECK));
     }
-    Ok(if transitional { Action::requeue(TRANSITION_REQUEUE) } else { Action::requeue(ctx.steady_requeue) })
+    Ok(if transitional {
+        Action::requeue(TRANSITION_REQUEUE)
+    } else {
+        Action::requeue(ctx.steady_requeue)
+    })
 }
 
 fn status_service(ctx: &Ctx, status: &WorkspaceStatus) -> Option<Service> {
     let ecs = status.ecs.as_ref()?;
-    ctx.cache.get(&ecs.cluster, &ecs.service_name)?.active().cloned()
+    ctx.cache
+        .get(&ecs.cluster, &ecs.service_name)?
+        .active()
+        .cloned()
 }
 
 fn fill_service_facts(f: &mut Facts, svc: &Service) {
@@ -218,10 +289,16 @@ fn fill_service_facts(f: &mut Facts, svc: &Service) {
     f.desired = svc.desired_count;
     f.running = svc.running_count;
     f.pending = svc.pending_count;
-    f.rollout_completed = svc.primary_deployment().is_none_or(|d| d.rollout_state == RolloutState::Completed);
+    f.rollout_completed = svc
+        .primary_deployment()
+        .is_none_or(|d| d.rollout_state == RolloutState::Completed);
 }
 
-async fn write_status(pass: &Pass<'_>, lease: &Lease, status: &WorkspaceStatus) -> Result<(), ReconcileError> {
+async fn write_status(
+    pass: &Pass<'_>,
+    lease: &Lease,
+    status: &WorkspaceStatus,
+) -> Result<(), ReconcileError> {
     let v = serde_json::to_value(status).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
     pass.ctx
         .store
@@ -239,7 +316,11 @@ async fn write_failure(
     msg: &str,
 ) -> Result<Action, ReconcileError> {
     let mut status = prev.clone();
-    let f = Facts { cloud_error: Some(msg.to_string()), running_version: prev.template_version, ..Default::default() };
+    let f = Facts {
+        cloud_error: Some(msg.to_string()),
+        running_version: prev.template_version,
+        ..Default::default()
+    };
     status.phase = Phase::Failed;
     status.conditions = status::conditions(&prev.conditions, &f, generation, Utc::now());
     for c in &mut status.conditions {
@@ -281,30 +362,66 @@ async fn converge(
         Observed::Found(s) => Some((**s).clone()),
         Observed::Missing => None,
     };
-    let active = svc.as_ref().is_some_and(|s| s.status == ServiceStatus::Active);
-    let reason = intent.map(|i| i.reason.clone()).unwrap_or_else(|| "Spec".into());
-    let mut facts = Facts { want_running, running_version: status.template_version, ..Default::default() };
+    let active = svc
+        .as_ref()
+        .is_some_and(|s| s.status == ServiceStatus::Active);
+    let reason = intent
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| "Spec".into());
+    let mut facts = Facts {
+        want_running,
+        running_version: status.template_version,
+        ..Default::default()
+    };
 
     if want_running {
-        let desired_now = svc.as_ref().filter(|_| active).map(|s| s.desired_count).unwrap_or(0);
+        let desired_now = svc
+            .as_ref()
+            .filter(|_| active)
+            .map(|s| s.desired_count)
+            .unwrap_or(0);
         if !active || desired_now == 0 || restart_asked {
-            if svc.as_ref().is_some_and(|s| s.status == ServiceStatus::Draining) {
+            if svc
+                .as_ref()
+                .is_some_and(|s| s.status == ServiceStatus::Draining)
+            {
                 // The previous service is still draining; ECS refuses a new one of that name until it is gone.
                 facts.pending_restart = None;
                 fill_service_facts(&mut facts, svc.as_ref().expect("checked"));
                 facts.service_active = false;
                 return Ok(facts);
             }
-            let drift = active && desired_now == 0 && status.ecs.as_ref().is_some_and(|e| e.desired_count == 1) && !restart_asked
+            let drift = active
+                && desired_now == 0
+                && status.ecs.as_ref().is_some_and(|e| e.desired_count == 1)
+                && !restart_asked
                 && intent.is_none_or(|i| i.id <= status.observed_intent);
-            let started = start(pass, template, followed_version, &cluster, svc.as_ref().filter(|_| active), restart_asked, status).await?;
+            let started = start(
+                pass,
+                template,
+                followed_version,
+                &cluster,
+                svc.as_ref().filter(|_| active),
+                restart_asked,
+                status,
+            )
+            .await?;
             let why = if drift {
-                pass.event(EventType::Warning, "DriftCorrected", "desiredCount was set to 0 outside Berth; set it back to 1").await;
+                pass.event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    "desiredCount was set to 0 outside Berth; set it back to 1",
+                )
+                .await;
                 "DriftCorrected".to_string()
             } else {
                 reason.clone()
             };
-            let verb = if restart_asked { "Restarted" } else { "Started" };
+            let verb = if restart_asked {
+                "Restarted"
+            } else {
+                "Started"
+            };
             pass.event(
                 EventType::Normal,
                 verb,
@@ -314,12 +431,20 @@ async fn converge(
                 ),
             )
             .await;
-            status.last_transition = Some(Transition { action: "start".into(), reason: why, at: Utc::now() });
+            status.last_transition = Some(Transition {
+                action: "start".into(),
+                reason: why,
+                at: Utc::now(),
+            });
             ctx.cache.put(&cluster, started.clone());
             svc = Some(started);
         } else if let Some(s) = svc.as_ref() {
             // Running: correct drift of the task definition; never apply spec changes now.
-            let ours = status.ecs.as_ref().map(|e| e.task_definition_arn.clone()).unwrap_or_default();
+            let ours = status
+                .ecs
+                .as_ref()
+                .map(|e| e.task_definition_arn.clone())
+                .unwrap_or_default();
             if !ours.is_empty() && !same_task_definition(&s.task_definition, &ours) {
                 let updated = ctx
                     .ecs()
@@ -333,7 +458,11 @@ async fn converge(
                 pass.event(
                     EventType::Warning,
                     "DriftCorrected",
-                    &format!("task definition was replaced outside Berth with {}; set back to {}", short_arn(&s.task_definition), short_arn(&ours)),
+                    &format!(
+                        "task definition was replaced outside Berth with {}; set back to {}",
+                        short_arn(&s.task_definition),
+                        short_arn(&ours)
+                    ),
                 )
                 .await;
                 ctx.cache.put(&cluster, updated.clone());
@@ -352,9 +481,17 @@ async fn converge(
                     ..Default::default()
                 })
                 .await?;
-            pass.event(EventType::Normal, "Stopped", &format!("desiredCount 0 ({reason}); ECS sends SIGTERM, the stop timeout applies"))
-                .await;
-            status.last_transition = Some(Transition { action: "stop".into(), reason: reason.clone(), at: Utc::now() });
+            pass.event(
+                EventType::Normal,
+                "Stopped",
+                &format!("desiredCount 0 ({reason}); ECS sends SIGTERM, the stop timeout applies"),
+            )
+            .await;
+            status.last_transition = Some(Transition {
+                action: "stop".into(),
+                reason: reason.clone(),
+                at: Utc::now(),
+            });
             ctx.cache.put(&cluster, updated.clone());
             svc = Some(updated);
         }
@@ -368,7 +505,10 @@ async fn converge(
             e.pending_count = s.pending_count as i32;
             e.service_arn = s.service_arn.clone();
         }
-        if want_running && s.running_count == 0 && s.primary_deployment().is_some_and(|d| d.failed_tasks > 0) {
+        if want_running
+            && s.running_count == 0
+            && s.primary_deployment().is_some_and(|d| d.failed_tasks > 0)
+        {
             facts.task_failure = Some(task_failure(pass, &cluster, &service_name, s).await);
         }
     } else if let Some(e) = status.ecs.as_mut() {
@@ -383,16 +523,27 @@ async fn converge(
 /// Why the service's tasks fail to start: the newest stopped task's reason.
 async fn task_failure(pass: &Pass<'_>, cluster: &str, service: &str, svc: &Service) -> String {
     let ecs = pass.ctx.ecs();
-    if let Ok(arns) = ecs.list_tasks(cluster, service, DesiredStatus::Stopped).await {
+    if let Ok(arns) = ecs
+        .list_tasks(cluster, service, DesiredStatus::Stopped)
+        .await
+    {
         if let Some(arn) = arns.last() {
             if let Ok(out) = ecs.describe_tasks(cluster, std::slice::from_ref(arn)).await {
-                if let Some(reason) = out.tasks.iter().rev().find_map(|t| t.stopped_reason.clone()) {
+                if let Some(reason) = out
+                    .tasks
+                    .iter()
+                    .rev()
+                    .find_map(|t| t.stopped_reason.clone())
+                {
                     return reason;
                 }
             }
         }
     }
-    svc.events.first().map(|e| e.message.clone()).unwrap_or_else(|| "tasks fail to start".into())
+    svc.events
+        .first()
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| "tasks fail to start".into())
 }
 
 fn short_arn(arn: &str) -> &str {
@@ -406,19 +557,43 @@ fn same_task_definition(a: &str, b: &str) -> bool {
 
 /// When the content the spec renders to (for the version that runs) differs
 /// from what runs, the change applies at the next start.
-async fn pending_restart(pass: &Pass<'_>, status: &WorkspaceStatus) -> Result<Option<String>, ReconcileError> {
-    let (Some(ecs), Some(efs), Some(version)) = (status.ecs.as_ref(), status.efs.as_ref(), status.template_version) else {
+async fn pending_restart(
+    pass: &Pass<'_>,
+    status: &WorkspaceStatus,
+) -> Result<Option<String>, ReconcileError> {
+    let (Some(ecs), Some(efs), Some(version)) = (
+        status.ecs.as_ref(),
+        status.efs.as_ref(),
+        status.template_version,
+    ) else {
         return Ok(None);
     };
     if ecs.content_hash.is_empty() || ecs.agent_secret_arn.is_empty() {
         return Ok(None);
     }
-    let Some(tv) = pass.ctx.store.template_version_get(pass.id.namespace, &pass.ws.spec.template.name, Some(version)).await? else {
+    let Some(tv) = pass
+        .ctx
+        .store
+        .template_version_get(
+            pass.id.namespace,
+            &pass.ws.spec.template.name,
+            Some(version),
+        )
+        .await?
+    else {
         return Ok(None);
     };
-    let template: WorkspaceTemplateSpec = serde_json::from_value(tv.spec).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
-    let rendered =
-        render::task_definition(&pass.id, &pass.ws.spec, &template, version, &efs.access_point_id, &ecs.agent_secret_arn, &pass.ctx.api_url);
+    let template: WorkspaceTemplateSpec =
+        serde_json::from_value(tv.spec).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
+    let rendered = render::task_definition(
+        &pass.id,
+        &pass.ws.spec,
+        &template,
+        version,
+        &efs.access_point_id,
+        &ecs.agent_secret_arn,
+        &pass.ctx.api_url,
+    );
     Ok((rendered.hash != ecs.content_hash).then(|| {
         "the spec changed since the workspace started (resources or parameters); it applies at the next start (berth restart)".to_string()
     }))
@@ -445,39 +620,61 @@ async fn start(
         .put_secret_value(PutSecret {
             name: pass.id.secret_name(),
             value: SecretString::new(token.clone()),
-            description: Some(format!("Berth agent token of workspace {}/{}", pass.id.namespace, pass.id.name)),
+            description: Some(format!(
+                "Berth agent token of workspace {}/{}",
+                pass.id.namespace, pass.id.name
+            )),
             tags: pass.id.tags(),
         })
         .await?;
     if let Some(uid) = pass.ws.metadata.uid {
         ctx.store.agent_token_set(uid, &token).await?;
     }
-    let rendered = render::task_definition(&pass.id, &pass.ws.spec, template, version, &ap.access_point_id, &secret.arn, &ctx.api_url);
+    let rendered = render::task_definition(
+        &pass.id,
+        &pass.ws.spec,
+        template,
+        version,
+        &ap.access_point_id,
+        &secret.arn,
+        &ctx.api_url,
+    );
     let prev_ecs = status.ecs.clone().unwrap_or_default();
-    let td_arn = if prev_ecs.content_hash == rendered.hash && !prev_ecs.task_definition_arn.is_empty() {
-        prev_ecs.task_definition_arn.clone()
-    } else {
-        // Adopt a revision with the same content (a crash after register).
-        let existing = match ctx.ecs().describe_task_definition(&pass.id.family(), true).await {
-            Ok(td) => Some(td),
-            Err(e) if e.is_transient() => return Err(e.into()),
-            Err(_) => None,
-        };
-        match existing.filter(|td| td.tags.get(tags::CONTENT_HASH) == Some(&rendered.hash)) {
-            Some(td) => td.task_definition_arn,
-            None => {
-                let td = ctx.ecs().register_task_definition(rendered.request.clone()).await?;
-                pass.event(
-                    EventType::Normal,
-                    "RegisteredTaskDefinition",
-                    &format!("{}:{} (cpu {}, memory {}, template version {version})", td.family, td.revision, td.cpu, td.memory),
-                )
-                .await;
-                pass.crash(CrashPoint::AfterRegister)?;
-                td.task_definition_arn
+    let td_arn =
+        if prev_ecs.content_hash == rendered.hash && !prev_ecs.task_definition_arn.is_empty() {
+            prev_ecs.task_definition_arn.clone()
+        } else {
+            // Adopt a revision with the same content (a crash after register).
+            let existing = match ctx
+                .ecs()
+                .describe_task_definition(&pass.id.family(), true)
+                .await
+            {
+                Ok(td) => Some(td),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(_) => None,
+            };
+            match existing.filter(|td| td.tags.get(tags::CONTENT_HASH) == Some(&rendered.hash)) {
+                Some(td) => td.task_definition_arn,
+                None => {
+                    let td = ctx
+                        .ecs()
+                        .register_task_definition(rendered.request.clone())
+                        .await?;
+                    pass.event(
+                        EventType::Normal,
+                        "RegisteredTaskDefinition",
+                        &format!(
+                            "{}:{} (cpu {}, memory {}, template version {version})",
+                            td.family, td.revision, td.cpu, td.memory
+                        ),
+                    )
+                    .await;
+                    pass.crash(CrashPoint::AfterRegister)?;
+                    td.task_definition_arn
+                }
             }
-        }
-    };
+        };
     let service_name = pass.id.family();
     status.ecs = Some(EcsStatus {
         cluster: cluster.to_string(),
@@ -490,13 +687,16 @@ async fn start(
     status.template_version = Some(version);
     let svc = match active {
         Some(s) => {
-            let force = restart && s.desired_count >= 1 && same_task_definition(&s.task_definition, &td_arn);
+            let force = restart
+                && s.desired_count >= 1
+                && same_task_definition(&s.task_definition, &td_arn);
             ctx.ecs()
                 .update_service(UpdateService {
                     cluster: cluster.to_string(),
                     service: service_name.clone(),
                     desired_count: Some(1),
-                    task_definition: (!same_task_definition(&s.task_definition, &td_arn)).then(|| td_arn.clone()),
+                    task_definition: (!same_task_definition(&s.task_definition, &td_arn))
+                        .then(|| td_arn.clone()),
                     force_new_deployment: force,
                     enable_execute_command: None,
                 })
@@ -529,7 +729,11 @@ async fn start(
                             network_configuration: NetworkConfiguration {
                                 subnets: inf.subnets.clone(),
                                 security_groups: inf.security_groups.clone(),
-                                assign_public_ip: if inf.assign_public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled },
+                                assign_public_ip: if inf.assign_public_ip {
+                                    AssignPublicIp::Enabled
+                                } else {
+                                    AssignPublicIp::Disabled
+                                },
                             },
                             client_token: Some(pass.id.client_token("service")),
                             tags: pass.id.tags(),
@@ -537,7 +741,12 @@ async fn start(
                             deployment_circuit_breaker: false,
                         })
                         .await?;
-                    pass.event(EventType::Normal, "CreatedService", &format!("ECS service {service_name} in {cluster}")).await;
+                    pass.event(
+                        EventType::Normal,
+                        "CreatedService",
+                        &format!("ECS service {service_name} in {cluster}"),
+                    )
+                    .await;
                     pass.crash(CrashPoint::AfterCreateService)?;
                     created
                 }
@@ -550,7 +759,9 @@ async fn start(
 fn new_agent_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let body: String = (0..40).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let body: String = (0..40)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("berth_agent_{body}")
 }
 
@@ -569,7 +780,11 @@ async fn ensure_access_point(
         .describe_access_points(fs)
         .await?
         .into_iter()
-        .find(|ap| tags::is_owned_by(&ap.tags, pass.id.uid) && ap.life_cycle_state != LifeCycleState::Deleting && ap.life_cycle_state != LifeCycleState::Deleted);
+        .find(|ap| {
+            tags::is_owned_by(&ap.tags, pass.id.uid)
+                && ap.life_cycle_state != LifeCycleState::Deleting
+                && ap.life_cycle_state != LifeCycleState::Deleted
+        });
     let ap = match found {
         Some(ap) => ap,
         None => {
@@ -578,7 +793,11 @@ async fn ensure_access_point(
                 .create_access_point(CreateAccessPoint {
                     client_token: pass.id.client_token("access-point"),
                     file_system_id: fs.clone(),
-                    posix_user: Some(PosixUser { uid: template.container.uid, gid: template.container.gid, secondary_gids: vec![] }),
+                    posix_user: Some(PosixUser {
+                        uid: template.container.uid,
+                        gid: template.container.gid,
+                        secondary_gids: vec![],
+                    }),
                     root_directory: Some(RootDirectory {
                         path: root.clone(),
                         creation_info: Some(CreationInfo {
@@ -590,15 +809,29 @@ async fn ensure_access_point(
                     tags: pass.id.tags(),
                 })
                 .await?;
-            pass.event(EventType::Normal, "CreatedAccessPoint", &format!("{} rooted at {root} on {fs}", ap.access_point_id)).await;
-            status.efs = Some(EfsStatus { access_point_id: ap.access_point_id.clone(), root_directory: root.clone() });
+            pass.event(
+                EventType::Normal,
+                "CreatedAccessPoint",
+                &format!("{} rooted at {root} on {fs}", ap.access_point_id),
+            )
+            .await;
+            status.efs = Some(EfsStatus {
+                access_point_id: ap.access_point_id.clone(),
+                root_directory: root.clone(),
+            });
             pass.crash(CrashPoint::AfterAccessPoint)?;
             ap
         }
     };
-    status.efs = Some(EfsStatus { access_point_id: ap.access_point_id.clone(), root_directory: ap.root_directory.path.clone() });
+    status.efs = Some(EfsStatus {
+        access_point_id: ap.access_point_id.clone(),
+        root_directory: ap.root_directory.path.clone(),
+    });
     if ap.life_cycle_state != LifeCycleState::Available {
-        return Err(ReconcileError::NotYet(format!("access point {} is {:?}", ap.access_point_id, ap.life_cycle_state)));
+        return Err(ReconcileError::NotYet(format!(
+            "access point {} is {:?}",
+            ap.access_point_id, ap.life_cycle_state
+        )));
     }
     Ok(ap)
 }
@@ -611,8 +844,14 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
     let service_name = pass.id.family();
     let cluster = match status.ecs.as_ref().filter(|e| !e.cluster.is_empty()) {
         Some(e) => Some(e.cluster.clone()),
-        None => match ctx.store.template_version_get(pass.id.namespace, &ws.spec.template.name, None).await? {
-            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec).ok().map(|t| t.infrastructure.cluster),
+        None => match ctx
+            .store
+            .template_version_get(pass.id.namespace, &ws.spec.template.name, None)
+            .await?
+        {
+            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec)
+                .ok()
+                .map(|t| t.infrastructure.cluster),
             None => None,
         },
     };
@@ -630,8 +869,19 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
                             })
                             .await?;
                     }
-                    ctx.ecs().delete_service(DeleteService { cluster: cluster.clone(), service: service_name.clone(), force: true }).await?;
-                    pass.event(EventType::Normal, "DeletedService", &format!("ECS service {service_name} scaled to 0 and deleted")).await;
+                    ctx.ecs()
+                        .delete_service(DeleteService {
+                            cluster: cluster.clone(),
+                            service: service_name.clone(),
+                            force: true,
+                        })
+                        .await?;
+                    pass.event(
+                        EventType::Normal,
+                        "DeletedService",
+                        &format!("ECS service {service_name} scaled to 0 and deleted"),
+                    )
+                    .await;
                 }
             }
             _ => {}
@@ -644,13 +894,21 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
         Err(e) => return Err(e.into()),
     }
     if ws.spec.deletion_policy == DeletionPolicy::Delete {
-        let fs = match ctx.store.template_version_get(pass.id.namespace, &ws.spec.template.name, None).await? {
-            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec).ok().map(|t| t.infrastructure.file_system_id),
+        let fs = match ctx
+            .store
+            .template_version_get(pass.id.namespace, &ws.spec.template.name, None)
+            .await?
+        {
+            Some(t) => serde_json::from_value::<WorkspaceTemplateSpec>(t.spec)
+                .ok()
+                .map(|t| t.infrastructure.file_system_id),
             None => None,
         };
         if let Some(fs) = fs {
             for ap in ctx.efs().describe_access_points(&fs).await? {
-                if tags::is_owned_by(&ap.tags, pass.id.uid) && ap.life_cycle_state != LifeCycleState::Deleting {
+                if tags::is_owned_by(&ap.tags, pass.id.uid)
+                    && ap.life_cycle_state != LifeCycleState::Deleting
+                {
                     match ctx.efs().delete_access_point(&ap.access_point_id).await {
                         Ok(()) => {}
                         Err(e) if e.is_not_found() => {}
@@ -659,7 +917,10 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
                     pass.event(
                         EventType::Normal,
                         "DeletedAccessPoint",
-                        &format!("{} removed (deletionPolicy Delete); the files in {} stay on EFS", ap.access_point_id, ap.root_directory.path),
+                        &format!(
+                            "{} removed (deletionPolicy Delete); the files in {} stay on EFS",
+                            ap.access_point_id, ap.root_directory.path
+                        ),
                     )
                     .await;
                 }
@@ -667,8 +928,22 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
         }
     }
     let _ = lease;
-    let rest: Vec<String> = ws.metadata.finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect();
-    ctx.store.object_set_finalizers(Kind::Workspace, pass.id.namespace, pass.id.name, &rest, None).await?;
+    let rest: Vec<String> = ws
+        .metadata
+        .finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    ctx.store
+        .object_set_finalizers(
+            Kind::Workspace,
+            pass.id.namespace,
+            pass.id.name,
+            &rest,
+            None,
+        )
+        .await?;
     Ok(Action::await_change())
 }
 

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 
 use berth_cloud::ecs::{
-    ContainerDefinition, EfsVolumeConfiguration, LogConfiguration, MountPoint, RegisterTaskDefinition, SecretEnv, Volume,
+    ContainerDefinition, EfsVolumeConfiguration, LogConfiguration, MountPoint,
+    RegisterTaskDefinition, SecretEnv, Volume,
 };
 use berth_cloud::tags::{self, Tags};
 use serde_json::Value;
@@ -52,16 +53,20 @@ impl WorkspaceIdent<'_> {
         tags::owner_tags(self.uid, self.namespace, self.name)
     }
 
-    /// A client token derived from the uid and a purpose (≤ 64 chars).
+    /// A client token derived from the uid and a purpose: 36 characters,
+    /// the most ECS accepts (EFS takes up to 64).
     pub fn client_token(&self, purpose: &str) -> String {
         let h = hex::encode(Sha256::digest(format!("{}/{purpose}", self.uid).as_bytes()));
-        format!("berth-{}", &h[..40])
+        format!("berth-{}", &h[..30])
     }
 }
 
 /// The owner's directory on the file system: `<efsRootDirectory>/<owner>`.
 pub fn root_directory(template: &WorkspaceTemplateSpec, owner: &str) -> String {
-    let base = template.infrastructure.efs_root_directory.trim_end_matches('/');
+    let base = template
+        .infrastructure
+        .efs_root_directory
+        .trim_end_matches('/');
     format!("{base}/{owner}")
 }
 
@@ -71,7 +76,10 @@ pub fn resources(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> Resour
 }
 
 fn param_env_name(name: &str) -> String {
-    format!("BERTH_PARAM_{}", name.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "BERTH_PARAM_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 fn value_string(v: &Value) -> String {
@@ -94,11 +102,24 @@ pub fn startup_program(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> 
             }
         }
         let file = format!("/tmp/berth-scripts/{i:02}-{}.sh", s.name);
-        out.push_str(&format!("cat > {file} <<'BERTH_SCRIPT_EOF'\n{}\nBERTH_SCRIPT_EOF\nchmod +x {file}\n", s.script.trim_end()));
-        let label = if s.display_name.is_empty() { &s.name } else { &s.display_name };
-        out.push_str(&format!("echo \"berth: running script {}\"\n", label.replace('"', "'")));
+        out.push_str(&format!(
+            "cat > {file} <<'BERTH_SCRIPT_EOF'\n{}\nBERTH_SCRIPT_EOF\nchmod +x {file}\n",
+            s.script.trim_end()
+        ));
+        let label = if s.display_name.is_empty() {
+            &s.name
+        } else {
+            &s.display_name
+        };
+        out.push_str(&format!(
+            "echo \"berth: running script {}\"\n",
+            label.replace('"', "'")
+        ));
         if s.blocks_login {
-            out.push_str(&format!("/bin/sh {file} || echo \"berth: script {} failed with $?\"\n", s.name));
+            out.push_str(&format!(
+                "/bin/sh {file} || echo \"berth: script {} failed with $?\"\n",
+                s.name
+            ));
         } else {
             out.push_str(&format!("/bin/sh {file} &\n"));
         }
@@ -108,11 +129,19 @@ pub fn startup_program(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> 
 }
 
 /// Parameter values with the template's defaults filled in.
-pub fn effective_parameters(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> BTreeMap<String, Value> {
+pub fn effective_parameters(
+    ws: &WorkspaceSpec,
+    template: &WorkspaceTemplateSpec,
+) -> BTreeMap<String, Value> {
     template
         .parameters
         .iter()
-        .filter_map(|p| ws.parameters.get(&p.name).or(p.default.as_ref()).map(|v| (p.name.clone(), v.clone())))
+        .filter_map(|p| {
+            ws.parameters
+                .get(&p.name)
+                .or(p.default.as_ref())
+                .map(|v| (p.name.clone(), v.clone()))
+        })
         .collect()
 }
 
@@ -145,21 +174,37 @@ pub fn task_definition(
     env.insert("BERTH_NAMESPACE".into(), id.namespace.into());
     env.insert("BERTH_OWNER".into(), ws.owner.clone());
     env.insert("BERTH_TEMPLATE".into(), ws.template.name.clone());
-    env.insert("BERTH_TEMPLATE_VERSION".into(), template_version.to_string());
+    env.insert(
+        "BERTH_TEMPLATE_VERSION".into(),
+        template_version.to_string(),
+    );
     env.insert("HOME".into(), template.container.home_path.clone());
     if !api_url.is_empty() {
         env.insert("BERTH_API_URL".into(), api_url.into());
     }
-    let mut secrets: Vec<SecretEnv> =
-        template.container.secrets.iter().map(|(k, v)| SecretEnv { name: k.clone(), value_from: v.clone() }).collect();
-    secrets.push(SecretEnv { name: AGENT_TOKEN_ENV.into(), value_from: agent_secret_arn.into() });
+    let mut secrets: Vec<SecretEnv> = template
+        .container
+        .secrets
+        .iter()
+        .map(|(k, v)| SecretEnv {
+            name: k.clone(),
+            value_from: v.clone(),
+        })
+        .collect();
+    secrets.push(SecretEnv {
+        name: AGENT_TOKEN_ENV.into(),
+        value_from: agent_secret_arn.into(),
+    });
     let inf = &template.infrastructure;
     let log_configuration = inf.log_group.as_ref().map(|g| LogConfiguration {
         log_driver: "awslogs".into(),
         options: BTreeMap::from([
             ("awslogs-group".to_string(), g.clone()),
             ("awslogs-region".to_string(), inf.region.clone()),
-            ("awslogs-stream-prefix".to_string(), format!("{}-{}", id.namespace, id.name)),
+            (
+                "awslogs-stream-prefix".to_string(),
+                format!("{}-{}", id.namespace, id.name),
+            ),
         ]),
     });
     let container = ContainerDefinition {
@@ -176,7 +221,10 @@ pub fn task_definition(
             read_only: false,
         }],
         stop_timeout: Some(template.container.stop_timeout),
-        user: Some(format!("{}:{}", template.container.uid, template.container.gid)),
+        user: Some(format!(
+            "{}:{}",
+            template.container.uid, template.container.gid
+        )),
         working_directory: Some(template.container.home_path.clone()),
         log_configuration,
     };
@@ -218,7 +266,10 @@ mod tests {
     use super::*;
 
     fn template() -> WorkspaceTemplateSpec {
-        let doc = crate::api::yaml::parse_documents(include_str!("../../../../manifests/examples/10-dev-container.yaml")).unwrap();
+        let doc = crate::api::yaml::parse_documents(include_str!(
+            "../../../../manifests/examples/10-dev-container.yaml"
+        ))
+        .unwrap();
         serde_json::from_value(doc[0]["spec"].clone()).unwrap()
     }
 
@@ -230,25 +281,83 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    const ID: WorkspaceIdent<'static> = WorkspaceIdent { namespace: "default", name: "alice", uid: "u-1" };
+    const ID: WorkspaceIdent<'static> = WorkspaceIdent {
+        namespace: "default",
+        name: "alice",
+        uid: "u-1",
+    };
 
     #[test]
     fn the_same_inputs_render_the_same_hash_and_a_token_secret_does_not_enter_it() {
-        let a = task_definition(&ID, &ws(serde_json::json!({})), &template(), 1, "fsap-1", "arn:secret:1", "http://api");
-        let b = task_definition(&ID, &ws(serde_json::json!({})), &template(), 1, "fsap-1", "arn:secret:1", "http://api");
+        let a = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "arn:secret:1",
+            "http://api",
+        );
+        let b = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "arn:secret:1",
+            "http://api",
+        );
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.request.tags.get(tags::CONTENT_HASH), Some(&a.hash));
         let env = &a.request.container_definitions[0].environment;
-        assert!(!env.keys().any(|k| k.contains("TOKEN")), "the token travels as a secret reference");
-        assert!(a.request.container_definitions[0].secrets.iter().any(|s| s.name == AGENT_TOKEN_ENV));
+        assert!(
+            !env.keys().any(|k| k.contains("TOKEN")),
+            "the token travels as a secret reference"
+        );
+        assert!(a.request.container_definitions[0]
+            .secrets
+            .iter()
+            .any(|s| s.name == AGENT_TOKEN_ENV));
     }
 
     #[test]
     fn cpu_parameters_and_template_version_change_the_hash() {
-        let base = task_definition(&ID, &ws(serde_json::json!({})), &template(), 1, "fsap-1", "s", "");
-        let cpu = task_definition(&ID, &ws(serde_json::json!({"resources": {"cpu": 1024, "memory": 2048}})), &template(), 1, "fsap-1", "s", "");
-        let param = task_definition(&ID, &ws(serde_json::json!({"parameters": {"enable_vscode_web": true}})), &template(), 1, "fsap-1", "s", "");
-        let version = task_definition(&ID, &ws(serde_json::json!({})), &template(), 2, "fsap-1", "s", "");
+        let base = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            "",
+        );
+        let cpu = task_definition(
+            &ID,
+            &ws(serde_json::json!({"resources": {"cpu": 1024, "memory": 2048}})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            "",
+        );
+        let param = task_definition(
+            &ID,
+            &ws(serde_json::json!({"parameters": {"enable_vscode_web": true}})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            "",
+        );
+        let version = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            2,
+            "fsap-1",
+            "s",
+            "",
+        );
         for other in [&cpu, &param, &version] {
             assert_ne!(base.hash, other.hash);
         }
@@ -259,22 +368,45 @@ mod tests {
     fn scripts_run_in_order_and_disabled_ones_are_left_out() {
         let off = startup_program(&ws(serde_json::json!({})), &template());
         assert!(!off.contains("serve-web"));
-        let on = startup_program(&ws(serde_json::json!({"parameters": {"enable_vscode_web": true}})), &template());
+        let on = startup_program(
+            &ws(serde_json::json!({"parameters": {"enable_vscode_web": true}})),
+            &template(),
+        );
         let persist = on.find("00-persist").unwrap();
         let web = on.find("01-vscode-web").unwrap();
         let git = on.find("02-git-config").unwrap();
         assert!(persist < web && web < git);
-        assert!(on.contains("/bin/sh /tmp/berth-scripts/01-vscode-web.sh &"), "non-blocking scripts run in the background");
+        assert!(
+            on.contains("/bin/sh /tmp/berth-scripts/01-vscode-web.sh &"),
+            "non-blocking scripts run in the background"
+        );
     }
 
     #[test]
     fn the_home_is_the_owners_directory_mounted_through_the_access_point() {
-        let r = task_definition(&ID, &ws(serde_json::json!({})), &template(), 1, "fsap-9", "s", "");
-        let vol = r.request.volumes[0].efs_volume_configuration.as_ref().unwrap();
+        let r = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-9",
+            "s",
+            "",
+        );
+        let vol = r.request.volumes[0]
+            .efs_volume_configuration
+            .as_ref()
+            .unwrap();
         assert_eq!(vol.access_point_id.as_deref(), Some("fsap-9"));
         assert!(vol.transit_encryption);
-        assert_eq!(r.request.container_definitions[0].mount_points[0].container_path, "/home/ansible/source");
+        assert_eq!(
+            r.request.container_definitions[0].mount_points[0].container_path,
+            "/home/ansible/source"
+        );
         assert_eq!(root_directory(&template(), "alice"), "/alice");
-        assert_eq!(r.request.container_definitions[0].environment["BERTH_PARAM_ENABLE_VSCODE_WEB"], "false");
+        assert_eq!(
+            r.request.container_definitions[0].environment["BERTH_PARAM_ENABLE_VSCODE_WEB"],
+            "false"
+        );
     }
 }

@@ -59,49 +59,111 @@ pub fn phase(f: &Facts) -> Phase {
     }
 }
 
-fn cond(type_: &str, ok: bool, reason: &str, message: String) -> (String, ConditionStatus, String, String) {
-    (type_.to_string(), if ok { ConditionStatus::True } else { ConditionStatus::False }, reason.to_string(), message)
+fn cond(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> (String, ConditionStatus, String, String) {
+    (
+        type_.to_string(),
+        if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason.to_string(),
+        message,
+    )
 }
 
 /// `Ready`, `Synced` and `Outdated`, keeping each one's last transition time
 /// when its status did not change.
-pub fn conditions(prev: &[Condition], f: &Facts, generation: i64, now: DateTime<Utc>) -> Vec<Condition> {
+pub fn conditions(
+    prev: &[Condition],
+    f: &Facts,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
     let p = phase(f);
     let ready = match p {
-        Phase::Running => cond("Ready", true, "Running", "the workspace's task is running".into()),
+        Phase::Running => cond(
+            "Ready",
+            true,
+            "Running",
+            "the workspace's task is running".into(),
+        ),
         Phase::Starting => match &f.task_failure {
             Some(why) => cond("Ready", false, "TaskFailedToStart", why.clone()),
             None => cond(
                 "Ready",
                 false,
                 "Starting",
-                format!("waiting for the task to run (running {}, pending {})", f.running, f.pending),
+                format!(
+                    "waiting for the task to run (running {}, pending {})",
+                    f.running, f.pending
+                ),
             ),
         },
         Phase::Stopped => cond("Ready", false, "Stopped", "the workspace is stopped".into()),
         Phase::Stopping => cond("Ready", false, "Stopping", "the task is stopping".into()),
-        Phase::Failed => cond("Ready", false, "Failed", f.cloud_error.clone().unwrap_or_default()),
-        Phase::Deleting => cond("Ready", false, "Deleting", "the workspace is being deleted".into()),
+        Phase::Failed => cond(
+            "Ready",
+            false,
+            "Failed",
+            f.cloud_error.clone().unwrap_or_default(),
+        ),
+        Phase::Deleting => cond(
+            "Ready",
+            false,
+            "Deleting",
+            "the workspace is being deleted".into(),
+        ),
         Phase::Pending => cond("Ready", false, "Pending", String::new()),
     };
     let synced = if let Some(e) = &f.cloud_error {
         cond("Synced", false, "CloudError", e.clone())
     } else if let Some(why) = &f.pending_restart {
         cond("Synced", false, "PendingRestart", why.clone())
-    } else if f.want_running && (!f.service_active || f.desired != 1) || !f.want_running && f.service_active && f.desired != 0 {
-        cond("Synced", false, "Converging", "ECS does not match the declared state yet".into())
+    } else if f.want_running && (!f.service_active || f.desired != 1)
+        || !f.want_running && f.service_active && f.desired != 0
+    {
+        cond(
+            "Synced",
+            false,
+            "Converging",
+            "ECS does not match the declared state yet".into(),
+        )
     } else {
-        cond("Synced", true, "Synced", "ECS and EFS match the declared state".into())
+        cond(
+            "Synced",
+            true,
+            "Synced",
+            "ECS and EFS match the declared state".into(),
+        )
     };
     let outdated = match f.running_version {
         Some(v) if v < f.followed_version => cond(
             "Outdated",
             true,
             "NewerVersion",
-            format!("runs template version {v}; version {} applies at the next start (berth restart)", f.followed_version),
+            format!(
+                "runs template version {v}; version {} applies at the next start (berth restart)",
+                f.followed_version
+            ),
         ),
-        Some(v) if f.pinned => cond("Outdated", false, "Pinned", format!("pinned to template version {v}")),
-        _ => cond("Outdated", false, "UpToDate", "runs the version it follows".into()),
+        Some(v) if f.pinned => cond(
+            "Outdated",
+            false,
+            "Pinned",
+            format!("pinned to template version {v}"),
+        ),
+        _ => cond(
+            "Outdated",
+            false,
+            "UpToDate",
+            "runs the version it follows".into(),
+        ),
     };
     [ready, synced, outdated]
         .into_iter()
@@ -111,7 +173,14 @@ pub fn conditions(prev: &[Condition], f: &Facts, generation: i64, now: DateTime<
                 .find(|c| c.type_ == type_ && c.status == status)
                 .map(|c| c.last_transition_time)
                 .unwrap_or(now);
-            Condition { type_, status, reason, message, last_transition_time, observed_generation: generation }
+            Condition {
+                type_,
+                status,
+                reason,
+                message,
+                last_transition_time,
+                observed_generation: generation,
+            }
         })
         .collect()
 }
@@ -137,33 +206,63 @@ mod tests {
     fn a_running_task_with_a_completed_rollout_is_ready_and_synced() {
         let c = conditions(&[], &running(), 1, Utc::now());
         assert_eq!(phase(&running()), Phase::Running);
-        assert!(c.iter().all(|c| (c.type_ == "Outdated") != (c.status == ConditionStatus::True)), "{c:?}");
+        assert!(
+            c.iter()
+                .all(|c| (c.type_ == "Outdated") != (c.status == ConditionStatus::True)),
+            "{c:?}"
+        );
     }
 
     #[test]
     fn failing_tasks_keep_the_workspace_starting_with_the_reason() {
-        let f = Facts { running: 0, rollout_completed: false, task_failure: Some("CannotPullContainerError: nope".into()), ..running() };
+        let f = Facts {
+            running: 0,
+            rollout_completed: false,
+            task_failure: Some("CannotPullContainerError: nope".into()),
+            ..running()
+        };
         assert_eq!(phase(&f), Phase::Starting);
-        let ready = conditions(&[], &f, 1, Utc::now()).into_iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = conditions(&[], &f, 1, Utc::now())
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.reason, "TaskFailedToStart");
         assert!(ready.message.contains("CannotPull"));
     }
 
     #[test]
     fn a_newer_template_version_makes_a_running_workspace_outdated_not_restarted() {
-        let f = Facts { followed_version: 2, ..running() };
+        let f = Facts {
+            followed_version: 2,
+            ..running()
+        };
         assert_eq!(phase(&f), Phase::Running);
-        let out = conditions(&[], &f, 1, Utc::now()).into_iter().find(|c| c.type_ == "Outdated").unwrap();
+        let out = conditions(&[], &f, 1, Utc::now())
+            .into_iter()
+            .find(|c| c.type_ == "Outdated")
+            .unwrap();
         assert_eq!(out.status, ConditionStatus::True);
     }
 
     #[test]
     fn stopped_and_stopping_follow_the_task_counts() {
-        let f = Facts { want_running: false, desired: 0, running: 1, rollout_completed: false, ..running() };
+        let f = Facts {
+            want_running: false,
+            desired: 0,
+            running: 1,
+            rollout_completed: false,
+            ..running()
+        };
         assert_eq!(phase(&f), Phase::Stopping);
         let f = Facts { running: 0, ..f };
         assert_eq!(phase(&f), Phase::Stopped);
-        assert_eq!(phase(&Facts { service_active: false, ..f }), Phase::Stopped);
+        assert_eq!(
+            phase(&Facts {
+                service_active: false,
+                ..f
+            }),
+            Phase::Stopped
+        );
     }
 
     #[test]
@@ -172,7 +271,12 @@ mod tests {
         let first = conditions(&[], &running(), 1, t0);
         let again = conditions(&first, &running(), 2, Utc::now());
         assert!(again.iter().all(|c| c.last_transition_time == t0));
-        let stopped = Facts { want_running: false, desired: 0, running: 0, ..running() };
+        let stopped = Facts {
+            want_running: false,
+            desired: 0,
+            running: 0,
+            ..running()
+        };
         let changed = conditions(&again, &stopped, 3, Utc::now());
         let ready = changed.iter().find(|c| c.type_ == "Ready").unwrap();
         assert!(ready.last_transition_time > t0);

@@ -1,0 +1,513 @@
+//! `berth describe`: one object in detail, kubectl style: metadata, a spec
+//! summary per kind, status, a conditions table and the object's events.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::client::{Client, Event, TemplateVersion};
+use super::get::{autostart_policy, template_ref};
+use super::render::{self, cell, str_at, value_at, Table, NONE};
+use super::CliError;
+use crate::api::{DynObject, Kind};
+
+/// Fetches and renders `kind/name`.
+pub async fn describe(
+    client: &Client,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<String, CliError> {
+    let obj = client.get(kind, namespace, name).await?;
+    let events = client
+        .events(namespace, kind, name)
+        .await
+        .map_err(|e| e.to_string());
+    let versions = if kind == Kind::WorkspaceTemplate {
+        client.template_versions(namespace, name).await.ok()
+    } else {
+        None
+    };
+    Ok(render_object(&obj, events, versions.as_deref()))
+}
+
+/// Lines of a description before alignment: values of consecutive
+/// `key: value` lines at one level line up (like kubectl's tabwriter); any
+/// other line (a section header, a table, a field at another level) ends
+/// the block.
+#[derive(Default)]
+struct Doc {
+    lines: Vec<Line>,
+}
+
+enum Line {
+    Field {
+        level: usize,
+        key: String,
+        value: String,
+    },
+    Raw(String),
+}
+
+impl Doc {
+    /// A `Key:  value` line at `level` (two spaces per level).
+    fn field(&mut self, level: usize, key: &str, value: impl std::fmt::Display) {
+        self.lines.push(Line::Field {
+            level,
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+
+    /// A section header (`Spec:`) at `level`.
+    fn section(&mut self, level: usize, key: &str) {
+        self.raw(format!("{}{key}:", "  ".repeat(level)));
+    }
+
+    /// Lines printed as they are (each without its newline).
+    fn raw(&mut self, text: impl AsRef<str>) {
+        for l in text.as_ref().lines() {
+            self.lines.push(Line::Raw(l.to_string()));
+        }
+    }
+
+    /// A key whose value is a list: first item on the key's line, the rest below it.
+    fn multi(&mut self, level: usize, key: &str, items: &[String]) {
+        match items.split_first() {
+            None => self.field(level, key, NONE),
+            Some((first, rest)) => {
+                self.field(level, key, first);
+                for i in rest {
+                    self.field(level, "", i);
+                }
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let mut i = 0;
+        while i < self.lines.len() {
+            // A block is a run of fields at one level.
+            let level_of = |l: &Line| match l {
+                Line::Field { level, .. } => Some(*level),
+                Line::Raw(_) => None,
+            };
+            let first = level_of(&self.lines[i]);
+            let block_end = if first.is_none() {
+                i
+            } else {
+                self.lines[i..]
+                    .iter()
+                    .position(|l| level_of(l) != first)
+                    .map_or(self.lines.len(), |p| i + p)
+            };
+            if block_end == i {
+                if let Line::Raw(t) = &self.lines[i] {
+                    let _ = writeln!(out, "{t}");
+                }
+                i += 1;
+                continue;
+            }
+            let label = |level: usize, key: &str| {
+                if key.is_empty() {
+                    "  ".repeat(level)
+                } else {
+                    format!("{}{key}:", "  ".repeat(level))
+                }
+            };
+            let width = self.lines[i..block_end]
+                .iter()
+                .map(|l| match l {
+                    Line::Field { level, key, .. } => label(*level, key).chars().count(),
+                    Line::Raw(_) => 0,
+                })
+                .max()
+                .unwrap_or(0)
+                + 2;
+            for l in &self.lines[i..block_end] {
+                if let Line::Field { level, key, value } = l {
+                    let line = format!("{:<width$}{value}", label(*level, key));
+                    let _ = writeln!(out, "{}", line.trim_end());
+                }
+            }
+            i = block_end;
+        }
+        out
+    }
+}
+
+fn map_lines(v: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    v.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Renders an object, its events (or why they could not be read) and, for templates, its versions.
+pub fn render_object(
+    o: &DynObject,
+    events: Result<Vec<Event>, String>,
+    versions: Option<&[TemplateVersion]>,
+) -> String {
+    let mut doc = Doc::default();
+    let out = &mut doc;
+    let m = &o.metadata;
+    out.field(0, "Name", &m.name);
+    out.field(0, "Namespace", &m.namespace);
+    out.multi(0, "Labels", &map_lines(&m.labels));
+    out.multi(0, "Annotations", &map_lines(&m.annotations));
+    out.field(
+        0,
+        "UID",
+        m.uid.map(|u| u.to_string()).unwrap_or_else(|| NONE.into()),
+    );
+    out.field(
+        0,
+        "Created",
+        m.creation_timestamp
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| NONE.into()),
+    );
+    if let Some(t) = m.deletion_timestamp {
+        out.field(
+            0,
+            "Deleting Since",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        out.multi(0, "Finalizers", &m.finalizers);
+    }
+    out.field(
+        0,
+        "Generation",
+        m.generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| NONE.into()),
+    );
+    match o.kind() {
+        Some(Kind::Workspace) => workspace(out, o),
+        Some(Kind::WorkspaceTemplate) => template(out, o, versions),
+        Some(Kind::LifecyclePolicy) => policy(out, o),
+        None => {}
+    }
+    conditions(out, &o.status);
+    match events {
+        Ok(evs) if evs.is_empty() => out.field(0, "Events", NONE),
+        Ok(evs) => {
+            out.section(0, "Events");
+            let mut t = Table::new(["TYPE", "REASON", "AGE", "MESSAGE"]);
+            for e in evs {
+                let mut age = render::age(e.last_timestamp.or(e.first_timestamp));
+                if let Some(c) = e.count.filter(|c| *c > 1) {
+                    age = format!("{age} (x{c} over {})", render::age(e.first_timestamp));
+                }
+                t.push(vec![e.type_, e.reason, age, e.message]);
+            }
+            out.raw(t.render_indented(2));
+        }
+        Err(e) => {
+            out.field(0, "Events", format!("<unavailable: {e}>"));
+        }
+    }
+    doc.render()
+}
+
+fn workspace(out: &mut Doc, o: &DynObject) {
+    let s = &o.spec;
+    out.section(0, "Spec");
+    out.field(1, "Owner", cell(value_at(s, "owner")));
+    let tmpl = match value_at(s, "template.version") {
+        Some(v) => format!(
+            "{} version {v} (pinned)",
+            str_at(s, "template.name").unwrap_or(NONE)
+        ),
+        None => format!("{} (follows active)", template_ref(s)),
+    };
+    out.field(1, "Template", tmpl);
+    out.field(1, "Running", cell(value_at(s, "running")));
+    let resources = match (
+        value_at(s, "resources.cpu"),
+        value_at(s, "resources.memory").and_then(Value::as_u64),
+    ) {
+        (Some(c), Some(m)) => format!("cpu {c}, memory {}", render::memory(m)),
+        _ => "<template default>".to_string(),
+    };
+    out.field(1, "Resources", resources);
+    match s
+        .get("parameters")
+        .and_then(Value::as_object)
+        .filter(|p| !p.is_empty())
+    {
+        Some(params) => {
+            out.section(1, "Parameters");
+            for (k, v) in params {
+                out.field(2, k, cell(Some(v)));
+            }
+        }
+        None => out.field(1, "Parameters", NONE),
+    }
+    let autostart = match str_at(s, "schedule.autostart.cron") {
+        Some(c) => format!(
+            "{c} ({})",
+            str_at(s, "schedule.autostart.timezone").unwrap_or("UTC")
+        ),
+        None => NONE.to_string(),
+    };
+    let autostop =
+        if value_at(s, "schedule.autostop.disabled").and_then(Value::as_bool) == Some(true) {
+            "disabled".to_string()
+        } else {
+            match str_at(s, "schedule.autostop.afterInactivity") {
+                Some(d) => format!("after {d} of inactivity"),
+                None => "policy default".to_string(),
+            }
+        };
+    out.section(1, "Schedule");
+    out.field(2, "Autostart", autostart);
+    out.field(2, "Autostop", autostop);
+    out.field(
+        1,
+        "Deletion Policy",
+        str_at(s, "deletionPolicy").unwrap_or("Retain"),
+    );
+
+    let st = &o.status;
+    out.section(0, "Status");
+    out.field(1, "Phase", super::get::phase(o));
+    out.field(1, "Template Version", cell(value_at(st, "templateVersion")));
+    match value_at(st, "ecs") {
+        Some(ecs) => {
+            out.section(1, "ECS");
+            out.field(2, "Service", cell(value_at(ecs, "serviceArn")));
+            out.field(
+                2,
+                "Task Definition",
+                cell(value_at(ecs, "taskDefinitionArn")),
+            );
+            let n = |k: &str| value_at(ecs, k).and_then(Value::as_i64).unwrap_or(0);
+            out.field(
+                2,
+                "Tasks",
+                format!(
+                    "{} desired, {} running, {} pending",
+                    n("desiredCount"),
+                    n("runningCount"),
+                    n("pendingCount")
+                ),
+            );
+        }
+        None => out.field(1, "ECS", NONE),
+    }
+    match value_at(st, "efs") {
+        Some(efs) => {
+            out.section(1, "EFS");
+            out.field(2, "Access Point", cell(value_at(efs, "accessPointId")));
+            out.field(2, "Root Directory", cell(value_at(efs, "rootDirectory")));
+        }
+        None => out.field(1, "EFS", NONE),
+    }
+    out.field(1, "Last Activity", cell(value_at(st, "lastActivityAt")));
+    out.field(1, "Autostop At", cell(value_at(st, "autostopAt")));
+    out.field(1, "Next Autostart", cell(value_at(st, "nextAutostartAt")));
+    if let Some(t) = value_at(st, "lastTransition") {
+        out.field(
+            1,
+            "Last Transition",
+            format!(
+                "{} ({}) at {}",
+                cell(value_at(t, "action")),
+                cell(value_at(t, "reason")),
+                cell(value_at(t, "at"))
+            ),
+        );
+    }
+}
+
+fn template(out: &mut Doc, o: &DynObject, versions: Option<&[TemplateVersion]>) {
+    let s = &o.spec;
+    let latest = match value_at(&o.status, "latestVersion").and_then(Value::as_i64) {
+        Some(v) if v > 0 => v.to_string(),
+        _ => NONE.to_string(),
+    };
+    out.field(0, "Latest Version", latest);
+    if let Some(vs) = versions.filter(|v| !v.is_empty()) {
+        let list: Vec<String> = vs.iter().map(|v| v.version.to_string()).collect();
+        out.field(0, "Versions", list.join(", "));
+    }
+    out.section(0, "Spec");
+    if let Some(d) = str_at(s, "displayName") {
+        out.field(1, "Display Name", d);
+    }
+    if let Some(d) = str_at(s, "description") {
+        out.field(1, "Description", d);
+    }
+    out.field(1, "Image", cell(value_at(s, "container.image")));
+    out.field(1, "Home", cell(value_at(s, "container.homePath")));
+    let resources = match (
+        value_at(s, "resources.default.cpu"),
+        value_at(s, "resources.default.memory").and_then(Value::as_u64),
+    ) {
+        (Some(c), Some(m)) => format!("cpu {c}, memory {} (default)", render::memory(m)),
+        _ => NONE.to_string(),
+    };
+    out.field(1, "Resources", resources);
+    out.section(1, "Infrastructure");
+    out.field(2, "Region", cell(value_at(s, "infrastructure.region")));
+    out.field(2, "Cluster", cell(value_at(s, "infrastructure.cluster")));
+    out.field(
+        2,
+        "File System",
+        cell(value_at(s, "infrastructure.fileSystemId")),
+    );
+    match s
+        .get("parameters")
+        .and_then(Value::as_array)
+        .filter(|p| !p.is_empty())
+    {
+        Some(params) => {
+            out.section(1, "Parameters");
+            let mut t = Table::new(["NAME", "TYPE", "DEFAULT", "MUTABLE", "OPTIONS"]);
+            for p in params {
+                let options = p
+                    .get("options")
+                    .and_then(Value::as_array)
+                    .filter(|o| !o.is_empty())
+                    .map(|o| {
+                        o.iter()
+                            .map(|v| cell(Some(v)))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_else(|| NONE.into());
+                t.push(vec![
+                    cell(p.get("name")),
+                    cell(p.get("type")),
+                    match p.get("default") {
+                        None | Some(Value::Null) => "<required>".into(),
+                        Some(Value::String(d)) if d.is_empty() => "\"\"".into(),
+                        d => cell(d),
+                    },
+                    cell(Some(p.get("mutable").unwrap_or(&Value::Bool(false)))),
+                    options,
+                ]);
+            }
+            out.raw(t.render_indented(4));
+        }
+        None => out.field(1, "Parameters", NONE),
+    }
+    match s
+        .get("scripts")
+        .and_then(Value::as_array)
+        .filter(|p| !p.is_empty())
+    {
+        Some(scripts) => {
+            out.section(1, "Scripts");
+            for (i, sc) in scripts.iter().enumerate() {
+                let mut notes = Vec::new();
+                if let Some(w) = str_at(sc, "when") {
+                    notes.push(format!("when {w}"));
+                }
+                if sc.get("blocksLogin").and_then(Value::as_bool) == Some(false) {
+                    notes.push("does not block login".to_string());
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join(", "))
+                };
+                out.raw(format!("    {}. {}{notes}", i + 1, cell(sc.get("name"))));
+            }
+        }
+        None => out.field(1, "Scripts", NONE),
+    }
+}
+
+fn policy(out: &mut Doc, o: &DynObject) {
+    let s = &o.spec;
+    let flag = |path: &str, default: bool| {
+        value_at(s, path)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
+            .to_string()
+    };
+    out.section(0, "Spec");
+    out.section(1, "Autostop");
+    out.field(
+        2,
+        "Default After Inactivity",
+        cell(value_at(s, "autostop.defaultAfterInactivity")),
+    );
+    out.field(
+        2,
+        "Allow User Override",
+        flag("autostop.allowUserOverride", true),
+    );
+    out.field(
+        2,
+        "Allow User Disable",
+        flag("autostop.allowUserDisable", false),
+    );
+    out.field(
+        2,
+        "Max After Inactivity",
+        cell(value_at(s, "autostop.maxAfterInactivity")),
+    );
+    out.field(2, "Max Lifetime", cell(value_at(s, "autostop.maxLifetime")));
+    out.field(1, "Autostart", autostart_policy(s));
+    out.field(
+        1,
+        "Require Active Version",
+        flag("requireActiveVersion", false),
+    );
+}
+
+fn conditions(out: &mut Doc, status: &Value) {
+    match status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+    {
+        None => out.field(0, "Conditions", NONE),
+        Some(cs) => {
+            out.section(0, "Conditions");
+            let mut t = Table::new(["TYPE", "STATUS", "REASON", "MESSAGE", "AGE"]);
+            for c in cs {
+                t.push(vec![
+                    cell(c.get("type")),
+                    cell(c.get("status")),
+                    cell(c.get("reason")),
+                    cell(c.get("message")),
+                    render::age(render::time_at(c, "lastTransitionTime")),
+                ]);
+            }
+            out.raw(t.render_indented(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::meta::new_object;
+    use serde_json::json;
+
+    #[test]
+    fn workspace_description_names_template_mode_and_empty_sections() {
+        let o = new_object(
+            Kind::Workspace,
+            "default",
+            "alice",
+            json!({"owner": "alice", "template": {"name": "dev"}, "running": true}),
+        );
+        let text = render_object(&o, Ok(vec![]), None);
+        assert!(
+            text.starts_with("Name:         alice\nNamespace:    default\nLabels:       <none>\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Spec:\n  Owner:       alice\n  Template:    dev (follows active)\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Conditions:  <none>\nEvents:      <none>\n"),
+            "{text}"
+        );
+    }
+}

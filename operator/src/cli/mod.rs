@@ -1,0 +1,435 @@
+//! The `berth` command: kubectl habits for Berth resources, plus the
+//! operator itself (`berth operator`), the laptop all-in-one (`berth up`)
+//! and helpers (`berth pg`, `berth crd`, `berth completion`).
+//!
+//! Every command returns a [`CliError`] or an exit code; `main` prints errors
+//! to stderr as `error: …` lines, one per cause, naming the object and the
+//! field path, and exits non-zero.
+
+pub mod apply;
+pub mod client;
+pub mod config;
+pub mod crd;
+pub mod describe;
+pub mod get;
+pub mod local;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
+
+pub use client::{ApiError, Client};
+pub use config::Config;
+
+/// Declarative developer workspaces on AWS ECS Fargate and EFS.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Connection and namespace flags shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by every command.
+#[derive(Clone, Debug, Default, Args)]
+pub struct GlobalArgs {
+    /// URL of the Berth API server (default: from the config file, else http://127.0.0.1:7070).
+    #[arg(long, global = true, env = "BERTH_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token (default: from the config file).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Namespace (organization) to work in [default: default].
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// CLI config file [default: $XDG_CONFIG_HOME/berth/config.yaml, else ~/.config/berth/config.yaml].
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Output formats of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The full objects as YAML.
+    Yaml,
+    /// The full objects as JSON.
+    Json,
+    /// A table with more columns.
+    Wide,
+    /// `kind/name` only.
+    Name,
+}
+
+/// Shells `completion` can write scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// Files named with `-f`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct FileArgs {
+    /// A file, a directory (its .yaml, .yml and .json files, sorted) or `-` for stdin; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<PathBuf>,
+    /// Descend into sub-directories of directories given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from files, all or nothing.
+    Apply {
+        /// What to apply.
+        #[command(flatten)]
+        files: FileArgs,
+        /// Validate and show what would happen without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what `apply` would change, as a unified diff (exit 0: none, 1: changes, 2: error).
+    Diff {
+        /// What to compare.
+        #[command(flatten)]
+        files: FileArgs,
+    },
+    /// List objects or show one.
+    Get {
+        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp).
+        kind: String,
+        /// Object name; omitted = all.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
+        /// Label selector (`k=v,k2!=v2`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// After listing, print changes as they happen.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// List across all namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show one object in detail, with its conditions and events.
+    Describe {
+        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp).
+        kind: String,
+        /// Object name.
+        name: String,
+    },
+    /// Delete objects by name or from files.
+    Delete {
+        /// Kind (with NAME…); omitted with -f.
+        kind: Option<String>,
+        /// Object names.
+        names: Vec<String>,
+        /// Delete the objects the files describe.
+        #[command(flatten)]
+        files: FileArgs,
+        /// Treat "not found" as success.
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+    /// Show who the configured token belongs to.
+    Whoami,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Write JSON Schemas and CRD-style YAML for every kind.
+    Crd {
+        /// Directory to write into.
+        #[arg(long, default_value = "crds")]
+        out_dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Run the operator: HTTP API and controllers.
+    Operator {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7070")]
+        listen: SocketAddr,
+        /// URL clients use to reach this server [default: http://<listen>, with 127.0.0.1 for 0.0.0.0].
+        #[arg(long)]
+        advertise_url: Option<String>,
+        /// Write a CLI config (server and admin token, mode 0600) to this path on first start.
+        #[arg(long, value_name = "PATH")]
+        write_cli_config: Option<PathBuf>,
+    },
+    /// Run Berth on a laptop: a private PostgreSQL (unless a database URL is given) and the operator.
+    Up {
+        /// Data directory of the private PostgreSQL [default: $XDG_DATA_HOME/berth/postgres].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Use this PostgreSQL instead of a private one.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// Start or stop a private PostgreSQL (prints DATABASE_URL=… for scripts).
+    #[command(subcommand)]
+    Pg(PgCommand),
+}
+
+/// `berth token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for USER and print it (admin only).
+    Create {
+        /// The user the token authenticates.
+        user: String,
+        /// Give the token administrator rights.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `berth pg …`.
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Initialise (once) and start the server, create database `berth`, print DATABASE_URL=….
+    Start {
+        /// Data directory [default: $XDG_DATA_HOME/berth/postgres].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Port on 127.0.0.1 [default: the last one used, else a free one].
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Stop the server of a data directory.
+    Stop {
+        /// Data directory [default: $XDG_DATA_HOME/berth/postgres].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// A failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Several problems, each printed on its own `error:` line.
+    #[error("{}", .0.join("\n"))]
+    Many(Vec<String>),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else, printed with its cause chain.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The `error: …` lines to print.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            CliError::Api(e) => e.lines(None),
+            CliError::Many(v) => v.clone(),
+            CliError::Io(e) => vec![format!("writing output: {e}")],
+            CliError::Other(e) => vec![format!("{e:#}")],
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let is_diff = matches!(cli.command, Command::Diff { .. });
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("error: {line}");
+            }
+            if is_diff {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let g = cli.global;
+    match cli.command {
+        Command::Apply { files, dry_run } => {
+            let (client, ns) = connect(&g)?;
+            apply::apply(&client, &ns, g.namespace.is_some(), &files, dry_run).await?;
+            Ok(0)
+        }
+        Command::Diff { files } => {
+            let (client, ns) = connect(&g)?;
+            let changed = apply::diff(&client, &ns, g.namespace.is_some(), &files).await?;
+            Ok(u8::from(changed))
+        }
+        Command::Get {
+            kind,
+            name,
+            output,
+            selector,
+            watch,
+            all_namespaces,
+        } => {
+            let (client, ns) = connect(&g)?;
+            let kind = parse_kind(&kind)?;
+            let req = get::GetRequest {
+                kind,
+                name,
+                namespace: if all_namespaces { None } else { Some(ns) },
+                output,
+                selector,
+                watch,
+            };
+            get::get(&client, &req).await?;
+            Ok(0)
+        }
+        Command::Describe { kind, name } => {
+            let (client, ns) = connect(&g)?;
+            let kind = parse_kind(&kind)?;
+            let text = describe::describe(&client, kind, &ns, &name).await?;
+            print!("{text}");
+            Ok(0)
+        }
+        Command::Delete {
+            kind,
+            names,
+            files,
+            ignore_not_found,
+        } => {
+            let (client, ns) = connect(&g)?;
+            apply::delete(
+                &client,
+                &ns,
+                g.namespace.is_some(),
+                kind.as_deref(),
+                &names,
+                &files,
+                ignore_not_found,
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Whoami => {
+            let (client, _) = connect(&g)?;
+            let who = client.whoami().await?;
+            println!("{}{}", who.user, if who.admin { " (admin)" } else { "" });
+            Ok(0)
+        }
+        Command::Token(TokenCommand::Create { user, admin }) => {
+            let (client, _) = connect(&g)?;
+            let t = client.create_token(&user, admin).await?;
+            println!("{}", t.token);
+            Ok(0)
+        }
+        Command::Crd { out_dir } => {
+            for path in crd::write_all(&out_dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(0)
+        }
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut cmd, "berth", &mut buf);
+            write_stdout(&buf)?;
+            Ok(0)
+        }
+        Command::Operator {
+            database_url,
+            listen,
+            advertise_url,
+            write_cli_config,
+        } => {
+            local::operator(database_url, listen, advertise_url, write_cli_config).await?;
+            Ok(0)
+        }
+        Command::Up {
+            data_dir,
+            listen,
+            database_url,
+        } => {
+            let cli_config = config::resolve_path(g.config.as_deref());
+            local::up(data_dir, listen, database_url, cli_config).await?;
+            Ok(0)
+        }
+        Command::Pg(PgCommand::Start { data_dir, port }) => {
+            local::pg_start(data_dir, port).await?;
+            Ok(0)
+        }
+        Command::Pg(PgCommand::Stop { data_dir }) => {
+            local::pg_stop(data_dir).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`berth … | head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Parses a kind as typed by a person, with a helpful error.
+pub fn parse_kind(s: &str) -> Result<crate::api::Kind, CliError> {
+    crate::api::Kind::from_user(s).ok_or_else(|| {
+        let known: Vec<String> = crate::api::Kind::ALL
+            .iter()
+            .map(|k| format!("{} ({})", k.plural(), k.short()))
+            .collect();
+        CliError::Other(anyhow::anyhow!(
+            "the server doesn't have a resource type \"{s}\"; known kinds: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+/// Builds the API client and the effective namespace from flags, env and the config file.
+fn connect(g: &GlobalArgs) -> Result<(Client, String), CliError> {
+    let file = config::load(g.config.as_deref())?;
+    let server = g
+        .server
+        .clone()
+        .or(file.server)
+        .unwrap_or_else(|| config::DEFAULT_SERVER.to_string());
+    let token = g.token.clone().or(file.token);
+    let ns = g
+        .namespace
+        .clone()
+        .or(file.namespace)
+        .unwrap_or_else(|| crate::api::DEFAULT_NAMESPACE.to_string());
+    Ok((Client::new(&server, token)?, ns))
+}

@@ -1,0 +1,636 @@
+//! The workspace controller end to end: a real PostgreSQL, the API's apply
+//! engine, and the simulated ECS/EFS (`sim`) with short delays.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::api::meta::ConditionStatus;
+use berth::api::workspace::Phase;
+use berth::api::yaml::parse_documents;
+use berth::api::{Kind, WorkspaceStatus};
+use berth::apply::apply;
+use berth::controllers::workspace::{self, CrashPoint};
+use berth::controllers::{self, ControllerOptions, Ctx, WsKey};
+use berth::metrics::Metrics;
+use berth::store::{Identity, PowerAction, Store};
+use berth_cloud::ecs::{DeleteService, Ecs, UpdateService};
+use berth_cloud::ops::Operation;
+use berth_cloud::sim::{Delays, Faults, Outcome, RateLimits, Sim, SimConfig};
+use berth_cloud::Cloud;
+
+const CLUSTER: &str = "CoderCluster";
+
+fn fast_sim() -> Sim {
+    let mut cfg = SimConfig::permissive();
+    cfg.delays = Delays {
+        provisioning: Duration::from_millis(100),
+        pending: Duration::from_millis(100),
+        stopping: Duration::from_millis(100),
+        restart: Duration::from_millis(200),
+        access_point_creating: Duration::from_millis(50),
+        access_point_deleting: Duration::from_millis(50),
+        ..Delays::default()
+    };
+    cfg.rate_limits = RateLimits::disabled();
+    Sim::new(cfg)
+}
+
+fn opts() -> ControllerOptions {
+    ControllerOptions {
+        concurrency: 16,
+        resync_min: Duration::from_secs(1),
+        resync_max: Duration::from_secs(2),
+        hot_interval: Duration::from_millis(100),
+        watch_poll: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(2),
+        ..ControllerOptions::default()
+    }
+}
+
+fn ctx(store: &Store, sim: &Sim) -> Arc<Ctx> {
+    let mut c = controllers::context(
+        store.clone(),
+        Cloud::from_sim(sim),
+        None,
+        Arc::new(Metrics::new()),
+        "http://berth.test",
+    );
+    c.lease_ttl = Duration::from_secs(3);
+    Arc::new(c)
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn_controller(ctx: Arc<Ctx>) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        controllers::run_workspace_controller(ctx, opts(), None, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Running { stop: tx, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn admin() -> Identity {
+    Identity {
+        user: "admin".into(),
+        admin: true,
+    }
+}
+
+async fn apply_yaml(store: &Store, yaml: &str) {
+    apply(store, &admin(), &parse_documents(yaml).unwrap(), false)
+        .await
+        .unwrap();
+}
+
+async fn status(store: &Store, name: &str) -> WorkspaceStatus {
+    let o = store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .expect("workspace exists");
+    serde_json::from_value(o.status).unwrap_or_default()
+}
+
+fn condition(st: &WorkspaceStatus, t: &str) -> (ConditionStatus, String) {
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status, c.reason.clone()))
+        .unwrap_or((ConditionStatus::Unknown, String::new()))
+}
+
+async fn wait_until<F: Fn(&WorkspaceStatus) -> bool>(
+    store: &Store,
+    name: &str,
+    what: &str,
+    f: F,
+) -> WorkspaceStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(store, name).await;
+        if f(&st) {
+            return st;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{name}: timed out waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&st).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_gone(store: &Store, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_running(st: &WorkspaceStatus) -> bool {
+    st.phase == Phase::Running && condition(st, "Ready").0 == ConditionStatus::True
+}
+
+fn is_stopped(st: &WorkspaceStatus) -> bool {
+    st.phase == Phase::Stopped
+}
+
+fn family(name: &str) -> String {
+    format!("berth-default-{name}")
+}
+
+async fn events(store: &Store, name: &str) -> Vec<String> {
+    store
+        .event_list(Kind::Workspace, "default", name, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_workspace_becomes_ready_with_its_access_point_task_definition_and_service() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(
+        &store,
+        &common::workspace("alice", "alice", "  resources: {cpu: 2048, memory: 4096}\n"),
+    )
+    .await;
+    let st = wait_until(&store, "alice", "Ready", is_running).await;
+    assert_eq!(condition(&st, "Synced").0, ConditionStatus::True);
+    assert_eq!(st.template_version, Some(1));
+    let svc = sim.service(CLUSTER, &family("alice")).expect("service");
+    assert_eq!(svc.desired_count, 1);
+    assert_eq!(
+        svc.tags.get("berth.dev/name").map(String::as_str),
+        Some("alice")
+    );
+    let td = sim.task_definition(&svc.task_definition).unwrap();
+    assert_eq!((td.cpu, td.memory), (2048, 4096));
+    let vol = td.volumes[0].efs_volume_configuration.clone().unwrap();
+    let aps = sim.access_points("fs-1");
+    assert_eq!(aps.len(), 1);
+    assert_eq!(
+        vol.access_point_id.as_deref(),
+        Some(aps[0].access_point_id.as_str())
+    );
+    assert_eq!(aps[0].root_directory.path, "/home/alice");
+    assert_eq!(
+        aps[0].posix_user.as_ref().map(|p| (p.uid, p.gid)),
+        Some((1000, 1000))
+    );
+    assert_eq!(
+        st.efs.as_ref().unwrap().access_point_id,
+        aps[0].access_point_id
+    );
+    let env = &td.container_definitions[0].environment;
+    assert_eq!(
+        env.get("BERTH_PARAM_VSCODE_WEB").map(String::as_str),
+        Some("false")
+    );
+    // The agent token is a secret reference, never in the task definition or status.
+    let token = sim
+        .secret_value("berth/default/alice/agent-token")
+        .expect("agent token secret");
+    assert!(!serde_json::to_string(&td).unwrap().contains(token.expose()));
+    assert!(!serde_json::to_string(&st).unwrap().contains(token.expose()));
+    let ev = events(&store, "alice").await;
+    for reason in [
+        "CreatedAccessPoint",
+        "RegisteredTaskDefinition",
+        "CreatedService",
+        "Started",
+    ] {
+        assert!(
+            ev.iter().any(|e| e == reason),
+            "missing event {reason}: {ev:?}"
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_registers_one_at_the_next_start(
+) {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("bob", "bob", "")).await;
+    wait_until(&store, "bob", "Ready", is_running).await;
+    for i in 0..10 {
+        store
+            .intent_record(
+                "default",
+                "bob",
+                PowerAction::Stop,
+                "Manual",
+                "bob",
+                "",
+                None,
+            )
+            .await
+            .unwrap();
+        let st = wait_until(&store, "bob", &format!("stop {i}"), is_stopped).await;
+        assert_eq!(st.ecs.as_ref().unwrap().desired_count, 0);
+        assert_eq!(
+            sim.service(CLUSTER, &family("bob")).unwrap().desired_count,
+            0
+        );
+        store
+            .intent_record(
+                "default",
+                "bob",
+                PowerAction::Start,
+                "Manual",
+                "bob",
+                "",
+                None,
+            )
+            .await
+            .unwrap();
+        wait_until(&store, "bob", &format!("start {i}"), is_running).await;
+    }
+    assert_eq!(
+        sim.revisions(&family("bob")).len(),
+        1,
+        "restarts without changes must not register revisions"
+    );
+    let secret_before = sim.secret_value("berth/default/bob/agent-token").unwrap();
+
+    // A CPU change while running waits for the next start, and Synced says so.
+    apply_yaml(
+        &store,
+        &common::workspace("bob", "bob", "  resources: {cpu: 2048, memory: 4096}\n"),
+    )
+    .await;
+    let st = wait_until(&store, "bob", "PendingRestart", |s| {
+        condition(s, "Synced").1 == "PendingRestart"
+    })
+    .await;
+    assert_eq!(st.phase, Phase::Running);
+    assert_eq!(sim.revisions(&family("bob")).len(), 1);
+    store
+        .intent_record(
+            "default",
+            "bob",
+            PowerAction::Restart,
+            "Manual",
+            "bob",
+            "",
+            None,
+        )
+        .await
+        .unwrap();
+    let st = wait_until(&store, "bob", "restarted with the new size", |s| {
+        is_running(s) && condition(s, "Synced").0 == ConditionStatus::True
+    })
+    .await;
+    assert_eq!(
+        sim.revisions(&family("bob")).len(),
+        2,
+        "exactly one new revision for the CPU change"
+    );
+    let td = sim
+        .task_definition(&st.ecs.as_ref().unwrap().task_definition_arn)
+        .unwrap();
+    assert_eq!((td.cpu, td.memory), (2048, 4096));
+    assert_ne!(
+        sim.secret_value("berth/default/bob/agent-token").unwrap(),
+        secret_before,
+        "each start gets a fresh token"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_template_version_shows_outdated_and_applies_on_restart() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("carol", "carol", "")).await;
+    wait_until(&store, "carol", "Ready", is_running).await;
+    let before = sim
+        .service(CLUSTER, &family("carol"))
+        .unwrap()
+        .task_definition;
+    apply_yaml(&store, &common::TEMPLATE.replace("dev:1", "dev:2")).await;
+    let st = wait_until(&store, "carol", "Outdated", |s| {
+        condition(s, "Outdated").0 == ConditionStatus::True
+    })
+    .await;
+    assert_eq!(st.template_version, Some(1));
+    assert_eq!(
+        st.phase,
+        Phase::Running,
+        "a new version never touches a running workspace"
+    );
+    assert_eq!(
+        sim.service(CLUSTER, &family("carol"))
+            .unwrap()
+            .task_definition,
+        before
+    );
+    store
+        .intent_record(
+            "default",
+            "carol",
+            PowerAction::Restart,
+            "Manual",
+            "carol",
+            "",
+            None,
+        )
+        .await
+        .unwrap();
+    let st = wait_until(&store, "carol", "updated", |s| {
+        s.template_version == Some(2) && is_running(s)
+    })
+    .await;
+    assert_eq!(condition(&st, "Outdated").0, ConditionStatus::False);
+    let td = sim
+        .task_definition(
+            &sim.service(CLUSTER, &family("carol"))
+                .unwrap()
+                .task_definition,
+        )
+        .unwrap();
+    assert_eq!(td.container_definitions[0].image, "ghcr.io/example/dev:2");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn deletion_removes_the_service_and_only_under_delete_policy_the_access_point() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("keep", "dora", "")).await;
+    apply_yaml(
+        &store,
+        &common::workspace("drop", "erin", "  deletionPolicy: Delete\n"),
+    )
+    .await;
+    wait_until(&store, "keep", "Ready", is_running).await;
+    wait_until(&store, "drop", "Ready", is_running).await;
+    assert_eq!(sim.access_point_count(), 2);
+    store
+        .object_delete(Kind::Workspace, "default", "keep", None)
+        .await
+        .unwrap();
+    store
+        .object_delete(Kind::Workspace, "default", "drop", None)
+        .await
+        .unwrap();
+    wait_gone(&store, "keep").await;
+    wait_gone(&store, "drop").await;
+    assert_eq!(sim.service_count(), 0);
+    let aps = sim.access_points("fs-1");
+    assert_eq!(aps.len(), 1, "Retain keeps the access point: {aps:?}");
+    assert_eq!(aps[0].root_directory.path, "/home/dora");
+    assert!(sim.secret_value("berth/default/keep/agent-token").is_none());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("frank", "frank", "")).await;
+    wait_until(&store, "frank", "Ready", is_running).await;
+    // Someone scales the service to 0 in the console.
+    sim.update_service(UpdateService {
+        cluster: CLUSTER.into(),
+        service: family("frank"),
+        desired_count: Some(0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(&store, "frank", "running again", is_running).await;
+    assert_eq!(
+        sim.service(CLUSTER, &family("frank"))
+            .unwrap()
+            .desired_count,
+        1
+    );
+    assert!(events(&store, "frank")
+        .await
+        .iter()
+        .any(|e| e == "DriftCorrected"));
+    // Someone deletes the service.
+    sim.delete_service(DeleteService {
+        cluster: CLUSTER.into(),
+        service: family("frank"),
+        force: true,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(&store, "frank", "recreated", |s| is_running(s)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sim
+        .service(CLUSTER, &family("frank"))
+        .is_none_or(|s| s.desired_count != 1 || s.status != berth_cloud::ecs::ServiceStatus::Active)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service not recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sim.revisions(&family("frank")).len(),
+        1,
+        "recreating reuses the revision"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_a_cloud_create_and_the_status_write_adopts_instead_of_duplicating() {
+    for point in [
+        CrashPoint::AfterAccessPoint,
+        CrashPoint::AfterRegister,
+        CrashPoint::AfterCreateService,
+    ] {
+        let store = common::store().await;
+        let sim = fast_sim();
+        apply_yaml(&store, common::TEMPLATE).await;
+        apply_yaml(&store, &common::workspace("gina", "gina", "")).await;
+        let key = WsKey {
+            namespace: "default".into(),
+            name: "gina".into(),
+        };
+        let mut crashing = controllers::context(
+            store.clone(),
+            Cloud::from_sim(&sim),
+            None,
+            Arc::new(Metrics::new()),
+            "",
+        );
+        crashing.crash_point = Some(point);
+        let crashing = Arc::new(crashing);
+        // Access points take a moment to become available: reconcile until the crash point is hit.
+        let mut crashed = false;
+        for _ in 0..50 {
+            match workspace::reconcile(key.clone(), crashing.clone()).await {
+                Err(controllers::ReconcileError::Crash(p)) => {
+                    assert_eq!(p, point);
+                    crashed = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(30)).await,
+            }
+        }
+        assert!(crashed, "{point:?} never reached");
+        // A restarted controller: fresh process state, same store and cloud.
+        let c = spawn_controller(ctx(&store, &sim));
+        wait_until(&store, "gina", "Ready after restart", is_running).await;
+        c.stop().await;
+        assert_eq!(sim.service_count(), 1, "{point:?}: one service");
+        assert_eq!(sim.access_point_count(), 1, "{point:?}: one access point");
+        assert_eq!(
+            sim.revisions(&family("gina")).len(),
+            1,
+            "{point:?}: one task definition revision"
+        );
+        assert_eq!(
+            sim.calls().get(Operation::CreateService, Outcome::Ok),
+            1,
+            "{point:?}"
+        );
+    }
+}
+
+fn many_workspaces(n: usize) -> String {
+    let mut yaml = String::new();
+    for i in 0..n {
+        yaml.push_str(&common::workspace(
+            &format!("w{i:03}"),
+            &format!("u{}", i % 50),
+            "",
+        ));
+        yaml.push_str("---\n");
+    }
+    yaml
+}
+
+async fn wait_all_running(store: &Store, n: usize, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (items, _) = store
+            .object_list(Kind::Workspace, None, &Default::default(), None)
+            .await
+            .unwrap();
+        let running = items
+            .iter()
+            .filter(|o| {
+                serde_json::from_value::<WorkspaceStatus>(o.status.clone())
+                    .is_ok_and(|s| is_running(&s))
+            })
+            .count();
+        if running == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {running} of {n} running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_converge_200_workspaces_without_duplicate_cloud_writes_and_survive_one_dying()
+{
+    let store = common::store().await;
+    let sim = fast_sim();
+    apply_yaml(&store, common::TEMPLATE).await;
+    let a = spawn_controller(ctx(&store, &sim));
+    let b = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, &many_workspaces(200)).await;
+    // Kill one replica mid-way: its leases expire and the other finishes.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.task.abort();
+    wait_all_running(&store, 200, 120).await;
+    b.stop().await;
+    let calls = sim.calls();
+    assert_eq!(sim.service_count(), 200);
+    assert_eq!(sim.access_point_count(), 200);
+    assert_eq!(
+        calls.get(Operation::CreateService, Outcome::Ok),
+        200,
+        "one CreateService per workspace"
+    );
+    assert_eq!(calls.get(Operation::CreateAccessPoint, Outcome::Ok), 200);
+    assert_eq!(
+        calls.get(Operation::RegisterTaskDefinition, Outcome::Ok),
+        200
+    );
+    assert_eq!(
+        calls.get(Operation::UpdateService, Outcome::Ok),
+        0,
+        "no redundant UpdateService"
+    );
+}
+
+#[tokio::test]
+async fn with_throttling_and_server_errors_200_workspaces_still_converge_without_duplicates() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    sim.set_faults(Faults {
+        throttle_rate: 0.30,
+        error_rate: 0.05,
+        seed: 7,
+        ..Faults::default()
+    });
+    apply_yaml(&store, common::TEMPLATE).await;
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, &many_workspaces(200)).await;
+    wait_all_running(&store, 200, 240).await;
+    c.stop().await;
+    assert_eq!(sim.service_count(), 200);
+    assert_eq!(sim.access_point_count(), 200);
+    for i in 0..200 {
+        assert_eq!(
+            sim.revisions(&family(&format!("w{i:03}"))).len(),
+            1,
+            "w{i:03}"
+        );
+    }
+    assert!(sim.calls().total_outcome(Outcome::InjectedThrottle) > 0);
+}
