@@ -414,7 +414,15 @@ async fn deletion_removes_the_service_and_only_under_delete_policy_the_access_po
         .unwrap();
     wait_gone(&store, "keep").await;
     wait_gone(&store, "drop").await;
-    assert_eq!(sim.service_count(), 0);
+    // Deleted services drain before they are gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.service_count() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "services not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let aps = sim.access_points("fs-1");
     assert_eq!(aps.len(), 1, "Retain keeps the access point: {aps:?}");
     assert_eq!(aps[0].root_directory.path, "/home/dora");
@@ -500,7 +508,7 @@ async fn a_crash_between_a_cloud_create_and_the_status_write_adopts_instead_of_d
             Cloud::from_sim(&sim),
             None,
             Arc::new(Metrics::new()),
-            "",
+            "http://berth.test",
         );
         crashing.crash_point = Some(point);
         let crashing = Arc::new(crashing);

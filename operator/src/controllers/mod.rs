@@ -160,6 +160,7 @@ pub fn context(
         Some(p) => cloud.paced(p),
         None => cloud,
     };
+    let cloud = metered::retrying(cloud, 3);
     Ctx {
         cache: ServiceCache::new(cloud.ecs.clone()),
         store,
@@ -207,7 +208,9 @@ pub async fn run_workspace_controller(
         max_concurrent_reconciles: opts.concurrency,
         shutdown_grace: opts.shutdown_grace,
         resync_interval: opts.resync_min,
-        ..Config::default()
+        // Transient errors are retried per call first; a workspace that
+        // still fails backs off from 500 ms up to 30 s.
+        backoff: berth_runtime::Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30), jitter: 0.5 },
     });
     let handle = controller.handle();
     let mut tasks = tokio::task::JoinSet::new();

@@ -87,9 +87,11 @@ pub fn router(state: AppState) -> Router {
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/status"),
             put(routes::put_status),
         )
+        // Static "workspaces" wins over {plural} in the router, so this route
+        // also serves the workspace status path.
         .route(
             &format!("{base}/namespaces/{{ns}}/workspaces/{{name}}/{{action}}"),
-            post(routes::power),
+            post(routes::power).put(routes::put_workspace_status),
         )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
         .layer(axum::extract::DefaultBodyLimit::max(

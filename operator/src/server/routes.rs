@@ -229,6 +229,20 @@ pub async fn put_status(
     Ok(respond(&headers, StatusCode::OK, &obj))
 }
 
+/// `PUT /namespaces/{ns}/workspaces/{name}/status`.
+pub async fn put_workspace_status(
+    st: State<AppState>,
+    caller: Caller,
+    Path((ns, name, sub)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if sub != "status" {
+        return Err(ApiError::NotFound(format!("no subresource {sub:?} for PUT (status)")));
+    }
+    put_status(st, caller, Path((ns, "workspaces".to_string(), name)), headers, body).await
+}
+
 /// `GET /namespaces/{ns}/{plural}` (list or watch).
 pub async fn list_namespaced(
     State(st): State<AppState>,

@@ -380,7 +380,13 @@ async fn converge(
             .filter(|_| active)
             .map(|s| s.desired_count)
             .unwrap_or(0);
-        if !active || desired_now == 0 || restart_asked {
+        // Without a recorded start (a crash before the status write), adopt
+        // what exists through the start path; it creates nothing that exists.
+        let never_recorded = status
+            .ecs
+            .as_ref()
+            .is_none_or(|e| e.content_hash.is_empty());
+        if !active || desired_now == 0 || restart_asked || never_recorded {
             if svc
                 .as_ref()
                 .is_some_and(|s| s.status == ServiceStatus::Draining)
@@ -396,7 +402,7 @@ async fn converge(
                 && status.ecs.as_ref().is_some_and(|e| e.desired_count == 1)
                 && !restart_asked
                 && intent.is_none_or(|i| i.id <= status.observed_intent);
-            let started = start(
+            let (started, changed) = start(
                 pass,
                 template,
                 followed_version,
@@ -406,36 +412,45 @@ async fn converge(
                 status,
             )
             .await?;
-            let why = if drift {
+            if changed {
+                let why = if drift {
+                    pass.event(
+                        EventType::Warning,
+                        "DriftCorrected",
+                        "desiredCount was set to 0 outside Berth; set it back to 1",
+                    )
+                    .await;
+                    "DriftCorrected".to_string()
+                } else {
+                    reason.clone()
+                };
+                let verb = if restart_asked {
+                    "Restarted"
+                } else {
+                    "Started"
+                };
                 pass.event(
-                    EventType::Warning,
-                    "DriftCorrected",
-                    "desiredCount was set to 0 outside Berth; set it back to 1",
+                    EventType::Normal,
+                    verb,
+                    &format!(
+                        "desiredCount 1 with task definition {} (template version {followed_version}; {why})",
+                        short_arn(&started.task_definition)
+                    ),
                 )
                 .await;
-                "DriftCorrected".to_string()
+                status.last_transition = Some(Transition {
+                    action: "start".into(),
+                    reason: why,
+                    at: Utc::now(),
+                });
             } else {
-                reason.clone()
-            };
-            let verb = if restart_asked {
-                "Restarted"
-            } else {
-                "Started"
-            };
-            pass.event(
-                EventType::Normal,
-                verb,
-                &format!(
-                    "desiredCount 1 with task definition {} (template version {followed_version}; {why})",
-                    short_arn(&started.task_definition)
-                ),
-            )
-            .await;
-            status.last_transition = Some(Transition {
-                action: "start".into(),
-                reason: why,
-                at: Utc::now(),
-            });
+                pass.event(
+                    EventType::Normal,
+                    "Adopted",
+                    &format!("found the running service {service_name}; nothing to change"),
+                )
+                .await;
+            }
             ctx.cache.put(&cluster, started.clone());
             svc = Some(started);
         } else if let Some(s) = svc.as_ref() {
@@ -609,7 +624,7 @@ async fn start(
     active: Option<&Service>,
     restart: bool,
     status: &mut WorkspaceStatus,
-) -> Result<Service, ReconcileError> {
+) -> Result<(Service, bool), ReconcileError> {
     let ctx = pass.ctx;
     let ap = ensure_access_point(pass, template, status).await?;
     // A fresh agent token per start, delivered through the secret the task
@@ -753,7 +768,7 @@ async fn start(
             }
         }
     };
-    Ok(svc)
+    Ok((svc, true))
 }
 
 fn new_agent_token() -> String {
