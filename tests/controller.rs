@@ -14,7 +14,7 @@ use berth::apply::apply;
 use berth::controllers::workspace::{self, CrashPoint};
 use berth::controllers::{self, ControllerOptions, Ctx, WsKey};
 use berth::metrics::Metrics;
-use berth::store::{Identity, PowerAction, Store};
+use berth::store::{Identity, NewIntent, PowerAction, Store};
 use berth_cloud::ecs::{DeleteService, Ecs, UpdateService};
 use berth_cloud::ops::Operation;
 use berth_cloud::sim::{Delays, Faults, Outcome, RateLimits, Sim, SimConfig};
@@ -252,11 +252,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
             .intent_record(
                 "default",
                 "bob",
-                PowerAction::Stop,
-                "Manual",
-                "bob",
-                "",
-                None,
+                &NewIntent::manual(PowerAction::Stop, "bob"),
             )
             .await
             .unwrap();
@@ -270,11 +266,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
             .intent_record(
                 "default",
                 "bob",
-                PowerAction::Start,
-                "Manual",
-                "bob",
-                "",
-                None,
+                &NewIntent::manual(PowerAction::Start, "bob"),
             )
             .await
             .unwrap();
@@ -303,11 +295,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
         .intent_record(
             "default",
             "bob",
-            PowerAction::Restart,
-            "Manual",
-            "bob",
-            "",
-            None,
+            &NewIntent::manual(PowerAction::Restart, "bob"),
         )
         .await
         .unwrap();
@@ -365,11 +353,7 @@ async fn a_new_template_version_shows_outdated_and_applies_on_restart() {
         .intent_record(
             "default",
             "carol",
-            PowerAction::Restart,
-            "Manual",
-            "carol",
-            "",
-            None,
+            &NewIntent::manual(PowerAction::Restart, "carol"),
         )
         .await
         .unwrap();
@@ -468,7 +452,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    wait_until(&store, "frank", "recreated", |s| is_running(s)).await;
+    wait_until(&store, "frank", "recreated", is_running).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while sim
         .service(CLUSTER, &family("frank"))

@@ -60,25 +60,50 @@ where
         .with_max_delay(std::time::Duration::from_secs(2))
         .with_max_times(attempts.saturating_sub(1))
         .with_jitter();
-    f.retry(policy).sleep(tokio::time::sleep).when(|e: &berth_cloud::error::CloudError| e.is_transient()).await
+    f.retry(policy)
+        .sleep(tokio::time::sleep)
+        .when(|e: &berth_cloud::error::CloudError| e.is_transient())
+        .await
 }
 
 /// Wraps every client of `cloud` in a retry of `attempts` tries per call.
 pub fn retrying(cloud: Cloud, attempts: usize) -> Cloud {
     Cloud {
-        ecs: Arc::new(Retrying { inner: cloud.ecs, attempts }),
-        efs: Arc::new(Retrying { inner: cloud.efs, attempts }),
-        secrets: Arc::new(Retrying { inner: cloud.secrets, attempts }),
+        ecs: Arc::new(Retrying {
+            inner: cloud.ecs,
+            attempts,
+        }),
+        efs: Arc::new(Retrying {
+            inner: cloud.efs,
+            attempts,
+        }),
+        secrets: Arc::new(Retrying {
+            inner: cloud.secrets,
+            attempts,
+        }),
     }
 }
 
 #[async_trait]
 impl Ecs for Retrying<dyn Ecs> {
-    async fn register_task_definition(&self, input: RegisterTaskDefinition) -> CloudResult<TaskDefinition> {
-        retry(self.attempts, || self.inner.register_task_definition(input.clone())).await
+    async fn register_task_definition(
+        &self,
+        input: RegisterTaskDefinition,
+    ) -> CloudResult<TaskDefinition> {
+        retry(self.attempts, || {
+            self.inner.register_task_definition(input.clone())
+        })
+        .await
     }
-    async fn describe_task_definition(&self, td: &str, include_tags: bool) -> CloudResult<TaskDefinition> {
-        retry(self.attempts, || self.inner.describe_task_definition(td, include_tags)).await
+    async fn describe_task_definition(
+        &self,
+        td: &str,
+        include_tags: bool,
+    ) -> CloudResult<TaskDefinition> {
+        retry(self.attempts, || {
+            self.inner.describe_task_definition(td, include_tags)
+        })
+        .await
     }
     async fn deregister_task_definition(&self, td: &str) -> CloudResult<TaskDefinition> {
         retry(self.attempts, || self.inner.deregister_task_definition(td)).await
@@ -92,16 +117,37 @@ impl Ecs for Retrying<dyn Ecs> {
     async fn delete_service(&self, input: DeleteService) -> CloudResult<Service> {
         retry(self.attempts, || self.inner.delete_service(input.clone())).await
     }
-    async fn describe_services(&self, cluster: &str, services: &[String], include_tags: bool) -> CloudResult<DescribeServicesOutput> {
-        retry(self.attempts, || self.inner.describe_services(cluster, services, include_tags)).await
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        services: &[String],
+        include_tags: bool,
+    ) -> CloudResult<DescribeServicesOutput> {
+        retry(self.attempts, || {
+            self.inner
+                .describe_services(cluster, services, include_tags)
+        })
+        .await
     }
     async fn list_services(&self, cluster: &str) -> CloudResult<Vec<String>> {
         retry(self.attempts, || self.inner.list_services(cluster)).await
     }
-    async fn list_tasks(&self, cluster: &str, service: &str, desired: DesiredStatus) -> CloudResult<Vec<String>> {
-        retry(self.attempts, || self.inner.list_tasks(cluster, service, desired)).await
+    async fn list_tasks(
+        &self,
+        cluster: &str,
+        service: &str,
+        desired: DesiredStatus,
+    ) -> CloudResult<Vec<String>> {
+        retry(self.attempts, || {
+            self.inner.list_tasks(cluster, service, desired)
+        })
+        .await
     }
-    async fn describe_tasks(&self, cluster: &str, tasks: &[String]) -> CloudResult<DescribeTasksOutput> {
+    async fn describe_tasks(
+        &self,
+        cluster: &str,
+        tasks: &[String],
+    ) -> CloudResult<DescribeTasksOutput> {
         retry(self.attempts, || self.inner.describe_tasks(cluster, tasks)).await
     }
 }
@@ -109,7 +155,10 @@ impl Ecs for Retrying<dyn Ecs> {
 #[async_trait]
 impl Efs for Retrying<dyn Efs> {
     async fn create_access_point(&self, input: CreateAccessPoint) -> CloudResult<AccessPoint> {
-        retry(self.attempts, || self.inner.create_access_point(input.clone())).await
+        retry(self.attempts, || {
+            self.inner.create_access_point(input.clone())
+        })
+        .await
     }
     async fn describe_access_points(&self, fs: &str) -> CloudResult<Vec<AccessPoint>> {
         retry(self.attempts, || self.inner.describe_access_points(fs)).await

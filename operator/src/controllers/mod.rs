@@ -210,7 +210,11 @@ pub async fn run_workspace_controller(
         resync_interval: opts.resync_min,
         // Transient errors are retried per call first; a workspace that
         // still fails backs off from 500 ms up to 30 s.
-        backoff: berth_runtime::Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30), jitter: 0.5 },
+        backoff: berth_runtime::Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        },
     });
     let handle = controller.handle();
     let mut tasks = tokio::task::JoinSet::new();
@@ -219,10 +223,7 @@ pub async fn run_workspace_controller(
     {
         let (ctx, handle, poll) = (ctx.clone(), handle.clone(), opts.watch_poll);
         tasks.spawn(async move {
-            let mut since = match ctx.store.revision_current().await {
-                Ok(rv) => rv,
-                Err(_) => 0,
-            };
+            let mut since: i64 = ctx.store.revision_current().await.unwrap_or_default();
             loop {
                 let filter = WatchFilter {
                     kinds: vec![

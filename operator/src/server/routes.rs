@@ -17,7 +17,7 @@ use super::AppState;
 use crate::api::selector::Selector;
 use crate::api::{yaml, DynObject, Kind};
 use crate::apply;
-use crate::store::{DeleteOutcome, PowerAction, StoreError, WatchFilter};
+use crate::store::{DeleteOutcome, NewIntent, PowerAction, StoreError, WatchFilter};
 
 /// Query parameters of list and watch.
 #[derive(Debug, Default, Deserialize)]
@@ -238,9 +238,18 @@ pub async fn put_workspace_status(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if sub != "status" {
-        return Err(ApiError::NotFound(format!("no subresource {sub:?} for PUT (status)")));
+        return Err(ApiError::NotFound(format!(
+            "no subresource {sub:?} for PUT (status)"
+        )));
     }
-    put_status(st, caller, Path((ns, "workspaces".to_string(), name)), headers, body).await
+    put_status(
+        st,
+        caller,
+        Path((ns, "workspaces".to_string(), name)),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `GET /namespaces/{ns}/{plural}` (list or watch).
@@ -424,10 +433,11 @@ pub async fn power(
     };
     visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
     let message = format!("berth {} by {}", action.as_str(), caller.0.user);
-    let id = st
-        .store
-        .intent_record(&ns, &name, action, "Manual", &caller.0.user, &message, None)
-        .await?;
+    let intent = NewIntent {
+        message: &message,
+        ..NewIntent::manual(action, &caller.0.user)
+    };
+    let id = st.store.intent_record(&ns, &name, &intent).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(

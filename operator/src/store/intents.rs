@@ -87,6 +87,35 @@ pub(crate) async fn insert_intent_tx(
     .await?)
 }
 
+/// An intent to record.
+#[derive(Clone, Debug)]
+pub struct NewIntent<'a> {
+    /// Start, stop or restart.
+    pub action: PowerAction,
+    /// `Manual`, `Spec`, `AutoStop`, `AutoStart`, ...
+    pub reason: &'a str,
+    /// Who decided.
+    pub actor: &'a str,
+    /// Details for people.
+    pub message: &'a str,
+    /// Makes automatic decisions exactly-once: a second intent with the
+    /// same key is ignored.
+    pub dedupe_key: Option<&'a str>,
+}
+
+impl<'a> NewIntent<'a> {
+    /// A person's `berth start|stop|restart`.
+    pub fn manual(action: PowerAction, actor: &'a str) -> Self {
+        NewIntent {
+            action,
+            reason: "Manual",
+            actor,
+            message: "",
+            dedupe_key: None,
+        }
+    }
+}
+
 impl Store {
     /// Records an intent for a workspace and wakes its watchers. With a
     /// `dedupe_key`, a second intent with the same key (from another
@@ -95,12 +124,15 @@ impl Store {
         &self,
         ns: &str,
         name: &str,
-        action: PowerAction,
-        reason: &str,
-        actor: &str,
-        message: &str,
-        dedupe_key: Option<&str>,
+        intent: &NewIntent<'_>,
     ) -> Result<Option<i64>> {
+        let NewIntent {
+            action,
+            reason,
+            actor,
+            message,
+            dedupe_key,
+        } = *intent;
         let mut tx = self.pool.begin().await?;
         let obj = super::get_for_update(&mut tx, Kind::Workspace, ns, name)
             .await?

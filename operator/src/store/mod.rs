@@ -26,7 +26,7 @@ mod watch;
 
 pub use events::{Event, EventType, InvolvedObject};
 pub(crate) use intents::insert_intent_tx;
-pub use intents::{PowerAction, PowerIntent};
+pub use intents::{NewIntent, PowerAction, PowerIntent};
 pub use leases::Lease;
 pub(crate) use objects::{get_for_update, write_spec};
 pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};

@@ -872,32 +872,33 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
     };
     if let Some(cluster) = &cluster {
         match ctx.cache.refresh_one(cluster, &service_name).await? {
-            Observed::Found(s) if s.status == ServiceStatus::Active => {
-                if tags::is_owned_by(&s.tags, pass.id.uid) || s.tags.is_empty() {
-                    if s.desired_count != 0 {
-                        ctx.ecs()
-                            .update_service(UpdateService {
-                                cluster: cluster.clone(),
-                                service: service_name.clone(),
-                                desired_count: Some(0),
-                                ..Default::default()
-                            })
-                            .await?;
-                    }
+            // Only a service tagged as this workspace's is touched.
+            Observed::Found(s)
+                if s.status == ServiceStatus::Active && tags::is_owned_by(&s.tags, pass.id.uid) =>
+            {
+                if s.desired_count != 0 {
                     ctx.ecs()
-                        .delete_service(DeleteService {
+                        .update_service(UpdateService {
                             cluster: cluster.clone(),
                             service: service_name.clone(),
-                            force: true,
+                            desired_count: Some(0),
+                            ..Default::default()
                         })
                         .await?;
-                    pass.event(
-                        EventType::Normal,
-                        "DeletedService",
-                        &format!("ECS service {service_name} scaled to 0 and deleted"),
-                    )
-                    .await;
                 }
+                ctx.ecs()
+                    .delete_service(DeleteService {
+                        cluster: cluster.clone(),
+                        service: service_name.clone(),
+                        force: true,
+                    })
+                    .await?;
+                pass.event(
+                    EventType::Normal,
+                    "DeletedService",
+                    &format!("ECS service {service_name} scaled to 0 and deleted"),
+                )
+                .await;
             }
             _ => {}
         }
