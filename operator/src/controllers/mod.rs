@@ -271,13 +271,13 @@ pub async fn run_workspace_controller(
         });
     }
     // Hot services: describe them often, wake their workspaces on change.
+    // A round of N hot services costs N/10 DescribeServices calls; rounds
+    // are spaced so they use at most half of the DescribeServices budget.
     {
         let (ctx, handle, every) = (ctx.clone(), handle.clone(), opts.hot_interval);
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let hot = ctx.cache.hot_count();
                 match ctx.cache.refresh_hot().await {
                     Ok(keys) => {
                         for k in keys {
@@ -287,8 +287,12 @@ pub async fn run_workspace_controller(
                     Err(e) => tracing::debug!(error = %e, "hot refresh failed"),
                 }
                 let stats = handle.stats();
-                ctx.metrics
-                    .queue("workspace", stats.pending, stats.running, stats.backing_off);
+                ctx.metrics.queue("workspace", stats.pending, stats.running, stats.backing_off);
+                let calls = hot.div_ceil(10) as f64;
+                let gap = budget
+                    .map(|b| Duration::from_secs_f64(calls / (b.calls_per_second * 0.5).max(0.1)))
+                    .unwrap_or_default();
+                tokio::time::sleep(every.max(gap)).await;
             }
         });
     }

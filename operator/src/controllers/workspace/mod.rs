@@ -40,6 +40,7 @@ use berth_cloud::efs::{
     AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory,
 };
 use berth_cloud::error::CloudError;
+use berth_cloud::pacer::Priority as PacerPriority;
 use berth_cloud::secrets::{PutSecret, SecretString};
 use berth_cloud::tags;
 use berth_runtime::Action;
@@ -215,16 +216,21 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let restart_asked = new_intent.is_some_and(|i| i.action == PowerAction::Restart);
 
     let mut status = prev.clone();
-    let outcome = converge(
-        &pass,
-        &followed_spec,
-        followed_version,
-        want_running,
-        restart_asked,
-        intent.as_ref(),
-        &mut status,
-    )
-    .await;
+    // A person's own start/stop (not yet acted on) goes ahead of bulk work
+    // (autostarts, resyncs, rollouts) at the cloud pacer.
+    let interactive = new_intent.is_some_and(|i| matches!(i.reason.as_str(), "Manual" | "Spec"));
+    let priority = if interactive { PacerPriority::Interactive } else { PacerPriority::Bulk };
+    let outcome = priority
+        .scope(converge(
+            &pass,
+            &followed_spec,
+            followed_version,
+            want_running,
+            restart_asked,
+            intent.as_ref(),
+            &mut status,
+        ))
+        .await;
     let mut facts = match outcome {
         Ok(f) => f,
         Err(ReconcileError::Cloud(e)) if !e.is_transient() => {
