@@ -284,10 +284,8 @@ pub async fn apply(
                         PowerAction::Stop
                     };
                     let message = format!("spec.running set to {now_running} by {}", who.user);
-                    store::insert_intent_tx(
-                        &mut tx, uid, action, "Spec", &who.user, &message, None,
-                    )
-                    .await?;
+                    let row = store::intent_row(action, "Spec", &who.user, &message, None, None);
+                    store::insert_intent_tx(&mut tx, uid, row).await?;
                 }
             }
         }

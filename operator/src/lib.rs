@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod bench;
 pub mod controllers;
+pub mod lifecycle;
 pub mod metrics;
 pub mod server;
 

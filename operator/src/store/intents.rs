@@ -63,26 +63,42 @@ pub struct PowerIntent {
     pub at: DateTime<Utc>,
 }
 
-/// Records an intent inside a transaction (no touch of the object).
-pub(crate) async fn insert_intent_tx(
-    conn: &mut PgConnection,
-    uid: Uuid,
+/// The columns of one intent row.
+pub(crate) struct IntentRow<'a> {
     action: PowerAction,
-    reason: &str,
-    actor: &str,
-    message: &str,
-    dedupe_key: Option<&str>,
-) -> Result<Option<i64>> {
+    reason: &'a str,
+    actor: &'a str,
+    message: &'a str,
+    dedupe_key: Option<&'a str>,
+    at: Option<DateTime<Utc>>,
+}
+
+/// Builds an intent row.
+pub(crate) fn intent_row<'a>(
+    action: PowerAction,
+    reason: &'a str,
+    actor: &'a str,
+    message: &'a str,
+    dedupe_key: Option<&'a str>,
+    at: Option<DateTime<Utc>>,
+) -> IntentRow<'a> {
+    IntentRow { action, reason, actor, message, dedupe_key, at }
+}
+
+/// Records an intent inside a transaction (no touch of the object).
+pub(crate) async fn insert_intent_tx(conn: &mut PgConnection, uid: Uuid, row: IntentRow<'_>) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key) VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key, at)
+         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()))
          ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
     )
     .bind(uid)
-    .bind(action.as_str())
-    .bind(reason)
-    .bind(actor)
-    .bind(message)
-    .bind(dedupe_key)
+    .bind(row.action.as_str())
+    .bind(row.reason)
+    .bind(row.actor)
+    .bind(row.message)
+    .bind(row.dedupe_key)
+    .bind(row.at)
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -101,6 +117,8 @@ pub struct NewIntent<'a> {
     /// Makes automatic decisions exactly-once: a second intent with the
     /// same key is ignored.
     pub dedupe_key: Option<&'a str>,
+    /// When the decision was made (default: the database's now).
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl<'a> NewIntent<'a> {
@@ -112,6 +130,7 @@ impl<'a> NewIntent<'a> {
             actor,
             message: "",
             dedupe_key: None,
+            at: None,
         }
     }
 }
@@ -132,6 +151,7 @@ impl Store {
             actor,
             message,
             dedupe_key,
+            at,
         } = *intent;
         let mut tx = self.pool.begin().await?;
         let obj = super::get_for_update(&mut tx, Kind::Workspace, ns, name)
@@ -146,7 +166,7 @@ impl Store {
             .metadata
             .uid
             .ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
-        let id = insert_intent_tx(&mut tx, uid, action, reason, actor, message, dedupe_key).await?;
+        let id = insert_intent_tx(&mut tx, uid, intent_row(action, reason, actor, message, dedupe_key, at)).await?;
         if id.is_some() {
             let interactive = matches!(reason, "Manual" | "Spec");
             touch(
@@ -210,5 +230,117 @@ impl Store {
             .bind(super::tokens::token_hash(token))
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+/// A workspace's recorded activity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// Last reported activity.
+    pub last_activity_at: DateTime<Utc>,
+    /// Its kind (`ssh`, `vscode`, `app`, `manual`).
+    pub source: String,
+    /// `berth extend`: autostop not before this.
+    pub extended_until: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Records activity at `at` unless the stored one is less than
+    /// `coalesce` older (so heartbeats do not each become a write).
+    /// Returns whether a write happened.
+    pub async fn activity_report(&self, uid: Uuid, at: DateTime<Utc>, source: &str, coalesce: std::time::Duration) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO workspace_activity (workspace_uid, last_activity_at, source) VALUES ($1, $2, $3)
+             ON CONFLICT (workspace_uid) DO UPDATE SET last_activity_at = EXCLUDED.last_activity_at, source = EXCLUDED.source
+             WHERE workspace_activity.last_activity_at < EXCLUDED.last_activity_at - make_interval(secs => $4)",
+        )
+        .bind(uid)
+        .bind(at)
+        .bind(source)
+        .bind(coalesce.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Sets the `berth extend` deadline.
+    pub async fn activity_extend(&self, uid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workspace_activity (workspace_uid, last_activity_at, source, extended_until) VALUES ($1, $3, 'manual', $2)
+             ON CONFLICT (workspace_uid) DO UPDATE SET extended_until = EXCLUDED.extended_until",
+        )
+        .bind(uid)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads a workspace's activity.
+    pub async fn activity_get(&self, uid: Uuid) -> Result<Option<Activity>> {
+        let row = sqlx::query("SELECT last_activity_at, source, extended_until FROM workspace_activity WHERE workspace_uid = $1")
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Activity {
+                last_activity_at: r.try_get("last_activity_at")?,
+                source: r.try_get("source")?,
+                extended_until: r.try_get("extended_until")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Reads every workspace's activity (for the lifecycle loop).
+    pub async fn activity_all(&self) -> Result<std::collections::HashMap<Uuid, Activity>> {
+        let rows = sqlx::query("SELECT workspace_uid, last_activity_at, source, extended_until FROM workspace_activity")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("workspace_uid")?,
+                    Activity {
+                        last_activity_at: r.try_get("last_activity_at")?,
+                        source: r.try_get("source")?,
+                        extended_until: r.try_get("extended_until")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The newest intent of every workspace (for the lifecycle loop).
+    pub async fn intent_latest_all(&self) -> Result<std::collections::HashMap<Uuid, PowerIntent>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (workspace_uid) workspace_uid, id, action, reason, actor, message, at
+             FROM power_intents ORDER BY workspace_uid, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("workspace_uid")?,
+                    PowerIntent {
+                        id: r.try_get("id")?,
+                        action: PowerAction::parse(&r.try_get::<String, _>("action")?),
+                        reason: r.try_get("reason")?,
+                        actor: r.try_get("actor")?,
+                        message: r.try_get("message")?,
+                        at: r.try_get("at")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Counts intents of a reason (tests and benchmarks: "stopped exactly once").
+    pub async fn intent_count(&self, reason: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM power_intents WHERE reason = $1").bind(reason).fetch_one(&self.pool).await?)
     }
 }

@@ -25,8 +25,8 @@ mod tokens;
 mod watch;
 
 pub use events::{Event, EventType, InvolvedObject};
-pub(crate) use intents::insert_intent_tx;
-pub use intents::{NewIntent, PowerAction, PowerIntent};
+pub(crate) use intents::{insert_intent_tx, intent_row};
+pub use intents::{Activity, NewIntent, PowerAction, PowerIntent};
 pub use leases::Lease;
 pub(crate) use objects::{get_for_update, write_spec};
 pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};

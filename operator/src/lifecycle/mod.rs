@@ -1,0 +1,429 @@
+//! Workspace lifecycle automation (seed: Coder's workspace lifecycle):
+//! activity, autostop after inactivity, maximum lifetime, autostart on a
+//! cron schedule in the owner's time zone, and the organization's policy.
+//!
+//! The decisions are pure functions of the time, the workspace, its policy,
+//! its activity and its newest power intent ([`evaluate`]), driven by an
+//! injectable [`Clock`], so tests never sleep. The loop ([`run`]) applies
+//! them by recording power intents with dedupe keys, which makes every
+//! automatic start and stop fire exactly once even with several replicas:
+//! - autostop: `autostop:<uid>:<id of the intent that started this run>`;
+//! - autostart: `autostart:<uid>:<scheduled time>`.
+//!
+//! "Last intent wins" then decides: an autostart does not undo a manual
+//! stop made after it fired (the manual stop is newer), and re-applied YAML
+//! records no intent at all.
+//!
+//! # Punctual autostart at scale
+//! Many workspaces share a start time (`0 8 * * 1-5`) while AWS lets Berth
+//! update about 5 services a second. [`plan_starts`] schedules the starts
+//! backwards from their times: each starts at the latest moment that still
+//! lets every start before its time finish, given the start rate and how
+//! long a start takes — so each workspace is Running by its time and none
+//! starts earlier than it must.
+
+pub mod clock;
+pub mod run;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use run::{run, LifecycleOptions};
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::policy::LifecyclePolicySpec;
+use crate::api::validate;
+use crate::api::WorkspaceSpec;
+use crate::store::{Activity, PowerAction, PowerIntent};
+
+/// The lifecycle values in force for one workspace, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Effective {
+    /// Stop after this long without activity (`None` = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_inactivity: Option<String>,
+    /// Where `afterInactivity` comes from: `workspace`, `policy` or `none`.
+    pub source: String,
+    /// A running workspace is stopped after this long whatever its activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<String>,
+    /// Longest `berth extend` (and user threshold) allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_after_inactivity: Option<String>,
+    /// Whether the workspace's autostart may fire.
+    pub autostart_allowed: bool,
+    /// Days on which autostart may fire (empty = every day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autostart_days: Vec<String>,
+    /// Every start uses the active template version.
+    pub require_active_version: bool,
+    /// Why a setting of the workspace is not in force, for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+fn dur(s: &Option<String>) -> Option<Duration> {
+    s.as_deref().and_then(|d| validate::duration(d).ok())
+}
+
+/// Combines the workspace's schedule with its namespace's policy.
+pub fn effective(ws: &WorkspaceSpec, policy: Option<&LifecyclePolicySpec>) -> Effective {
+    let default_policy = LifecyclePolicySpec::default();
+    let p = policy.unwrap_or(&default_policy);
+    let mut e = Effective {
+        max_lifetime: p.autostop.max_lifetime.clone(),
+        max_after_inactivity: p.autostop.max_after_inactivity.clone(),
+        autostart_allowed: p.autostart.allowed,
+        autostart_days: p.autostart.days.clone(),
+        require_active_version: p.require_active_version,
+        ..Default::default()
+    };
+    let own = ws.schedule.as_ref().and_then(|s| s.autostop.clone());
+    let policy_default = p.autostop.default_after_inactivity.clone();
+    let (mut after, mut source) = match (&policy_default, policy) {
+        (Some(d), Some(_)) => (Some(d.clone()), "policy"),
+        _ => (None, "none"),
+    };
+    if let Some(own) = own {
+        if own.disabled {
+            if p.allow_user_disable() {
+                after = None;
+                source = "workspace";
+            } else {
+                e.notes.push("autostop.disabled is ignored: the lifecycle policy does not allow users to disable auto-off".into());
+            }
+        } else if let Some(mine) = own.after_inactivity {
+            if !p.autostop.allow_user_override {
+                e.notes.push(format!(
+                    "autostop.afterInactivity {mine} is ignored: the lifecycle policy does not allow users to change it"
+                ));
+            } else {
+                let capped = match (dur(&Some(mine.clone())), dur(&p.autostop.max_after_inactivity)) {
+                    (Some(m), Some(max)) if m > max => {
+                        let max_s = p.autostop.max_after_inactivity.clone().unwrap_or_default();
+                        e.notes.push(format!("autostop.afterInactivity {mine} is longer than the policy's maximum {max_s}; {max_s} applies"));
+                        max_s
+                    }
+                    _ => mine,
+                };
+                after = Some(capped);
+                source = "workspace";
+            }
+        }
+    }
+    if ws.schedule.as_ref().is_some_and(|s| s.autostart.is_some()) && !p.autostart.allowed {
+        e.notes.push("autostart is ignored: the lifecycle policy does not allow it".into());
+    }
+    if ws.template.version.is_some() && p.require_active_version {
+        e.notes.push("template.version pin is ignored at start: the lifecycle policy requires the active version".into());
+    }
+    e.after_inactivity = after;
+    e.source = source.into();
+    e
+}
+
+impl LifecyclePolicySpec {
+    fn allow_user_disable(&self) -> bool {
+        self.autostop.allow_user_disable
+    }
+}
+
+/// When the current run started: the newest start intent's time.
+pub fn run_started(intent: &PowerIntent) -> Option<DateTime<Utc>> {
+    intent.action.runs().then_some(intent.at)
+}
+
+/// When inactivity stops a running workspace: the last activity since the
+/// start (or the start itself) plus the threshold, and not before an
+/// extension. `None` when auto-off is off.
+pub fn autostop_at(eff: &Effective, started: DateTime<Utc>, activity: Option<&Activity>) -> Option<DateTime<Utc>> {
+    let after = dur(&eff.after_inactivity)?;
+    let last = activity.map(|a| a.last_activity_at.max(started)).unwrap_or(started);
+    let mut at = last + chrono::Duration::from_std(after).ok()?;
+    if let Some(ext) = activity.and_then(|a| a.extended_until).filter(|e| *e > started) {
+        at = at.max(ext);
+    }
+    Some(at)
+}
+
+/// When the maximum lifetime stops a running workspace.
+pub fn lifetime_end(eff: &Effective, started: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(started + chrono::Duration::from_std(dur(&eff.max_lifetime)?).ok()?)
+}
+
+/// The next autostart strictly after `after`, in the schedule's time zone,
+/// on a day the policy allows. `None` when there is none or it is not allowed.
+pub fn next_autostart(ws: &WorkspaceSpec, eff: &Effective, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if !eff.autostart_allowed {
+        return None;
+    }
+    let a = ws.schedule.as_ref()?.autostart.as_ref()?;
+    let cron = validate::cron(&a.cron).ok()?;
+    let tz = validate::timezone(&a.timezone).ok()?;
+    let days: Vec<chrono::Weekday> = eff.autostart_days.iter().filter_map(|d| d.parse().ok()).collect();
+    let mut from = tz.from_utc_datetime(&after.naive_utc());
+    for _ in 0..400 {
+        let next = cron.find_next_occurrence(&from, false).ok()?;
+        if days.is_empty() || days.contains(&next.weekday()) {
+            return Some(next.with_timezone(&Utc));
+        }
+        from = next;
+    }
+    None
+}
+
+/// What the lifecycle wants done to one workspace now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing.
+    None,
+    /// Stop it (reason `AutoStop` or `MaxLifetime`), exactly once per run.
+    Stop {
+        /// `AutoStop` or `MaxLifetime`.
+        reason: &'static str,
+        /// For the event and the intent.
+        message: String,
+        /// Exactly-once key.
+        dedupe_key: String,
+    },
+    /// Start it for the autostart scheduled at `scheduled`.
+    Start {
+        /// The scheduled time this start is for.
+        scheduled: DateTime<Utc>,
+        /// Exactly-once key.
+        dedupe_key: String,
+    },
+}
+
+/// Everything [`evaluate`] looks at for one workspace.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    /// The workspace's uid.
+    pub uid: String,
+    /// Its spec.
+    pub spec: &'a WorkspaceSpec,
+    /// The values in force.
+    pub effective: &'a Effective,
+    /// Its newest power intent.
+    pub intent: Option<&'a PowerIntent>,
+    /// Its activity.
+    pub activity: Option<&'a Activity>,
+}
+
+fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(secs - secs % 60)).to_string()
+}
+
+/// The running-side decision for one workspace at `now`: autostop after
+/// inactivity, or the maximum lifetime.
+pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
+    let Some(intent) = i.intent.filter(|t| t.action.runs()) else {
+        return Decision::None;
+    };
+    let started = intent.at;
+    if let Some(end) = lifetime_end(i.effective, started) {
+        if now >= end {
+            return Decision::Stop {
+                reason: "MaxLifetime",
+                message: format!(
+                    "running for {} reached the policy's maximum lifetime {}",
+                    human(now - started),
+                    i.effective.max_lifetime.clone().unwrap_or_default()
+                ),
+                dedupe_key: format!("autostop:{}:{}", i.uid, intent.id),
+            };
+        }
+    }
+    if let Some(at) = autostop_at(i.effective, started, i.activity) {
+        if now >= at {
+            let last = i.activity.map(|a| a.last_activity_at.max(started)).unwrap_or(started);
+            return Decision::Stop {
+                reason: "AutoStop",
+                message: format!(
+                    "idle for {} (no activity since {}; threshold {} from {})",
+                    human(now - last),
+                    last.format("%Y-%m-%d %H:%M:%S UTC"),
+                    i.effective.after_inactivity.clone().unwrap_or_default(),
+                    i.effective.source
+                ),
+                dedupe_key: format!("autostop:{}:{}", i.uid, intent.id),
+            };
+        }
+    }
+    Decision::None
+}
+
+/// The next scheduled autostart of a stopped workspace at or after the
+/// moment it was stopped (so an autostart that fired is not fired again,
+/// and one scheduled while it ran is skipped).
+pub fn pending_autostart(now: DateTime<Utc>, i: &Input<'_>, grace: Duration) -> Option<DateTime<Utc>> {
+    let intent = i.intent?;
+    if intent.action.runs() {
+        return None;
+    }
+    // Occurrences from the stop on; a missed one (operator down) is still
+    // started within `grace`.
+    let from = intent.at.max(now - chrono::Duration::from_std(grace).ok()?);
+    next_autostart(i.spec, i.effective, from - chrono::Duration::seconds(1))
+}
+
+/// An upcoming autostart to plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upcoming<K> {
+    /// Which workspace.
+    pub key: K,
+    /// Its scheduled time.
+    pub scheduled: DateTime<Utc>,
+}
+
+/// Plans when to begin each upcoming start so that, at `rate` starts per
+/// second and `lead` from a start to Running, every workspace is Running by
+/// its scheduled time and none begins earlier than it must (backward
+/// scheduling from the latest scheduled time).
+pub fn plan_starts<K: Clone>(mut upcoming: Vec<Upcoming<K>>, rate: f64, lead: Duration) -> Vec<(K, DateTime<Utc>, DateTime<Utc>)> {
+    upcoming.sort_by_key(|u| std::cmp::Reverse(u.scheduled));
+    let gap = chrono::Duration::from_std(Duration::from_secs_f64(1.0 / rate.max(0.001))).unwrap_or_default();
+    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+    let mut next_slot: Option<DateTime<Utc>> = None;
+    let mut out = Vec::with_capacity(upcoming.len());
+    for u in upcoming {
+        let latest = u.scheduled - lead;
+        let begin = match next_slot {
+            Some(slot) => latest.min(slot - gap),
+            None => latest,
+        };
+        next_slot = Some(begin);
+        out.push((u.key, u.scheduled, begin));
+    }
+    out.reverse();
+    out
+}
+
+/// What a start intent means for [`PowerAction`] bookkeeping in tests.
+pub fn is_start(i: &PowerIntent) -> bool {
+    i.action != PowerAction::Stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::America::Los_Angeles;
+
+    fn ws(yaml: &str) -> WorkspaceSpec {
+        let v: serde_json::Value = crate::api::yaml::parse_documents(yaml).unwrap().remove(0);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn policy(yaml: &str) -> LifecyclePolicySpec {
+        let v: serde_json::Value = crate::api::yaml::parse_documents(yaml).unwrap().remove(0);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn la(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Los_Angeles.with_ymd_and_hms(y, m, d, h, min, 0).unwrap().with_timezone(&Utc)
+    }
+
+    const WEEKDAYS_8AM: &str = "owner: a\ntemplate: {name: t}\nschedule:\n  autostart: {cron: '0 8 * * 1-5', timezone: America/Los_Angeles}\n";
+
+    #[test]
+    fn autostart_is_at_8am_local_time_across_both_daylight_saving_changes() {
+        let w = ws(WEEKDAYS_8AM);
+        let e = effective(&w, None);
+        // Spring forward: Sunday 2026-03-08. Friday 8:00 PST, then Monday 8:00 PDT.
+        let fri = la(2026, 3, 6, 8, 0);
+        assert_eq!(next_autostart(&w, &e, la(2026, 3, 6, 7, 0)), Some(fri));
+        let mon = next_autostart(&w, &e, fri).unwrap();
+        assert_eq!(mon, la(2026, 3, 9, 8, 0));
+        assert_eq!(mon - fri, chrono::Duration::hours(71), "one hour less across spring-forward, no skipped day");
+        // Fall back: Sunday 2026-11-01.
+        let fri = la(2026, 10, 30, 8, 0);
+        let mon = next_autostart(&w, &e, fri).unwrap();
+        assert_eq!(mon, la(2026, 11, 2, 8, 0));
+        assert_eq!(mon - fri, chrono::Duration::hours(73), "one hour more across fall-back, no double start");
+        // Each weekday exactly once in a DST week.
+        let mut t = la(2026, 3, 8, 0, 0);
+        let mut days = Vec::new();
+        for _ in 0..5 {
+            t = next_autostart(&w, &e, t).unwrap();
+            days.push(t);
+        }
+        assert_eq!(days, (9..=13).map(|d| la(2026, 3, d, 8, 0)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn policy_days_and_prohibition_restrict_autostart() {
+        let w = ws(WEEKDAYS_8AM);
+        let p = policy("autostart: {allowed: true, days: [Wed]}");
+        let e = effective(&w, Some(&p));
+        assert_eq!(next_autostart(&w, &e, la(2026, 3, 9, 9, 0)), Some(la(2026, 3, 11, 8, 0)));
+        let p = policy("autostart: {allowed: false}");
+        let e = effective(&w, Some(&p));
+        assert_eq!(next_autostart(&w, &e, la(2026, 3, 9, 9, 0)), None);
+        assert!(e.notes.iter().any(|n| n.contains("autostart is ignored")));
+    }
+
+    #[test]
+    fn a_policy_that_forbids_overrides_ignores_the_workspace_setting_and_says_why() {
+        let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 8h}}\n");
+        let p = policy("autostop: {defaultAfterInactivity: 2h, allowUserOverride: false}");
+        let e = effective(&w, Some(&p));
+        assert_eq!(e.after_inactivity.as_deref(), Some("2h"));
+        assert_eq!(e.source, "policy");
+        assert!(e.notes[0].contains("does not allow users to change it"), "{:?}", e.notes);
+        let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {disabled: true}}\n");
+        let e = effective(&w, Some(&p));
+        assert_eq!(e.after_inactivity.as_deref(), Some("2h"));
+        assert!(e.notes[0].contains("disable"));
+        let p = policy("autostop: {defaultAfterInactivity: 2h, maxAfterInactivity: 4h}");
+        let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 8h}}\n");
+        assert_eq!(effective(&w, Some(&p)).after_inactivity.as_deref(), Some("4h"));
+    }
+
+    fn intent(id: i64, action: PowerAction, at: DateTime<Utc>) -> PowerIntent {
+        PowerIntent { id, action, reason: "Manual".into(), actor: "a".into(), message: String::new(), at }
+    }
+
+    #[test]
+    fn idle_past_the_threshold_stops_counting_from_the_start_when_there_was_no_activity() {
+        let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 2h}}\n");
+        let e = effective(&w, None);
+        let t0 = la(2026, 5, 4, 9, 0);
+        let started = intent(1, PowerAction::Start, t0);
+        let i = Input { uid: "u".into(), spec: &w, effective: &e, intent: Some(&started), activity: None };
+        assert_eq!(evaluate_running(t0 + chrono::Duration::minutes(119), &i), Decision::None);
+        match evaluate_running(t0 + chrono::Duration::minutes(121), &i) {
+            Decision::Stop { reason: "AutoStop", message, dedupe_key } => {
+                assert!(message.contains("idle for 2h 1m"), "{message}");
+                assert_eq!(dedupe_key, "autostop:u:1");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Activity pushes it out; an extension beyond that too.
+        let act = Activity { last_activity_at: t0 + chrono::Duration::hours(1), source: "ssh".into(), extended_until: None };
+        let i2 = Input { activity: Some(&act), ..i.clone() };
+        assert_eq!(autostop_at(&e, t0, Some(&act)), Some(t0 + chrono::Duration::hours(3)));
+        assert_eq!(evaluate_running(t0 + chrono::Duration::minutes(150), &i2), Decision::None);
+        let ext = Activity { extended_until: Some(t0 + chrono::Duration::hours(5)), ..act };
+        assert_eq!(autostop_at(&e, t0, Some(&ext)), Some(t0 + chrono::Duration::hours(5)));
+    }
+
+    #[test]
+    fn backward_planning_makes_every_start_punctual_and_none_earlier_than_needed() {
+        let t = la(2026, 5, 4, 8, 0);
+        let up: Vec<Upcoming<usize>> = (0..100).map(|k| Upcoming { key: k, scheduled: t }).collect();
+        let plan = plan_starts(up, 5.0, Duration::from_secs(60));
+        let begins: Vec<DateTime<Utc>> = plan.iter().map(|p| p.2).collect();
+        // The last start begins exactly lead before 8:00; 100 starts at 5/s span 19.8 s before it.
+        assert_eq!(*begins.iter().max().unwrap(), t - chrono::Duration::seconds(60));
+        assert_eq!(*begins.iter().min().unwrap(), t - chrono::Duration::seconds(60) - chrono::Duration::milliseconds(19_800));
+        // A lone later start is not pulled earlier by the crowd.
+        let up = vec![Upcoming { key: 0, scheduled: t }, Upcoming { key: 1, scheduled: t + chrono::Duration::hours(1) }];
+        let plan = plan_starts(up, 5.0, Duration::from_secs(60));
+        assert_eq!(plan[1].2, t + chrono::Duration::hours(1) - chrono::Duration::seconds(60));
+        assert_eq!(plan[0].2, t - chrono::Duration::seconds(60));
+    }
+}

@@ -1,0 +1,174 @@
+//! The lifecycle loop: evaluates every workspace on each tick and records
+//! the automatic intents (exactly once, by dedupe key).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{effective, evaluate_running, pending_autostart, plan_starts, Clock, Decision, Input, Upcoming};
+use crate::api::policy::LifecyclePolicySpec;
+use crate::api::selector::Selector;
+use crate::api::{Kind, WorkspaceSpec};
+use crate::store::{EventType, InvolvedObject, NewIntent, PowerAction, Store, StoreError};
+
+/// Tunables of the lifecycle loop.
+#[derive(Clone, Debug)]
+pub struct LifecycleOptions {
+    /// How often every workspace is evaluated.
+    pub tick: Duration,
+    /// Starts per second the cloud allows Berth (paced UpdateService rate).
+    pub start_rate: f64,
+    /// How long a start takes until Running (Fargate: about a minute).
+    pub start_lead: Duration,
+    /// How far ahead autostarts are planned.
+    pub window: Duration,
+    /// A missed autostart (operator down) still fires this long after its time.
+    pub grace: Duration,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        LifecycleOptions {
+            tick: Duration::from_secs(5),
+            start_rate: 4.0,
+            start_lead: Duration::from_secs(90),
+            window: Duration::from_secs(4 * 3600),
+            grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Stops recorded by this replica.
+    pub stopped: usize,
+    /// Starts recorded by this replica.
+    pub started: usize,
+    /// Autostarts planned for later.
+    pub planned: usize,
+}
+
+#[derive(Clone)]
+struct Ws {
+    ns: String,
+    name: String,
+    uid: uuid::Uuid,
+    spec: WorkspaceSpec,
+}
+
+/// Evaluates every workspace once at `now` and records what is due.
+pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, source: &str) -> Result<TickReport, StoreError> {
+    let (items, _) = store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
+    let (policies, _) = store.object_list(Kind::LifecyclePolicy, None, &Selector::default(), None).await?;
+    let policies: HashMap<String, LifecyclePolicySpec> = policies
+        .into_iter()
+        .filter_map(|p| Some((p.metadata.namespace.clone(), serde_json::from_value(p.spec).ok()?)))
+        .collect();
+    let intents = store.intent_latest_all().await?;
+    let activity = store.activity_all().await?;
+    let mut report = TickReport::default();
+    let mut upcoming = Vec::new();
+    for o in items {
+        if o.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let (Some(uid), Ok(spec)) = (o.metadata.uid, serde_json::from_value::<WorkspaceSpec>(o.spec.clone())) else {
+            continue;
+        };
+        let ws = Ws { ns: o.metadata.namespace.clone(), name: o.metadata.name.clone(), uid, spec };
+        let eff = effective(&ws.spec, policies.get(&ws.ns));
+        let input = Input {
+            uid: uid.to_string(),
+            spec: &ws.spec,
+            effective: &eff,
+            intent: intents.get(&uid),
+            activity: activity.get(&uid),
+        };
+        match evaluate_running(now, &input) {
+            Decision::Stop { reason, message, dedupe_key } => {
+                let intent = NewIntent {
+                    action: PowerAction::Stop,
+                    reason,
+                    actor: "lifecycle",
+                    message: &message,
+                    dedupe_key: Some(&dedupe_key),
+                    at: Some(now),
+                };
+                if record(store, &ws, &intent, source).await? {
+                    report.stopped += 1;
+                }
+            }
+            Decision::Start { .. } | Decision::None => {}
+        }
+        if let Some(t) = pending_autostart(now, &input, opts.grace) {
+            if t <= now + chrono::Duration::from_std(opts.window).unwrap_or_default() {
+                upcoming.push(Upcoming { key: ws, scheduled: t });
+            }
+        }
+    }
+    for (ws, scheduled, begin) in plan_starts(upcoming, opts.start_rate, opts.start_lead) {
+        if now < begin {
+            report.planned += 1;
+            continue;
+        }
+        let key = format!("autostart:{}:{}", ws.uid, scheduled.timestamp());
+        let early = (scheduled - now).num_seconds();
+        let message = if early > 0 {
+            format!("autostart scheduled for {} begins {early}s early so the workspace is Running on time", scheduled.format("%Y-%m-%d %H:%M UTC"))
+        } else {
+            format!("autostart scheduled for {}", scheduled.format("%Y-%m-%d %H:%M UTC"))
+        };
+        let intent = NewIntent {
+            action: PowerAction::Start,
+            reason: "AutoStart",
+            actor: "lifecycle",
+            message: &message,
+            dedupe_key: Some(&key),
+            at: Some(now),
+        };
+        if record(store, &ws, &intent, source).await? {
+            report.started += 1;
+        }
+    }
+    Ok(report)
+}
+
+async fn record(store: &Store, ws: &Ws, intent: &NewIntent<'_>, source: &str) -> Result<bool, StoreError> {
+    match store.intent_record(&ws.ns, &ws.name, intent).await {
+        Ok(Some(_)) => {
+            let involved = InvolvedObject { kind: "Workspace".into(), namespace: ws.ns.clone(), name: ws.name.clone(), uid: ws.uid };
+            store.event_record(&involved, EventType::Normal, intent.reason, intent.message, source).await?;
+            Ok(true)
+        }
+        // Another replica (or an earlier tick) already recorded it.
+        Ok(None) => Ok(false),
+        // Deleted or being deleted meanwhile.
+        Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the lifecycle loop until `shutdown` resolves.
+pub async fn run(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    opts: LifecycleOptions,
+    source: String,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        match tick(&store, clock.now(), &opts, &source).await {
+            Ok(r) if r.stopped + r.started > 0 => tracing::info!(stopped = r.stopped, started = r.started, planned = r.planned, "lifecycle"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lifecycle tick failed; retrying next tick"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(opts.tick) => {}
+        }
+    }
+}
