@@ -8,180 +8,13 @@
 //! `scripts/test.sh` starts a private one). `BERTH_UPDATE_GOLDEN=1` rewrites
 //! the golden files instead of comparing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "cli_common.rs"]
+mod cli_common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// A database of its own on the server named by `DATABASE_URL`.
-struct TestDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    fn create() -> TestDb {
-        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-            panic!(
-                "DATABASE_URL is not set: the CLI golden tests need a PostgreSQL server to create \
-                 databases on. Run scripts/test.sh (it starts a private PostgreSQL), or set \
-                 DATABASE_URL=postgres://user@host:port/db"
-            )
-        });
-        let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
-        runtime().block_on(async {
-            use sqlx::Connection as _;
-            let mut conn = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        });
-        let mut url = reqwest::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        TestDb {
-            admin_url,
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        runtime().block_on(async move {
-            use sqlx::Connection as _;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        });
-    }
-}
-
-/// A running operator and a CLI config pointing at it.
-struct Operator {
-    child: Child,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    _db: TestDb,
-}
-
-impl Operator {
-    fn start() -> Operator {
-        let db = TestDb::create();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.yaml");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
-        let child = Command::new(BERTH)
-            .args([
-                "operator",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--write-cli-config",
-            ])
-            .arg(&config)
-            .env("DATABASE_URL", &db.url)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berth operator");
-        let mut op = Operator {
-            child,
-            dir,
-            config,
-            _db: db,
-        };
-        op.wait_ready();
-        op
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the operator exited ({status}) before becoming ready:\n{}",
-                    self.log()
-                );
-            }
-            if self.config.exists() {
-                let out = self.cli(&["whoami"]);
-                if out.code == 0 {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the operator did not become ready within 60s:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Runs `berth ARGS` from `tests/golden/fixtures` with this operator's config.
-    fn cli(&self, args: &[&str]) -> CliOutput {
-        let out = Command::new(BERTH)
-            .args(args)
-            .current_dir(golden_dir().join("fixtures"))
-            .env("BERTH_CONFIG", &self.config)
-            .env("BERTH_TEST_FIXED_AGE", "<age>")
-            .env_remove("BERTH_SERVER")
-            .env_remove("BERTH_TOKEN")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run berth");
-        CliOutput {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct CliOutput {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
+use cli_common::{golden_dir, CliOutput, Operator};
 
 /// Records commands and their output for one golden file.
 struct Transcript<'a> {
@@ -200,6 +33,24 @@ impl<'a> Transcript<'a> {
     /// Runs a command, records it, and returns its exit code.
     fn run(&mut self, args: &[&str]) -> i32 {
         let out = self.op.cli(args);
+        self.record(args, out)
+    }
+
+    /// Starts a command, calls `meanwhile` while it runs, then records it.
+    fn run_while(&mut self, args: &[&str], meanwhile: impl FnOnce()) -> i32 {
+        let child = self
+            .op
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth");
+        meanwhile();
+        let out = child.wait_with_output().expect("wait for berth");
+        self.record(args, CliOutput::from(out))
+    }
+
+    fn record(&mut self, args: &[&str], out: CliOutput) -> i32 {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
@@ -375,4 +226,100 @@ fn delete_by_name_and_by_file_and_tokens() {
         "--admin",
     ]);
     t.check("delete_tokens");
+}
+
+#[test]
+fn start_stop_restart_request_intents_and_wait_times_out_without_controllers() {
+    let op = Operator::start();
+    let mut t = Transcript::new(&op);
+    t.setup(&["apply", "-f", "."]);
+    assert_eq!(t.run(&["start", "alice"]), 0);
+    assert_eq!(t.run(&["stop", "alice", "bob"]), 0);
+    assert_eq!(t.run(&["restart", "ws/alice"]), 0);
+    assert_eq!(t.run(&["start", "nobody"]), 1);
+    assert_eq!(t.run(&["stop", "alice", "nobody"]), 1);
+    assert_eq!(t.run(&["-n", "elsewhere", "stop", "alice"]), 1);
+    assert_eq!(t.run(&["restart", "wst/dev"]), 1);
+    // The operator runs without a cloud: nothing ever sets Ready.
+    let started = Instant::now();
+    assert_eq!(
+        t.run(&["wait", "ws/alice", "--for=condition=Ready", "--timeout=1s"]),
+        1
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(20),
+        "wait --timeout=1s took {waited:?}"
+    );
+    assert_eq!(
+        t.run(&[
+            "wait",
+            "ws/alice",
+            "--for=condition=Ready=False",
+            "--timeout=1s"
+        ]),
+        1
+    );
+    assert_eq!(
+        t.run(&["wait", "ws/nobody", "--for=condition=Ready", "--timeout=1s"]),
+        1
+    );
+    assert_eq!(t.run(&["wait", "ws/alice", "--for=jsonpath={.status}"]), 2);
+    assert_eq!(t.run(&["delete", "ws", "bob"]), 0);
+    assert_eq!(
+        t.run(&["wait", "ws", "bob", "--for=delete", "--timeout=1s"]),
+        0
+    );
+    t.check("power_wait");
+}
+
+/// A status such as the workspace controller writes for a running workspace
+/// on template version 1.
+fn running_status() -> serde_json::Value {
+    let at = "2024-06-03T08:00:00Z";
+    serde_json::json!({
+        "observedGeneration": 1,
+        "phase": "Running",
+        "templateVersion": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Running",
+             "message": "the workspace's task is running", "lastTransitionTime": at, "observedGeneration": 1},
+            {"type": "Synced", "status": "True", "reason": "Synced",
+             "message": "ECS and EFS match the declared state", "lastTransitionTime": at, "observedGeneration": 1},
+            {"type": "Outdated", "status": "True", "reason": "NewerVersion",
+             "message": "runs template version 1; version 2 applies at the next start (berth restart)",
+             "lastTransitionTime": at, "observedGeneration": 1}
+        ],
+        "ecs": {
+            "cluster": "arn:aws:ecs:us-west-2:123456789012:cluster/workspaces",
+            "serviceName": "berth-default-alice",
+            "serviceArn": "arn:aws:ecs:us-west-2:123456789012:service/workspaces/berth-default-alice",
+            "taskDefinitionArn": "arn:aws:ecs:us-west-2:123456789012:task-definition/berth-default-alice:4",
+            "desiredCount": 1, "runningCount": 1, "pendingCount": 0
+        },
+        "efs": {"accessPointId": "fsap-0123456789abcdef0", "rootDirectory": "/alice"},
+        "lastActivityAt": at,
+        "autostopAt": "2024-06-03T09:30:00Z",
+        "lastTransition": {"action": "start", "reason": "Manual", "at": at}
+    })
+}
+
+#[test]
+fn wait_follows_status_changes_and_describe_and_wide_show_the_status() {
+    let op = Operator::start();
+    let mut t = Transcript::new(&op);
+    t.setup(&["apply", "-f", "."]);
+    // Template version 2: alice (following the active version) is outdated.
+    t.setup(&["apply", "-f", "v2/10-template.yaml"]);
+    let code = t.run_while(
+        &["wait", "ws/alice", "--for=condition=Ready", "--timeout=60s"],
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            op.put_workspace_status("alice", running_status());
+        },
+    );
+    assert_eq!(code, 0);
+    t.run(&["get", "ws", "-o", "wide"]);
+    t.run(&["describe", "ws", "alice"]);
+    t.check("wait_status");
 }

@@ -8,132 +8,23 @@ use std::time::Duration;
 
 use berth::api::meta::ConditionStatus;
 use berth::api::workspace::Phase;
-use berth::api::yaml::parse_documents;
 use berth::api::{Kind, WorkspaceStatus};
-use berth::apply::apply;
 use berth::controllers::workspace::{self, CrashPoint};
-use berth::controllers::{self, ControllerOptions, Ctx, WsKey};
+use berth::controllers::{self, Ctx, WsKey};
 use berth::metrics::Metrics;
-use berth::store::{Identity, NewIntent, PowerAction, Store};
+use berth::store::{NewIntent, PowerAction, Store};
 use berth_cloud::ecs::{DeleteService, Ecs, UpdateService};
 use berth_cloud::ops::Operation;
-use berth_cloud::sim::{Delays, Faults, Outcome, RateLimits, Sim, SimConfig};
+use berth_cloud::sim::{Faults, Outcome, Sim};
 use berth_cloud::Cloud;
 
-const CLUSTER: &str = "CoderCluster";
-
-fn fast_sim() -> Sim {
-    let mut cfg = SimConfig::permissive();
-    cfg.delays = Delays {
-        provisioning: Duration::from_millis(100),
-        pending: Duration::from_millis(100),
-        stopping: Duration::from_millis(100),
-        restart: Duration::from_millis(200),
-        access_point_creating: Duration::from_millis(50),
-        access_point_deleting: Duration::from_millis(50),
-        ..Delays::default()
-    };
-    cfg.rate_limits = RateLimits::disabled();
-    Sim::new(cfg)
-}
-
-fn opts() -> ControllerOptions {
-    ControllerOptions {
-        concurrency: 16,
-        resync_min: Duration::from_secs(1),
-        resync_max: Duration::from_secs(2),
-        hot_interval: Duration::from_millis(100),
-        watch_poll: Duration::from_millis(200),
-        shutdown_grace: Duration::from_secs(2),
-        ..ControllerOptions::default()
-    }
-}
+use common::sim::{
+    apply_yaml, condition, ctx as base_ctx, family, fast_sim, is_running, is_stopped,
+    spawn_controller, wait_until, CLUSTER,
+};
 
 fn ctx(store: &Store, sim: &Sim) -> Arc<Ctx> {
-    let mut c = controllers::context(
-        store.clone(),
-        Cloud::from_sim(sim),
-        None,
-        Arc::new(Metrics::new()),
-        "http://berth.test",
-    );
-    c.lease_ttl = Duration::from_secs(3);
-    Arc::new(c)
-}
-
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn spawn_controller(ctx: Arc<Ctx>) -> Running {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        controllers::run_workspace_controller(ctx, opts(), None, async move {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Running { stop: tx, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
-}
-
-fn admin() -> Identity {
-    Identity {
-        user: "admin".into(),
-        admin: true,
-    }
-}
-
-async fn apply_yaml(store: &Store, yaml: &str) {
-    apply(store, &admin(), &parse_documents(yaml).unwrap(), false)
-        .await
-        .unwrap();
-}
-
-async fn status(store: &Store, name: &str) -> WorkspaceStatus {
-    let o = store
-        .object_get(Kind::Workspace, "default", name)
-        .await
-        .unwrap()
-        .expect("workspace exists");
-    serde_json::from_value(o.status).unwrap_or_default()
-}
-
-fn condition(st: &WorkspaceStatus, t: &str) -> (ConditionStatus, String) {
-    st.conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status, c.reason.clone()))
-        .unwrap_or((ConditionStatus::Unknown, String::new()))
-}
-
-async fn wait_until<F: Fn(&WorkspaceStatus) -> bool>(
-    store: &Store,
-    name: &str,
-    what: &str,
-    f: F,
-) -> WorkspaceStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = status(store, name).await;
-        if f(&st) {
-            return st;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "{name}: timed out waiting for {what}; status: {}",
-                serde_json::to_string_pretty(&st).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Arc::new(base_ctx(store, sim))
 }
 
 async fn wait_gone(store: &Store, name: &str) {
@@ -152,25 +43,11 @@ async fn wait_gone(store: &Store, name: &str) {
     }
 }
 
-fn is_running(st: &WorkspaceStatus) -> bool {
-    st.phase == Phase::Running && condition(st, "Ready").0 == ConditionStatus::True
-}
-
-fn is_stopped(st: &WorkspaceStatus) -> bool {
-    st.phase == Phase::Stopped
-}
-
-fn family(name: &str) -> String {
-    format!("berth-default-{name}")
-}
-
 async fn events(store: &Store, name: &str) -> Vec<String> {
-    store
-        .event_list(Kind::Workspace, "default", name, 100)
+    common::sim::events(store, name)
         .await
-        .unwrap()
         .into_iter()
-        .map(|e| e.reason)
+        .map(|e| e.0)
         .collect()
 }
 

@@ -252,9 +252,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -269,7 +271,13 @@ async fn count_phase(store: &Store, ns: &str, phase: &str) -> Result<i64, BenchE
         .map_err(StoreError::from)?)
 }
 
-async fn wait_phase(store: &Store, ns: &str, phase: &str, n: usize, limit: Duration) -> Result<Duration, BenchError> {
+async fn wait_phase(
+    store: &Store,
+    ns: &str,
+    phase: &str,
+    n: usize,
+    limit: Duration,
+) -> Result<Duration, BenchError> {
     let start = Instant::now();
     loop {
         if count_phase(store, ns, phase).await? as usize >= n {
@@ -277,7 +285,9 @@ async fn wait_phase(store: &Store, ns: &str, phase: &str, n: usize, limit: Durat
         }
         if start.elapsed() > limit {
             let got = count_phase(store, ns, phase).await?;
-            return Err(BenchError::Request(format!("only {got} of {n} workspaces reached {phase} within {limit:?}")));
+            return Err(BenchError::Request(format!(
+                "only {got} of {n} workspaces reached {phase} within {limit:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -289,14 +299,25 @@ async fn wait_phase(store: &Store, ns: &str, phase: &str, n: usize, limit: Durat
 /// time to converge next to the bound the rate limits allow, cloud calls by
 /// operation next to the minimum needed, throttling errors provoked, and
 /// peak RSS.
-pub async fn bench_reconcile(database_url: &str, cfg: &ReconcileBench) -> Result<(Vec<PhaseFigures>, String), BenchError> {
+pub async fn bench_reconcile(
+    database_url: &str,
+    cfg: &ReconcileBench,
+) -> Result<(Vec<PhaseFigures>, String), BenchError> {
     use berth_cloud::ops::Operation;
     use berth_cloud::pacer::{Pacer, PacerConfig};
     use berth_cloud::sim::{Delays, Outcome, RateLimits, Sim, SimConfig};
 
-    let db = format!("berth_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let admin = sqlx::PgPool::connect(database_url).await.map_err(StoreError::from)?;
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.map_err(StoreError::from)?;
+    let db = format!(
+        "berth_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let admin = sqlx::PgPool::connect(database_url)
+        .await
+        .map_err(StoreError::from)?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .map_err(StoreError::from)?;
     let url = replace_database(database_url, &db);
     let result = async {
         let store = Store::connect(&url).await?;
@@ -416,7 +437,9 @@ pub async fn bench_reconcile(database_url: &str, cfg: &ReconcileBench) -> Result
         Ok::<_, BenchError>((phases, extra))
     }
     .await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
     result
 }
 
@@ -452,7 +475,13 @@ pub fn render_reconcile(cfg: &ReconcileBench, phases: &[PhaseFigures], extra: &s
         ));
         let min = |op: &str| -> String {
             match (p.name, op) {
-                ("create+start", "CreateAccessPoint" | "RegisterTaskDefinition" | "CreateService" | "PutSecretValue") => cfg.n.to_string(),
+                (
+                    "create+start",
+                    "CreateAccessPoint"
+                    | "RegisterTaskDefinition"
+                    | "CreateService"
+                    | "PutSecretValue",
+                ) => cfg.n.to_string(),
                 ("stop", "UpdateService") => cfg.n.to_string(),
                 ("start", "UpdateService" | "PutSecretValue") => cfg.n.to_string(),
                 (_, "DescribeServices") => format!("{} per pass", cfg.n.div_ceil(10)),
@@ -461,7 +490,10 @@ pub fn render_reconcile(cfg: &ReconcileBench, phases: &[PhaseFigures], extra: &s
         };
         for (op, ok, thr) in &p.calls {
             if *ok > 0 || *thr > 0 {
-                out.push_str(&format!("      {op:<24} {ok:>8} calls  (minimum {:>14})  throttled {thr}\n", min(op)));
+                out.push_str(&format!(
+                    "      {op:<24} {ok:>8} calls  (minimum {:>14})  throttled {thr}\n",
+                    min(op)
+                ));
             }
         }
     }

@@ -2,6 +2,8 @@
 //! server on a free loopback port, and tokens.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -165,6 +165,16 @@ pub struct WorkspaceStatus {
     /// The last start or stop, why and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<Transition>,
+    /// The kind of the last activity (`ssh`, `vscode`, `app`, `manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_source: Option<String>,
+    /// When the maximum lifetime stops the running workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_ends_at: Option<DateTime<Utc>>,
+    /// The lifecycle values in force (workspace schedule combined with the
+    /// namespace's policy) and why a setting is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<EffectiveLifecycle>,
     /// Id of the newest power intent the controller has acted on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub observed_intent: i64,
@@ -229,4 +239,31 @@ pub struct Transition {
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// The lifecycle values in force for one workspace, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveLifecycle {
+    /// Stop after this long without activity (`None` = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_inactivity: Option<String>,
+    /// Where `afterInactivity` comes from: `workspace`, `policy` or `none`.
+    pub source: String,
+    /// A running workspace is stopped after this long whatever its activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<String>,
+    /// Longest `berth extend` (and user threshold) allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_after_inactivity: Option<String>,
+    /// Whether the workspace's autostart may fire.
+    pub autostart_allowed: bool,
+    /// Days on which autostart may fire (empty = every day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autostart_days: Vec<String>,
+    /// Every start uses the active template version.
+    pub require_active_version: bool,
+    /// Why a setting of the workspace is not in force, for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }

@@ -281,6 +281,24 @@ pub struct WatchEvent {
     pub object: Value,
 }
 
+/// The answer to a start, stop or restart request.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct PowerResult {
+    /// The workspace.
+    #[serde(default)]
+    pub workspace: String,
+    /// Its namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// `start`, `stop` or `restart`.
+    #[serde(default)]
+    pub action: String,
+    /// Id of the recorded intent (the controller reports the newest it acted
+    /// on in `status.observedIntent`).
+    #[serde(default)]
+    pub intent: i64,
+}
+
 /// A client for one server and token.
 #[derive(Clone)]
 pub struct Client {
@@ -484,6 +502,17 @@ impl Client {
         let r: Items<TemplateVersion> =
             self.json(self.request(reqwest::Method::GET, &path)).await?;
         Ok(r.items)
+    }
+
+    /// Records a power intent (`start`, `stop`, `restart`) for a workspace.
+    pub async fn power(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: &str,
+    ) -> Result<PowerResult, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/{action}");
+        self.json(self.request(reqwest::Method::POST, &path)).await
     }
 
     /// Creates a token (admin only).

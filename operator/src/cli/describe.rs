@@ -28,7 +28,29 @@ pub async fn describe(
     } else {
         None
     };
-    Ok(render_object(&obj, events, versions.as_deref()))
+    let followed = if kind == Kind::Workspace
+        && super::get::condition_status(&obj.status, "Outdated") == "True"
+    {
+        followed_version(client, namespace, &obj).await
+    } else {
+        None
+    };
+    Ok(render_object(&obj, events, versions.as_deref(), followed))
+}
+
+/// The template version a workspace follows: its pin, else the template's latest.
+async fn followed_version(client: &Client, namespace: &str, o: &DynObject) -> Option<i64> {
+    if let Some(v) = value_at(&o.spec, "template.version").and_then(Value::as_i64) {
+        return Some(v);
+    }
+    let template = str_at(&o.spec, "template.name")?;
+    let t = client
+        .get(Kind::WorkspaceTemplate, namespace, template)
+        .await
+        .ok()?;
+    value_at(&t.status, "latestVersion")
+        .and_then(Value::as_i64)
+        .filter(|v| *v > 0)
 }
 
 /// Lines of a description before alignment: values of consecutive
@@ -141,11 +163,14 @@ fn map_lines(v: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     v.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Renders an object, its events (or why they could not be read) and, for templates, its versions.
+/// Renders an object, its events (or why they could not be read) and, for
+/// templates, its versions; `followed` is the template version an outdated
+/// workspace gets at its next start, when known.
 pub fn render_object(
     o: &DynObject,
     events: Result<Vec<Event>, String>,
     versions: Option<&[TemplateVersion]>,
+    followed: Option<i64>,
 ) -> String {
     let mut doc = Doc::default();
     let out = &mut doc;
@@ -182,7 +207,7 @@ pub fn render_object(
             .unwrap_or_else(|| NONE.into()),
     );
     match o.kind() {
-        Some(Kind::Workspace) => workspace(out, o),
+        Some(Kind::Workspace) => workspace(out, o, followed),
         Some(Kind::WorkspaceTemplate) => template(out, o, versions),
         Some(Kind::LifecyclePolicy) => policy(out, o),
         None => {}
@@ -209,7 +234,7 @@ pub fn render_object(
     doc.render()
 }
 
-fn workspace(out: &mut Doc, o: &DynObject) {
+fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
     let s = &o.spec;
     out.section(0, "Spec");
     out.field(1, "Owner", cell(value_at(s, "owner")));
@@ -271,15 +296,45 @@ fn workspace(out: &mut Doc, o: &DynObject) {
     let st = &o.status;
     out.section(0, "Status");
     out.field(1, "Phase", super::get::phase(o));
-    out.field(1, "Template Version", cell(value_at(st, "templateVersion")));
+    let mut version = cell(value_at(st, "templateVersion"));
+    if super::get::condition_status(st, "Outdated") == "True" {
+        match followed {
+            Some(v) => version.push_str(&format!(" (outdated: v{v} applies at next start)")),
+            None => version.push_str(" (outdated: a newer version applies at next start)"),
+        }
+    }
+    out.field(1, "Template Version", version);
+    if let Some(t) = value_at(st, "lastTransition") {
+        out.field(
+            1,
+            "Last Transition",
+            format!(
+                "{} ({}) at {}",
+                cell(value_at(t, "action")),
+                cell(value_at(t, "reason")),
+                cell(value_at(t, "at"))
+            ),
+        );
+    }
+    out.field(1, "Last Activity", cell(value_at(st, "lastActivityAt")));
+    out.field(1, "Autostop At", cell(value_at(st, "autostopAt")));
+    out.field(1, "Next Autostart", cell(value_at(st, "nextAutostartAt")));
     match value_at(st, "ecs") {
         Some(ecs) => {
             out.section(1, "ECS");
-            out.field(2, "Service", cell(value_at(ecs, "serviceArn")));
+            if let Some(c) = str_at(ecs, "cluster") {
+                out.field(2, "Cluster", short_arn(c));
+            }
+            let service = str_at(ecs, "serviceName")
+                .or_else(|| str_at(ecs, "serviceArn").map(short_arn))
+                .unwrap_or(NONE);
+            out.field(2, "Service", service);
             out.field(
                 2,
                 "Task Definition",
-                cell(value_at(ecs, "taskDefinitionArn")),
+                str_at(ecs, "taskDefinitionArn")
+                    .map(short_arn)
+                    .unwrap_or(NONE),
             );
             let n = |k: &str| value_at(ecs, k).and_then(Value::as_i64).unwrap_or(0);
             out.field(
@@ -303,20 +358,18 @@ fn workspace(out: &mut Doc, o: &DynObject) {
         }
         None => out.field(1, "EFS", NONE),
     }
-    out.field(1, "Last Activity", cell(value_at(st, "lastActivityAt")));
-    out.field(1, "Autostop At", cell(value_at(st, "autostopAt")));
-    out.field(1, "Next Autostart", cell(value_at(st, "nextAutostartAt")));
-    if let Some(t) = value_at(st, "lastTransition") {
-        out.field(
-            1,
-            "Last Transition",
-            format!(
-                "{} ({}) at {}",
-                cell(value_at(t, "action")),
-                cell(value_at(t, "reason")),
-                cell(value_at(t, "at"))
-            ),
-        );
+}
+
+/// The part of an ARN after its resource type: `family:3` for a task
+/// definition, the name for a cluster; anything else as it is.
+fn short_arn(arn: &str) -> &str {
+    if !arn.starts_with("arn:") {
+        return arn;
+    }
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or(arn);
+    match resource.split_once('/') {
+        Some((_, rest)) => rest.rsplit('/').next().unwrap_or(rest),
+        None => resource,
     }
 }
 
@@ -496,7 +549,7 @@ mod tests {
             "alice",
             json!({"owner": "alice", "template": {"name": "dev"}, "running": true}),
         );
-        let text = render_object(&o, Ok(vec![]), None);
+        let text = render_object(&o, Ok(vec![]), None, None);
         assert!(
             text.starts_with("Name:         alice\nNamespace:    default\nLabels:       <none>\n"),
             "{text}"
@@ -509,5 +562,77 @@ mod tests {
             text.ends_with("Conditions:  <none>\nEvents:      <none>\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_reconciled_workspace_shows_phase_cloud_objects_transition_conditions_and_events() {
+        std::env::set_var(render::FIXED_AGE_ENV, "1m");
+        let mut o = new_object(
+            Kind::Workspace,
+            "default",
+            "alice",
+            json!({"owner": "alice", "template": {"name": "dev"}, "running": true}),
+        );
+        o.status = json!({
+            "phase": "Running",
+            "templateVersion": 1,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Running", "message": "the workspace's task is running", "lastTransitionTime": "2024-06-01T10:00:00Z"},
+                {"type": "Outdated", "status": "True", "reason": "NewerVersion", "message": "runs template version 1; version 2 applies at the next start (berth restart)", "lastTransitionTime": "2024-06-01T10:00:00Z"}
+            ],
+            "ecs": {
+                "cluster": "arn:aws:ecs:us-west-2:123456789012:cluster/CoderCluster",
+                "serviceName": "berth-default-alice",
+                "serviceArn": "arn:aws:ecs:us-west-2:123456789012:service/CoderCluster/berth-default-alice",
+                "taskDefinitionArn": "arn:aws:ecs:us-west-2:123456789012:task-definition/berth-default-alice:3",
+                "desiredCount": 1, "runningCount": 1, "pendingCount": 0
+            },
+            "efs": {"accessPointId": "fsap-0123", "rootDirectory": "/alice"},
+            "lastTransition": {"action": "start", "reason": "Manual", "at": "2024-06-01T10:00:00Z"}
+        });
+        let events = vec![Event {
+            type_: "Normal".into(),
+            reason: "Started".into(),
+            message: "desiredCount 1".into(),
+            count: Some(2),
+            ..Event::default()
+        }];
+        let text = render_object(&o, Ok(events), None, Some(2));
+        let status = &text[text.find("Status:").unwrap()..];
+        let expected = "\
+Status:
+  Phase:             Running
+  Template Version:  1 (outdated: v2 applies at next start)
+  Last Transition:   start (Manual) at 2024-06-01T10:00:00Z
+  Last Activity:     <none>
+  Autostop At:       <none>
+  Next Autostart:    <none>
+  ECS:
+    Cluster:          CoderCluster
+    Service:          berth-default-alice
+    Task Definition:  berth-default-alice:3
+    Tasks:            1 desired, 1 running, 0 pending
+  EFS:
+    Access Point:    fsap-0123
+    Root Directory:  /alice
+Conditions:
+  TYPE       STATUS   REASON         MESSAGE                                                                        AGE
+  Ready      True     Running        the workspace's task is running                                                1m
+  Outdated   True     NewerVersion   runs template version 1; version 2 applies at the next start (berth restart)   1m
+Events:
+  TYPE     REASON    AGE               MESSAGE
+  Normal   Started   1m (x2 over 1m)   desiredCount 1
+";
+        assert_eq!(status, expected);
+        let unknown = render_object(&o, Ok(vec![]), None, None);
+        assert!(
+            unknown.contains("1 (outdated: a newer version applies at next start)"),
+            "{unknown}"
+        );
+        assert_eq!(
+            short_arn("arn:aws:ecs:us-west-2:1:task-definition/fam:7"),
+            "fam:7"
+        );
+        assert_eq!(short_arn("CoderCluster"), "CoderCluster");
     }
 }

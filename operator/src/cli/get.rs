@@ -84,8 +84,17 @@ pub async fn get(client: &Client, req: &GetRequest) -> Result<(), CliError> {
                 }
             } else if !objects.is_empty() {
                 let t = table(req.kind, &objects, req.output == Some(Output::Wide), all_ns);
-                widths = Some(t.widths());
-                write!(stdout, "{}", t.render())?;
+                if req.watch {
+                    // Room for the values a column takes over time, so later rows line up.
+                    let w = watch_widths(&t);
+                    write!(stdout, "{}", render::format_row(&t.headers, &w))?;
+                    for r in &t.rows {
+                        write!(stdout, "{}", render::format_row(r, &w))?;
+                    }
+                    widths = Some(w);
+                } else {
+                    write!(stdout, "{}", t.render())?;
+                }
             }
         }
     }
@@ -187,7 +196,7 @@ async fn watch(
                         }
                         None | Some(Output::Wide) => {
                             let t = table(req.kind, std::slice::from_ref(&obj), wide, all_ns);
-                            let w = widths.get_or_insert_with(|| t.widths());
+                            let w = widths.get_or_insert_with(|| watch_widths(&t));
                             for (have, need) in w.iter_mut().zip(t.widths()) {
                                 *have = (*have).max(need);
                             }
@@ -213,6 +222,27 @@ async fn watch(
             }
         }
     }
+}
+
+/// Column widths for a watch: the table's, but at least as wide as the
+/// values of fixed vocabulary (phases, `<default>`, `<unknown>`, ages) need,
+/// so that rows printed later as things change still line up.
+fn watch_widths(t: &Table) -> Vec<usize> {
+    t.headers
+        .iter()
+        .zip(t.widths())
+        .map(|(h, w)| {
+            let floor = match h.as_str() {
+                "PHASE" => "Deleting".len(),
+                "CPU" | "MEMORY" => "<default>".len(),
+                "OUTDATED" | "READY" => "<unknown>".len(),
+                "AGE" => "9m59s".len(),
+                "LAST-ACTIVE" | "AUTOSTOP-AT" | "NEXT-START" => "7h59m ago".len(),
+                _ => 0,
+            };
+            w.max(floor)
+        })
+        .collect()
 }
 
 /// The table for `objects` of `kind`.

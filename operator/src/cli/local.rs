@@ -3,12 +3,165 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use berth_cloud::pacer::Pacer;
+use berth_cloud::sim::{RateLimits, Sim, SimConfig};
+use clap::{Args, ValueEnum};
 
 use super::CliError;
+use crate::controllers::ControllerOptions;
 use crate::localpg::{self, LocalPg};
-use crate::server::{run_operator, OperatorOptions};
+use crate::server::{run_operator_with, CloudSetup, OperatorOptions};
+
+/// The cloud the controllers drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CloudKind {
+    /// Serve the API only: no controllers run, workspaces are never started and get no status.
+    None,
+    /// The in-memory simulated ECS, EFS and Secrets Manager (state is lost on exit).
+    Sim,
+    /// Real AWS (not built yet).
+    Aws,
+}
+
+/// Flags of the simulated cloud (`--cloud sim`).
+#[derive(Clone, Debug, Default, PartialEq, Args)]
+#[command(next_help_heading = "Simulated cloud (with --cloud sim)")]
+pub struct SimArgs {
+    /// Multiply the simulated task and access-point delays by F (defaults: 2s provisioning, 3s pending, 2s stopping, 5s relaunch after a failed start, 0.5s access point); 0 = instant.
+    #[arg(long, value_name = "F", value_parser = parse_scale)]
+    pub sim_delay_scale: Option<f64>,
+    /// Probability (0 to 1) that a cloud call is answered with ThrottlingException.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub sim_throttle_rate: Option<f64>,
+    /// Probability (0 to 1) that a cloud call fails with ServerException.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub sim_error_rate: Option<f64>,
+    /// Latency added to every cloud call, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub sim_latency_ms: Option<u64>,
+    /// Images whose reference contains MARKER fail to pull (repeatable; replaces the default marker `fail`).
+    #[arg(long, value_name = "MARKER", value_parser = parse_marker)]
+    pub sim_fail_image: Vec<String>,
+    /// Turn off the simulated AWS request-rate limits (injected throttling still applies).
+    #[arg(long)]
+    pub sim_no_rate_limits: bool,
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a non-negative number")),
+    }
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_marker(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("an empty marker would fail every image".to_string())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn scaled(d: Duration, f: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(Duration::MAX)
+}
+
+impl SimArgs {
+    /// Whether any `--sim-*` flag was given.
+    pub fn any(&self) -> bool {
+        *self != SimArgs::default()
+    }
+
+    /// The simulator configuration: [`SimConfig::permissive`] (any cluster
+    /// and file system exists) changed by the flags.
+    pub fn config(&self) -> SimConfig {
+        let mut cfg = SimConfig::permissive();
+        if let Some(f) = self.sim_delay_scale {
+            let d = &mut cfg.delays;
+            for x in [
+                &mut d.provisioning,
+                &mut d.pending,
+                &mut d.stopping,
+                &mut d.restart,
+                &mut d.access_point_creating,
+                &mut d.access_point_deleting,
+            ] {
+                *x = scaled(*x, f);
+            }
+        }
+        if let Some(p) = self.sim_throttle_rate {
+            cfg.faults.throttle_rate = p;
+        }
+        if let Some(p) = self.sim_error_rate {
+            cfg.faults.error_rate = p;
+        }
+        if let Some(ms) = self.sim_latency_ms {
+            cfg.faults.latency = Duration::from_millis(ms);
+        }
+        if !self.sim_fail_image.is_empty() {
+            cfg.fail_images = self.sim_fail_image.clone();
+        }
+        if self.sim_no_rate_limits {
+            cfg.rate_limits = RateLimits::disabled();
+        }
+        cfg
+    }
+}
+
+/// One line describing a simulator configuration, for the log.
+fn describe_sim(cfg: &SimConfig) -> String {
+    let d = &cfg.delays;
+    format!(
+        "task start {:?} + {:?}, stop {:?}; {}; faults: {:.0}% throttled, {:.0}% server errors, {:?} latency; images containing {:?} fail to pull",
+        d.provisioning,
+        d.pending,
+        d.stopping,
+        if cfg.rate_limits.enabled {
+            "AWS rate limits"
+        } else {
+            "no rate limits"
+        },
+        cfg.faults.throttle_rate * 100.0,
+        cfg.faults.error_rate * 100.0,
+        cfg.faults.latency,
+        cfg.fail_images,
+    )
+}
+
+/// The cloud and pacing for `kind`, or None to run the API only.
+pub fn cloud_setup(kind: CloudKind, sim: &SimArgs) -> Result<Option<CloudSetup>, CliError> {
+    match kind {
+        CloudKind::None if sim.any() => Err(CliError::Other(anyhow::anyhow!(
+            "the --sim-* flags need --cloud sim"
+        ))),
+        CloudKind::None => Ok(None),
+        CloudKind::Aws => Err(CliError::Other(anyhow::anyhow!(
+            "the aws backend is not built yet; use --cloud sim (the simulated cloud) or --cloud none (the API only)"
+        ))),
+        CloudKind::Sim => {
+            let cfg = sim.config();
+            tracing::info!("simulated cloud: {}", describe_sim(&cfg));
+            let sim = Sim::new(cfg);
+            Ok(Some(CloudSetup {
+                cloud: berth_cloud::Cloud::from_sim(&sim),
+                pacer: Some(Arc::new(Pacer::default())),
+                controllers: ControllerOptions::default(),
+                lifecycle: Default::default(),
+            }))
+        }
+    }
+}
 
 /// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
@@ -46,6 +199,7 @@ pub async fn operator(
     listen: SocketAddr,
     advertise: Option<String>,
     cli_config_path: Option<PathBuf>,
+    cloud: Option<CloudSetup>,
 ) -> Result<(), CliError> {
     let opts = OperatorOptions {
         database_url,
@@ -53,7 +207,12 @@ pub async fn operator(
         cli_config_path,
         advertise_url: advertise.unwrap_or_else(|| advertise_url(listen)),
     };
-    run_operator(opts, shutdown_signal())
+    if cloud.is_none() {
+        tracing::warn!(
+            "no cloud (--cloud none): serving the API only; no controllers run, so workspaces are never started or stopped and get no status (--cloud sim runs them against the simulated cloud)"
+        );
+    }
+    run_operator_with(opts, cloud, shutdown_signal())
         .await
         .context("operator")?;
     Ok(())
@@ -66,6 +225,7 @@ pub async fn up(
     listen: SocketAddr,
     database_url: Option<String>,
     cli_config: PathBuf,
+    cloud: Option<CloudSetup>,
 ) -> Result<(), CliError> {
     let (database_url, pg) = match database_url {
         Some(url) => (url, None),
@@ -89,6 +249,13 @@ pub async fn up(
         "berth: API on {advertise}; CLI config (server and admin token) in {}",
         cli_config.display()
     );
+    if cloud.is_some() {
+        eprintln!(
+            "berth: controllers drive the simulated cloud (in memory: its ECS services, task definitions and access points are lost on exit)"
+        );
+    } else {
+        eprintln!("berth: no cloud (--cloud none): the API only, no controllers");
+    }
     eprintln!("berth: press Ctrl-C to stop");
     let opts = OperatorOptions {
         database_url,
@@ -96,7 +263,7 @@ pub async fn up(
         cli_config_path: Some(cli_config),
         advertise_url: advertise,
     };
-    let result = run_operator(opts, shutdown_signal()).await;
+    let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {
         eprintln!("berth: stopping PostgreSQL");
         let stopped = tokio::task::spawn_blocking(move || pg.stop())
@@ -134,6 +301,59 @@ pub async fn pg_stop(data_dir: Option<PathBuf>) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sim_flags_scale_delays_and_set_faults_on_a_permissive_sim() {
+        let cfg = SimArgs::default().config();
+        assert_eq!(cfg, SimConfig::permissive());
+        let args = SimArgs {
+            sim_delay_scale: Some(0.5),
+            sim_throttle_rate: Some(0.1),
+            sim_error_rate: Some(0.2),
+            sim_latency_ms: Some(30),
+            sim_fail_image: vec!["broken".into()],
+            sim_no_rate_limits: true,
+        };
+        assert!(args.any());
+        let cfg = args.config();
+        let d = berth_cloud::sim::Delays::default();
+        assert!(cfg.permissive);
+        assert_eq!(cfg.delays.pending, d.pending / 2);
+        assert_eq!(
+            cfg.delays.access_point_creating,
+            d.access_point_creating / 2
+        );
+        assert_eq!(
+            cfg.delays.stopped_task_retention, d.stopped_task_retention,
+            "retention is not a delay"
+        );
+        assert_eq!(cfg.faults.throttle_rate, 0.1);
+        assert_eq!(cfg.faults.error_rate, 0.2);
+        assert_eq!(cfg.faults.latency, Duration::from_millis(30));
+        assert_eq!(cfg.fail_images, vec!["broken".to_string()]);
+        assert!(!cfg.rate_limits.enabled);
+    }
+
+    #[test]
+    fn cloud_choices_none_needs_no_sim_flags_and_aws_is_not_built() {
+        assert!(cloud_setup(CloudKind::None, &SimArgs::default())
+            .unwrap()
+            .is_none());
+        let flags = SimArgs {
+            sim_no_rate_limits: true,
+            ..SimArgs::default()
+        };
+        let e = cloud_setup(CloudKind::None, &flags).unwrap_err();
+        assert!(e.to_string().contains("--cloud sim"), "{e}");
+        let e = cloud_setup(CloudKind::Aws, &SimArgs::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("the aws backend is not built yet"),
+            "{e}"
+        );
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_scale("-1").is_err());
+        assert!(parse_marker("").is_err());
+    }
 
     #[test]
     fn unspecified_listen_addresses_advertise_loopback() {

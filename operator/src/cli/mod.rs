@@ -13,15 +13,21 @@ pub mod crd;
 pub mod describe;
 pub mod get;
 pub mod local;
+pub mod power;
 pub mod render;
+pub mod wait;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 pub use client::{ApiError, Client};
 pub use config::Config;
+pub use local::{CloudKind, SimArgs};
+pub use power::PowerAction;
+pub use wait::WaitFor;
 
 /// Declarative developer workspaces on AWS ECS Fargate and EFS.
 #[derive(Debug, Parser)]
@@ -144,6 +150,40 @@ pub enum Command {
         #[arg(long)]
         ignore_not_found: bool,
     },
+    /// Start workspaces (records a start intent; the newest intent wins).
+    Start {
+        /// Workspace names (`alice` or `ws/alice`).
+        #[arg(required = true, value_name = "WORKSPACE")]
+        workspaces: Vec<String>,
+    },
+    /// Stop workspaces (records a stop intent; the newest intent wins).
+    Stop {
+        /// Workspace names (`alice` or `ws/alice`).
+        #[arg(required = true, value_name = "WORKSPACE")]
+        workspaces: Vec<String>,
+    },
+    /// Restart workspaces, applying a newer template version if there is one.
+    Restart {
+        /// Workspace names (`alice` or `ws/alice`).
+        #[arg(required = true, value_name = "WORKSPACE")]
+        workspaces: Vec<String>,
+    },
+    /// Wait until objects reach a condition (or are deleted), like `kubectl wait`.
+    #[command(after_help = "Examples:\n  \
+        berth wait ws/alice --for=condition=Ready --timeout=2m\n  \
+        berth wait ws/alice --for=condition=Ready=False\n  \
+        berth wait ws alice bob --for=delete")]
+    Wait {
+        /// `KIND/NAME …`, or `KIND NAME …`.
+        #[arg(required = true, value_name = "KIND/NAME")]
+        targets: Vec<String>,
+        /// `condition=TYPE[=STATUS]` (STATUS defaults to True) or `delete`.
+        #[arg(long = "for", value_name = "CONDITION", value_parser = wait::parse_for)]
+        for_: WaitFor,
+        /// Give up after this long (`30s`, `2m`, `1h`; 0 = check once).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Show who the configured token belongs to.
     Whoami,
     /// Manage API tokens.
@@ -175,6 +215,12 @@ pub enum Command {
         /// Write a CLI config (server and admin token, mode 0600) to this path on first start.
         #[arg(long, value_name = "PATH")]
         write_cli_config: Option<PathBuf>,
+        /// The cloud the controllers drive; `none` serves the API only (no controllers).
+        #[arg(long, value_enum, default_value_t = CloudKind::None)]
+        cloud: CloudKind,
+        /// Behaviour of the simulated cloud.
+        #[command(flatten)]
+        sim: SimArgs,
     },
     /// Run Berth on a laptop: a private PostgreSQL (unless a database URL is given) and the operator.
     Up {
@@ -187,6 +233,12 @@ pub enum Command {
         /// Use this PostgreSQL instead of a private one.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// The cloud the controllers drive; `none` serves the API only (no controllers).
+        #[arg(long, value_enum, default_value_t = CloudKind::Sim)]
+        cloud: CloudKind,
+        /// Behaviour of the simulated cloud.
+        #[command(flatten)]
+        sim: SimArgs,
     },
     /// Start or stop a private PostgreSQL (prints DATABASE_URL=… for scripts).
     #[command(subcommand)]
@@ -334,6 +386,18 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             .await?;
             Ok(0)
         }
+        Command::Start { workspaces } => power(&g, PowerAction::Start, &workspaces).await,
+        Command::Stop { workspaces } => power(&g, PowerAction::Stop, &workspaces).await,
+        Command::Restart { workspaces } => power(&g, PowerAction::Restart, &workspaces).await,
+        Command::Wait {
+            targets,
+            for_,
+            timeout,
+        } => {
+            let (client, ns) = connect(&g)?;
+            wait::wait(&client, &ns, &targets, &for_, timeout).await?;
+            Ok(0)
+        }
         Command::Whoami => {
             let (client, _) = connect(&g)?;
             let who = client.whoami().await?;
@@ -369,17 +433,23 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             listen,
             advertise_url,
             write_cli_config,
+            cloud,
+            sim,
         } => {
-            local::operator(database_url, listen, advertise_url, write_cli_config).await?;
+            let cloud = local::cloud_setup(cloud, &sim)?;
+            local::operator(database_url, listen, advertise_url, write_cli_config, cloud).await?;
             Ok(0)
         }
         Command::Up {
             data_dir,
             listen,
             database_url,
+            cloud,
+            sim,
         } => {
+            let cloud = local::cloud_setup(cloud, &sim)?;
             let cli_config = config::resolve_path(g.config.as_deref());
-            local::up(data_dir, listen, database_url, cli_config).await?;
+            local::up(data_dir, listen, database_url, cli_config, cloud).await?;
             Ok(0)
         }
         Command::Pg(PgCommand::Start { data_dir, port }) => {
@@ -391,6 +461,12 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
     }
+}
+
+async fn power(g: &GlobalArgs, action: PowerAction, names: &[String]) -> Result<u8, CliError> {
+    let (client, ns) = connect(g)?;
+    power::request(&client, &ns, action, names).await?;
+    Ok(0)
 }
 
 /// Writes to stdout; a closed pipe (`berth … | head`) is not an error.

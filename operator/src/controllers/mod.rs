@@ -83,6 +83,8 @@ pub struct Ctx {
     pub crash_point: Option<CrashPoint>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The time source of lifecycle decisions.
+    pub clock: Arc<dyn crate::lifecycle::Clock>,
 }
 
 impl Ctx {
@@ -171,6 +173,7 @@ pub fn context(
         api_url: api_url.to_string(),
         crash_point: None,
         metrics,
+        clock: Arc::new(crate::lifecycle::SystemClock),
     }
 }
 
@@ -287,7 +290,8 @@ pub async fn run_workspace_controller(
                     Err(e) => tracing::debug!(error = %e, "hot refresh failed"),
                 }
                 let stats = handle.stats();
-                ctx.metrics.queue("workspace", stats.pending, stats.running, stats.backing_off);
+                ctx.metrics
+                    .queue("workspace", stats.pending, stats.running, stats.backing_off);
                 let calls = hot.div_ceil(10) as f64;
                 let gap = budget
                     .map(|b| Duration::from_secs_f64(calls / (b.calls_per_second * 0.5).max(0.1)))

@@ -31,39 +31,13 @@ pub use run::{run, LifecycleOptions};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::api::policy::LifecyclePolicySpec;
 use crate::api::validate;
 use crate::api::WorkspaceSpec;
 use crate::store::{Activity, PowerAction, PowerIntent};
 
-/// The lifecycle values in force for one workspace, and why.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Effective {
-    /// Stop after this long without activity (`None` = never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_inactivity: Option<String>,
-    /// Where `afterInactivity` comes from: `workspace`, `policy` or `none`.
-    pub source: String,
-    /// A running workspace is stopped after this long whatever its activity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_lifetime: Option<String>,
-    /// Longest `berth extend` (and user threshold) allowed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_after_inactivity: Option<String>,
-    /// Whether the workspace's autostart may fire.
-    pub autostart_allowed: bool,
-    /// Days on which autostart may fire (empty = every day).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub autostart_days: Vec<String>,
-    /// Every start uses the active template version.
-    pub require_active_version: bool,
-    /// Why a setting of the workspace is not in force, for people.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
+pub use crate::api::workspace::EffectiveLifecycle as Effective;
 
 fn dur(s: &Option<String>) -> Option<Duration> {
     s.as_deref().and_then(|d| validate::duration(d).ok())
@@ -101,7 +75,10 @@ pub fn effective(ws: &WorkspaceSpec, policy: Option<&LifecyclePolicySpec>) -> Ef
                     "autostop.afterInactivity {mine} is ignored: the lifecycle policy does not allow users to change it"
                 ));
             } else {
-                let capped = match (dur(&Some(mine.clone())), dur(&p.autostop.max_after_inactivity)) {
+                let capped = match (
+                    dur(&Some(mine.clone())),
+                    dur(&p.autostop.max_after_inactivity),
+                ) {
                     (Some(m), Some(max)) if m > max => {
                         let max_s = p.autostop.max_after_inactivity.clone().unwrap_or_default();
                         e.notes.push(format!("autostop.afterInactivity {mine} is longer than the policy's maximum {max_s}; {max_s} applies"));
@@ -115,7 +92,8 @@ pub fn effective(ws: &WorkspaceSpec, policy: Option<&LifecyclePolicySpec>) -> Ef
         }
     }
     if ws.schedule.as_ref().is_some_and(|s| s.autostart.is_some()) && !p.autostart.allowed {
-        e.notes.push("autostart is ignored: the lifecycle policy does not allow it".into());
+        e.notes
+            .push("autostart is ignored: the lifecycle policy does not allow it".into());
     }
     if ws.template.version.is_some() && p.require_active_version {
         e.notes.push("template.version pin is ignored at start: the lifecycle policy requires the active version".into());
@@ -139,11 +117,20 @@ pub fn run_started(intent: &PowerIntent) -> Option<DateTime<Utc>> {
 /// When inactivity stops a running workspace: the last activity since the
 /// start (or the start itself) plus the threshold, and not before an
 /// extension. `None` when auto-off is off.
-pub fn autostop_at(eff: &Effective, started: DateTime<Utc>, activity: Option<&Activity>) -> Option<DateTime<Utc>> {
+pub fn autostop_at(
+    eff: &Effective,
+    started: DateTime<Utc>,
+    activity: Option<&Activity>,
+) -> Option<DateTime<Utc>> {
     let after = dur(&eff.after_inactivity)?;
-    let last = activity.map(|a| a.last_activity_at.max(started)).unwrap_or(started);
+    let last = activity
+        .map(|a| a.last_activity_at.max(started))
+        .unwrap_or(started);
     let mut at = last + chrono::Duration::from_std(after).ok()?;
-    if let Some(ext) = activity.and_then(|a| a.extended_until).filter(|e| *e > started) {
+    if let Some(ext) = activity
+        .and_then(|a| a.extended_until)
+        .filter(|e| *e > started)
+    {
         at = at.max(ext);
     }
     Some(at)
@@ -156,14 +143,22 @@ pub fn lifetime_end(eff: &Effective, started: DateTime<Utc>) -> Option<DateTime<
 
 /// The next autostart strictly after `after`, in the schedule's time zone,
 /// on a day the policy allows. `None` when there is none or it is not allowed.
-pub fn next_autostart(ws: &WorkspaceSpec, eff: &Effective, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn next_autostart(
+    ws: &WorkspaceSpec,
+    eff: &Effective,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if !eff.autostart_allowed {
         return None;
     }
     let a = ws.schedule.as_ref()?.autostart.as_ref()?;
     let cron = validate::cron(&a.cron).ok()?;
     let tz = validate::timezone(&a.timezone).ok()?;
-    let days: Vec<chrono::Weekday> = eff.autostart_days.iter().filter_map(|d| d.parse().ok()).collect();
+    let days: Vec<chrono::Weekday> = eff
+        .autostart_days
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .collect();
     let mut from = tz.from_utc_datetime(&after.naive_utc());
     for _ in 0..400 {
         let next = cron.find_next_occurrence(&from, false).ok()?;
@@ -240,7 +235,10 @@ pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
     }
     if let Some(at) = autostop_at(i.effective, started, i.activity) {
         if now >= at {
-            let last = i.activity.map(|a| a.last_activity_at.max(started)).unwrap_or(started);
+            let last = i
+                .activity
+                .map(|a| a.last_activity_at.max(started))
+                .unwrap_or(started);
             return Decision::Stop {
                 reason: "AutoStop",
                 message: format!(
@@ -260,7 +258,11 @@ pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
 /// The next scheduled autostart of a stopped workspace at or after the
 /// moment it was stopped (so an autostart that fired is not fired again,
 /// and one scheduled while it ran is skipped).
-pub fn pending_autostart(now: DateTime<Utc>, i: &Input<'_>, grace: Duration) -> Option<DateTime<Utc>> {
+pub fn pending_autostart(
+    now: DateTime<Utc>,
+    i: &Input<'_>,
+    grace: Duration,
+) -> Option<DateTime<Utc>> {
     let intent = i.intent?;
     if intent.action.runs() {
         return None;
@@ -284,9 +286,14 @@ pub struct Upcoming<K> {
 /// second and `lead` from a start to Running, every workspace is Running by
 /// its scheduled time and none begins earlier than it must (backward
 /// scheduling from the latest scheduled time).
-pub fn plan_starts<K: Clone>(mut upcoming: Vec<Upcoming<K>>, rate: f64, lead: Duration) -> Vec<(K, DateTime<Utc>, DateTime<Utc>)> {
+pub fn plan_starts<K: Clone>(
+    mut upcoming: Vec<Upcoming<K>>,
+    rate: f64,
+    lead: Duration,
+) -> Vec<(K, DateTime<Utc>, DateTime<Utc>)> {
     upcoming.sort_by_key(|u| std::cmp::Reverse(u.scheduled));
-    let gap = chrono::Duration::from_std(Duration::from_secs_f64(1.0 / rate.max(0.001))).unwrap_or_default();
+    let gap = chrono::Duration::from_std(Duration::from_secs_f64(1.0 / rate.max(0.001)))
+        .unwrap_or_default();
     let lead = chrono::Duration::from_std(lead).unwrap_or_default();
     let mut next_slot: Option<DateTime<Utc>> = None;
     let mut out = Vec::with_capacity(upcoming.len());
@@ -324,7 +331,10 @@ mod tests {
     }
 
     fn la(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-        Los_Angeles.with_ymd_and_hms(y, m, d, h, min, 0).unwrap().with_timezone(&Utc)
+        Los_Angeles
+            .with_ymd_and_hms(y, m, d, h, min, 0)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     const WEEKDAYS_8AM: &str = "owner: a\ntemplate: {name: t}\nschedule:\n  autostart: {cron: '0 8 * * 1-5', timezone: America/Los_Angeles}\n";
@@ -338,12 +348,20 @@ mod tests {
         assert_eq!(next_autostart(&w, &e, la(2026, 3, 6, 7, 0)), Some(fri));
         let mon = next_autostart(&w, &e, fri).unwrap();
         assert_eq!(mon, la(2026, 3, 9, 8, 0));
-        assert_eq!(mon - fri, chrono::Duration::hours(71), "one hour less across spring-forward, no skipped day");
+        assert_eq!(
+            mon - fri,
+            chrono::Duration::hours(71),
+            "one hour less across spring-forward, no skipped day"
+        );
         // Fall back: Sunday 2026-11-01.
         let fri = la(2026, 10, 30, 8, 0);
         let mon = next_autostart(&w, &e, fri).unwrap();
         assert_eq!(mon, la(2026, 11, 2, 8, 0));
-        assert_eq!(mon - fri, chrono::Duration::hours(73), "one hour more across fall-back, no double start");
+        assert_eq!(
+            mon - fri,
+            chrono::Duration::hours(73),
+            "one hour more across fall-back, no double start"
+        );
         // Each weekday exactly once in a DST week.
         let mut t = la(2026, 3, 8, 0, 0);
         let mut days = Vec::new();
@@ -351,7 +369,10 @@ mod tests {
             t = next_autostart(&w, &e, t).unwrap();
             days.push(t);
         }
-        assert_eq!(days, (9..=13).map(|d| la(2026, 3, d, 8, 0)).collect::<Vec<_>>());
+        assert_eq!(
+            days,
+            (9..=13).map(|d| la(2026, 3, d, 8, 0)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -359,7 +380,10 @@ mod tests {
         let w = ws(WEEKDAYS_8AM);
         let p = policy("autostart: {allowed: true, days: [Wed]}");
         let e = effective(&w, Some(&p));
-        assert_eq!(next_autostart(&w, &e, la(2026, 3, 9, 9, 0)), Some(la(2026, 3, 11, 8, 0)));
+        assert_eq!(
+            next_autostart(&w, &e, la(2026, 3, 9, 9, 0)),
+            Some(la(2026, 3, 11, 8, 0))
+        );
         let p = policy("autostart: {allowed: false}");
         let e = effective(&w, Some(&p));
         assert_eq!(next_autostart(&w, &e, la(2026, 3, 9, 9, 0)), None);
@@ -373,18 +397,32 @@ mod tests {
         let e = effective(&w, Some(&p));
         assert_eq!(e.after_inactivity.as_deref(), Some("2h"));
         assert_eq!(e.source, "policy");
-        assert!(e.notes[0].contains("does not allow users to change it"), "{:?}", e.notes);
+        assert!(
+            e.notes[0].contains("does not allow users to change it"),
+            "{:?}",
+            e.notes
+        );
         let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {disabled: true}}\n");
         let e = effective(&w, Some(&p));
         assert_eq!(e.after_inactivity.as_deref(), Some("2h"));
         assert!(e.notes[0].contains("disable"));
         let p = policy("autostop: {defaultAfterInactivity: 2h, maxAfterInactivity: 4h}");
         let w = ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 8h}}\n");
-        assert_eq!(effective(&w, Some(&p)).after_inactivity.as_deref(), Some("4h"));
+        assert_eq!(
+            effective(&w, Some(&p)).after_inactivity.as_deref(),
+            Some("4h")
+        );
     }
 
     fn intent(id: i64, action: PowerAction, at: DateTime<Utc>) -> PowerIntent {
-        PowerIntent { id, action, reason: "Manual".into(), actor: "a".into(), message: String::new(), at }
+        PowerIntent {
+            id,
+            action,
+            reason: "Manual".into(),
+            actor: "a".into(),
+            message: String::new(),
+            at,
+        }
     }
 
     #[test]
@@ -393,37 +431,92 @@ mod tests {
         let e = effective(&w, None);
         let t0 = la(2026, 5, 4, 9, 0);
         let started = intent(1, PowerAction::Start, t0);
-        let i = Input { uid: "u".into(), spec: &w, effective: &e, intent: Some(&started), activity: None };
-        assert_eq!(evaluate_running(t0 + chrono::Duration::minutes(119), &i), Decision::None);
+        let i = Input {
+            uid: "u".into(),
+            spec: &w,
+            effective: &e,
+            intent: Some(&started),
+            activity: None,
+        };
+        assert_eq!(
+            evaluate_running(t0 + chrono::Duration::minutes(119), &i),
+            Decision::None
+        );
         match evaluate_running(t0 + chrono::Duration::minutes(121), &i) {
-            Decision::Stop { reason: "AutoStop", message, dedupe_key } => {
+            Decision::Stop {
+                reason: "AutoStop",
+                message,
+                dedupe_key,
+            } => {
                 assert!(message.contains("idle for 2h 1m"), "{message}");
                 assert_eq!(dedupe_key, "autostop:u:1");
             }
             other => panic!("{other:?}"),
         }
         // Activity pushes it out; an extension beyond that too.
-        let act = Activity { last_activity_at: t0 + chrono::Duration::hours(1), source: "ssh".into(), extended_until: None };
-        let i2 = Input { activity: Some(&act), ..i.clone() };
-        assert_eq!(autostop_at(&e, t0, Some(&act)), Some(t0 + chrono::Duration::hours(3)));
-        assert_eq!(evaluate_running(t0 + chrono::Duration::minutes(150), &i2), Decision::None);
-        let ext = Activity { extended_until: Some(t0 + chrono::Duration::hours(5)), ..act };
-        assert_eq!(autostop_at(&e, t0, Some(&ext)), Some(t0 + chrono::Duration::hours(5)));
+        let act = Activity {
+            last_activity_at: t0 + chrono::Duration::hours(1),
+            source: "ssh".into(),
+            extended_until: None,
+        };
+        let i2 = Input {
+            activity: Some(&act),
+            ..i.clone()
+        };
+        assert_eq!(
+            autostop_at(&e, t0, Some(&act)),
+            Some(t0 + chrono::Duration::hours(3))
+        );
+        assert_eq!(
+            evaluate_running(t0 + chrono::Duration::minutes(150), &i2),
+            Decision::None
+        );
+        let ext = Activity {
+            extended_until: Some(t0 + chrono::Duration::hours(5)),
+            ..act
+        };
+        assert_eq!(
+            autostop_at(&e, t0, Some(&ext)),
+            Some(t0 + chrono::Duration::hours(5))
+        );
     }
 
     #[test]
     fn backward_planning_makes_every_start_punctual_and_none_earlier_than_needed() {
         let t = la(2026, 5, 4, 8, 0);
-        let up: Vec<Upcoming<usize>> = (0..100).map(|k| Upcoming { key: k, scheduled: t }).collect();
+        let up: Vec<Upcoming<usize>> = (0..100)
+            .map(|k| Upcoming {
+                key: k,
+                scheduled: t,
+            })
+            .collect();
         let plan = plan_starts(up, 5.0, Duration::from_secs(60));
         let begins: Vec<DateTime<Utc>> = plan.iter().map(|p| p.2).collect();
         // The last start begins exactly lead before 8:00; 100 starts at 5/s span 19.8 s before it.
-        assert_eq!(*begins.iter().max().unwrap(), t - chrono::Duration::seconds(60));
-        assert_eq!(*begins.iter().min().unwrap(), t - chrono::Duration::seconds(60) - chrono::Duration::milliseconds(19_800));
+        assert_eq!(
+            *begins.iter().max().unwrap(),
+            t - chrono::Duration::seconds(60)
+        );
+        assert_eq!(
+            *begins.iter().min().unwrap(),
+            t - chrono::Duration::seconds(60) - chrono::Duration::milliseconds(19_800)
+        );
         // A lone later start is not pulled earlier by the crowd.
-        let up = vec![Upcoming { key: 0, scheduled: t }, Upcoming { key: 1, scheduled: t + chrono::Duration::hours(1) }];
+        let up = vec![
+            Upcoming {
+                key: 0,
+                scheduled: t,
+            },
+            Upcoming {
+                key: 1,
+                scheduled: t + chrono::Duration::hours(1),
+            },
+        ];
         let plan = plan_starts(up, 5.0, Duration::from_secs(60));
-        assert_eq!(plan[1].2, t + chrono::Duration::hours(1) - chrono::Duration::seconds(60));
+        assert_eq!(
+            plan[1].2,
+            t + chrono::Duration::hours(1) - chrono::Duration::seconds(60)
+        );
         assert_eq!(plan[0].2, t - chrono::Duration::seconds(60));
     }
 }

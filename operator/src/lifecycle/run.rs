@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{effective, evaluate_running, pending_autostart, plan_starts, Clock, Decision, Input, Upcoming};
+use super::{
+    effective, evaluate_running, pending_autostart, plan_starts, Clock, Decision, Input, Upcoming,
+};
 use crate::api::policy::LifecyclePolicySpec;
 use crate::api::selector::Selector;
 use crate::api::{Kind, WorkspaceSpec};
@@ -60,12 +62,26 @@ struct Ws {
 }
 
 /// Evaluates every workspace once at `now` and records what is due.
-pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, source: &str) -> Result<TickReport, StoreError> {
-    let (items, _) = store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
-    let (policies, _) = store.object_list(Kind::LifecyclePolicy, None, &Selector::default(), None).await?;
+pub async fn tick(
+    store: &Store,
+    now: DateTime<Utc>,
+    opts: &LifecycleOptions,
+    source: &str,
+) -> Result<TickReport, StoreError> {
+    let (items, _) = store
+        .object_list(Kind::Workspace, None, &Selector::default(), None)
+        .await?;
+    let (policies, _) = store
+        .object_list(Kind::LifecyclePolicy, None, &Selector::default(), None)
+        .await?;
     let policies: HashMap<String, LifecyclePolicySpec> = policies
         .into_iter()
-        .filter_map(|p| Some((p.metadata.namespace.clone(), serde_json::from_value(p.spec).ok()?)))
+        .filter_map(|p| {
+            Some((
+                p.metadata.namespace.clone(),
+                serde_json::from_value(p.spec).ok()?,
+            ))
+        })
         .collect();
     let intents = store.intent_latest_all().await?;
     let activity = store.activity_all().await?;
@@ -75,10 +91,18 @@ pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, so
         if o.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let (Some(uid), Ok(spec)) = (o.metadata.uid, serde_json::from_value::<WorkspaceSpec>(o.spec.clone())) else {
+        let (Some(uid), Ok(spec)) = (
+            o.metadata.uid,
+            serde_json::from_value::<WorkspaceSpec>(o.spec.clone()),
+        ) else {
             continue;
         };
-        let ws = Ws { ns: o.metadata.namespace.clone(), name: o.metadata.name.clone(), uid, spec };
+        let ws = Ws {
+            ns: o.metadata.namespace.clone(),
+            name: o.metadata.name.clone(),
+            uid,
+            spec,
+        };
         let eff = effective(&ws.spec, policies.get(&ws.ns));
         let input = Input {
             uid: uid.to_string(),
@@ -88,7 +112,11 @@ pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, so
             activity: activity.get(&uid),
         };
         match evaluate_running(now, &input) {
-            Decision::Stop { reason, message, dedupe_key } => {
+            Decision::Stop {
+                reason,
+                message,
+                dedupe_key,
+            } => {
                 let intent = NewIntent {
                     action: PowerAction::Stop,
                     reason,
@@ -105,7 +133,10 @@ pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, so
         }
         if let Some(t) = pending_autostart(now, &input, opts.grace) {
             if t <= now + chrono::Duration::from_std(opts.window).unwrap_or_default() {
-                upcoming.push(Upcoming { key: ws, scheduled: t });
+                upcoming.push(Upcoming {
+                    key: ws,
+                    scheduled: t,
+                });
             }
         }
     }
@@ -119,7 +150,10 @@ pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, so
         let message = if early > 0 {
             format!("autostart scheduled for {} begins {early}s early so the workspace is Running on time", scheduled.format("%Y-%m-%d %H:%M UTC"))
         } else {
-            format!("autostart scheduled for {}", scheduled.format("%Y-%m-%d %H:%M UTC"))
+            format!(
+                "autostart scheduled for {}",
+                scheduled.format("%Y-%m-%d %H:%M UTC")
+            )
         };
         let intent = NewIntent {
             action: PowerAction::Start,
@@ -136,11 +170,29 @@ pub async fn tick(store: &Store, now: DateTime<Utc>, opts: &LifecycleOptions, so
     Ok(report)
 }
 
-async fn record(store: &Store, ws: &Ws, intent: &NewIntent<'_>, source: &str) -> Result<bool, StoreError> {
+async fn record(
+    store: &Store,
+    ws: &Ws,
+    intent: &NewIntent<'_>,
+    source: &str,
+) -> Result<bool, StoreError> {
     match store.intent_record(&ws.ns, &ws.name, intent).await {
         Ok(Some(_)) => {
-            let involved = InvolvedObject { kind: "Workspace".into(), namespace: ws.ns.clone(), name: ws.name.clone(), uid: ws.uid };
-            store.event_record(&involved, EventType::Normal, intent.reason, intent.message, source).await?;
+            let involved = InvolvedObject {
+                kind: "Workspace".into(),
+                namespace: ws.ns.clone(),
+                name: ws.name.clone(),
+                uid: ws.uid,
+            };
+            store
+                .event_record(
+                    &involved,
+                    EventType::Normal,
+                    intent.reason,
+                    intent.message,
+                    source,
+                )
+                .await?;
             Ok(true)
         }
         // Another replica (or an earlier tick) already recorded it.
@@ -162,7 +214,12 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         match tick(&store, clock.now(), &opts, &source).await {
-            Ok(r) if r.stopped + r.started > 0 => tracing::info!(stopped = r.stopped, started = r.started, planned = r.planned, "lifecycle"),
+            Ok(r) if r.stopped + r.started > 0 => tracing::info!(
+                stopped = r.stopped,
+                started = r.started,
+                planned = r.planned,
+                "lifecycle"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lifecycle tick failed; retrying next tick"),
         }

@@ -12,6 +12,7 @@
 //! - `POST /tokens`, `GET /whoami`
 //! - `/healthz`, `/readyz` (no auth)
 
+mod activity;
 mod auth;
 mod error;
 mod routes;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub watch_poll: Duration,
     /// Metrics served on `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Coalesces activity reports in memory before they reach the database.
+    pub activity: Arc<activity::ActivityCache>,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             store,
             watch_poll: routes::DEFAULT_WATCH_POLL,
             metrics: Arc::new(Metrics::new()),
+            activity: Arc::default(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub fn router(state: AppState) -> Router {
         // also serves the workspace status path.
         .route(
             &format!("{base}/namespaces/{{ns}}/workspaces/{{name}}/{{action}}"),
-            post(routes::power).put(routes::put_workspace_status),
+            post(activity::workspace_action).put(routes::put_workspace_status),
         )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -179,6 +183,8 @@ pub struct CloudSetup {
     pub pacer: Option<Arc<berth_cloud::pacer::Pacer>>,
     /// Controller tunables.
     pub controllers: ControllerOptions,
+    /// Lifecycle loop tunables.
+    pub lifecycle: crate::lifecycle::LifecycleOptions,
 }
 
 impl std::fmt::Debug for CloudSetup {
@@ -230,12 +236,23 @@ pub async fn run_operator_with(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let controller = cloud.map(|setup| {
         let budget = setup.pacer.as_ref().map(|p| p.observation_budget());
+        let lifecycle_rx = rx.clone();
         let ctx: Arc<Ctx> = Arc::new(controllers::context(
             store.clone(),
             setup.cloud,
             setup.pacer,
             metrics.clone(),
             &opts.advertise_url,
+        ));
+        let mut lifecycle_rx = lifecycle_rx;
+        tokio::spawn(crate::lifecycle::run(
+            store.clone(),
+            ctx.clock.clone(),
+            setup.lifecycle.clone(),
+            ctx.source.clone(),
+            async move {
+                let _ = lifecycle_rx.wait_for(|v| *v).await;
+            },
         ));
         let mut rx = rx.clone();
         tokio::spawn(controllers::run_workspace_controller(

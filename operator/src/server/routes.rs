@@ -417,19 +417,16 @@ pub async fn create_token(
 /// `POST /namespaces/{ns}/workspaces/{name}/{start|stop|restart}`: records a
 /// person's power intent; the newest intent decides.
 pub async fn power(
-    State(st): State<AppState>,
+    st: AppState,
     caller: Caller,
-    Path((ns, name, action)): Path<(String, String, String)>,
+    ns: String,
+    name: String,
+    action: &str,
 ) -> Result<Response, ApiError> {
-    let action = match action.as_str() {
+    let action = match action {
         "start" => PowerAction::Start,
         "stop" => PowerAction::Stop,
-        "restart" => PowerAction::Restart,
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "no action {other:?} (start, stop, restart)"
-            )))
-        }
+        _ => PowerAction::Restart,
     };
     visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
     let message = format!("berth {} by {}", action.as_str(), caller.0.user);

@@ -82,11 +82,22 @@ pub(crate) fn intent_row<'a>(
     dedupe_key: Option<&'a str>,
     at: Option<DateTime<Utc>>,
 ) -> IntentRow<'a> {
-    IntentRow { action, reason, actor, message, dedupe_key, at }
+    IntentRow {
+        action,
+        reason,
+        actor,
+        message,
+        dedupe_key,
+        at,
+    }
 }
 
 /// Records an intent inside a transaction (no touch of the object).
-pub(crate) async fn insert_intent_tx(conn: &mut PgConnection, uid: Uuid, row: IntentRow<'_>) -> Result<Option<i64>> {
+pub(crate) async fn insert_intent_tx(
+    conn: &mut PgConnection,
+    uid: Uuid,
+    row: IntentRow<'_>,
+) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key, at)
          VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()))
@@ -166,7 +177,12 @@ impl Store {
             .metadata
             .uid
             .ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
-        let id = insert_intent_tx(&mut tx, uid, intent_row(action, reason, actor, message, dedupe_key, at)).await?;
+        let id = insert_intent_tx(
+            &mut tx,
+            uid,
+            intent_row(action, reason, actor, message, dedupe_key, at),
+        )
+        .await?;
         if id.is_some() {
             let interactive = matches!(reason, "Manual" | "Spec");
             touch(
@@ -249,7 +265,13 @@ impl Store {
     /// Records activity at `at` unless the stored one is less than
     /// `coalesce` older (so heartbeats do not each become a write).
     /// Returns whether a write happened.
-    pub async fn activity_report(&self, uid: Uuid, at: DateTime<Utc>, source: &str, coalesce: std::time::Duration) -> Result<bool> {
+    pub async fn activity_report(
+        &self,
+        uid: Uuid,
+        at: DateTime<Utc>,
+        source: &str,
+        coalesce: std::time::Duration,
+    ) -> Result<bool> {
         let n = sqlx::query(
             "INSERT INTO workspace_activity (workspace_uid, last_activity_at, source) VALUES ($1, $2, $3)
              ON CONFLICT (workspace_uid) DO UPDATE SET last_activity_at = EXCLUDED.last_activity_at, source = EXCLUDED.source
@@ -266,7 +288,12 @@ impl Store {
     }
 
     /// Sets the `berth extend` deadline.
-    pub async fn activity_extend(&self, uid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    pub async fn activity_extend(
+        &self,
+        uid: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO workspace_activity (workspace_uid, last_activity_at, source, extended_until) VALUES ($1, $3, 'manual', $2)
              ON CONFLICT (workspace_uid) DO UPDATE SET extended_until = EXCLUDED.extended_until",
@@ -341,6 +368,11 @@ impl Store {
 
     /// Counts intents of a reason (tests and benchmarks: "stopped exactly once").
     pub async fn intent_count(&self, reason: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM power_intents WHERE reason = $1").bind(reason).fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM power_intents WHERE reason = $1")
+                .bind(reason)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -32,7 +32,7 @@ pub(crate) use objects::{get_for_update, write_spec};
 pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};
 pub use templates::TemplateVersion;
 pub(crate) use templates::{insert_version_tx, latest_version_tx, version_tx};
-pub use tokens::Identity;
+pub use tokens::{token_hash, Identity};
 pub use watch::{Change, ChangeType, WatchFilter};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -332,6 +332,22 @@ fn check_precondition(current: &DynObject, expected: Option<i64>) -> Result<()> 
 }
 
 impl Store {
+    /// Bumps an object's revision so controllers look at it again (its
+    /// spec and status unchanged), e.g. after activity moved its deadline.
+    pub async fn object_touch(&self, kind: Kind, ns: &str, name: &str) -> Result<DynObject> {
+        let mut tx = self.pool.begin().await?;
+        let obj = touch(
+            &mut tx,
+            kind,
+            ns,
+            name,
+            Write::Intent { interactive: false },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(obj)
+    }
+
     /// Reads one object.
     pub async fn object_get(&self, kind: Kind, ns: &str, name: &str) -> Result<Option<DynObject>> {
         let row = sqlx::query(&format!(

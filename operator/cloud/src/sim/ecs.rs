@@ -691,7 +691,9 @@ fn start_failure(td: &TaskDefinition, env: &Env<'_>, at: Instant) -> Option<Stri
             ));
         }
         for secret in &container.secrets {
-            if !env.secrets.resolves(&secret.value_from) {
+            // Permissive mode (the `berth up` demo) takes secrets it does not
+            // hold, like the template's own, as existing in the account.
+            if !env.cfg.permissive && !env.secrets.resolves(&secret.value_from) {
                 return Some(format!(
                     "ResourceInitializationError: unable to pull secrets or registry auth: \
                      execution resource retrieval failed: unable to retrieve secret from asm: \

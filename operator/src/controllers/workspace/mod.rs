@@ -56,6 +56,7 @@ use crate::api::workspace::{
     DeletionPolicy, EcsStatus, EfsStatus, Phase, Transition, WorkspaceStatus,
 };
 use crate::api::{Kind, Workspace};
+use crate::lifecycle;
 use crate::store::{EventType, InvolvedObject, Lease, PowerAction, PowerIntent};
 
 /// The finalizer the workspace controller puts on every workspace.
@@ -219,7 +220,11 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     // A person's own start/stop (not yet acted on) goes ahead of bulk work
     // (autostarts, resyncs, rollouts) at the cloud pacer.
     let interactive = new_intent.is_some_and(|i| matches!(i.reason.as_str(), "Manual" | "Spec"));
-    let priority = if interactive { PacerPriority::Interactive } else { PacerPriority::Bulk };
+    let priority = if interactive {
+        PacerPriority::Interactive
+    } else {
+        PacerPriority::Bulk
+    };
     let outcome = priority
         .scope(converge(
             &pass,
@@ -262,7 +267,8 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     if let Some(i) = &intent {
         status.observed_intent = status.observed_intent.max(i.id);
     }
-    let now = Utc::now();
+    let now = ctx.clock.now();
+    lifecycle_status(ctx, &ws, policy.as_ref(), intent.as_ref(), now, &mut status).await?;
     status.phase = status::phase(&facts);
     status.conditions = status::conditions(&prev.conditions, &facts, generation, now);
     status.observed_generation = generation;
@@ -280,6 +286,51 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     } else {
         Action::requeue(ctx.steady_requeue)
     })
+}
+
+/// Fills the lifecycle fields shown by `get -o wide` and `describe`: last
+/// activity, when autostop and the maximum lifetime will stop it, the next
+/// autostart, and the values in force.
+async fn lifecycle_status(
+    ctx: &Ctx,
+    ws: &Workspace,
+    policy: Option<&crate::api::policy::LifecyclePolicySpec>,
+    intent: Option<&PowerIntent>,
+    now: chrono::DateTime<Utc>,
+    status: &mut WorkspaceStatus,
+) -> Result<(), ReconcileError> {
+    let eff = lifecycle::effective(&ws.spec, policy);
+    let activity = ctx
+        .store
+        .activity_get(ws.metadata.uid.unwrap_or_default())
+        .await?;
+    status.last_activity_at = activity.as_ref().map(|a| a.last_activity_at);
+    status.last_activity_source = activity.as_ref().map(|a| a.source.clone());
+    let running = intent.is_none_or(|i| i.action.runs());
+    match intent.filter(|i| i.action.runs()) {
+        Some(i) => {
+            status.autostop_at = lifecycle::autostop_at(&eff, i.at, activity.as_ref());
+            status.lifetime_ends_at = lifecycle::lifetime_end(&eff, i.at);
+        }
+        None => {
+            status.autostop_at = None;
+            status.lifetime_ends_at = None;
+        }
+    }
+    status.next_autostart_at = if running {
+        lifecycle::next_autostart(&ws.spec, &eff, now)
+    } else {
+        let input = lifecycle::Input {
+            uid: String::new(),
+            spec: &ws.spec,
+            effective: &eff,
+            intent,
+            activity: activity.as_ref(),
+        };
+        lifecycle::pending_autostart(now, &input, Duration::from_secs(15 * 60))
+    };
+    status.lifecycle = Some(eff);
+    Ok(())
 }
 
 fn status_service(ctx: &Ctx, status: &WorkspaceStatus) -> Option<Service> {
@@ -361,6 +412,13 @@ async fn converge(
         .map(|e| e.cluster.clone())
         .unwrap_or_else(|| template.infrastructure.cluster.clone());
     let observed = match ctx.cache.get(&cluster, &service_name) {
+        // Another replica may have acted on this workspace since our cache
+        // was filled: when what the status records (written by whoever made
+        // the last change) disagrees with the cache, describe it afresh
+        // before deciding, so no write is repeated.
+        Some(o) if cache_disagrees(&o, status) => {
+            ctx.cache.refresh_one(&cluster, &service_name).await?
+        }
         Some(o) => o,
         None => ctx.cache.refresh_one(&cluster, &service_name).await?,
     };
@@ -539,6 +597,19 @@ async fn converge(
     }
     facts.running_version = status.template_version;
     Ok(facts)
+}
+
+fn cache_disagrees(o: &Observed, status: &WorkspaceStatus) -> bool {
+    let Some(e) = status.ecs.as_ref().filter(|e| !e.service_name.is_empty()) else {
+        return false;
+    };
+    match o.active() {
+        Some(s) => {
+            s.desired_count as i32 != e.desired_count
+                || !same_task_definition(&s.task_definition, &e.task_definition_arn)
+        }
+        None => true,
+    }
 }
 
 /// Why the service's tasks fail to start: the newest stopped task's reason.

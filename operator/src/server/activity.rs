@@ -1,0 +1,257 @@
+//! Workspace actions: `start`, `stop`, `restart` (a person's power
+//! intents), `activity` (from the workspace's agent or its owner) and
+//! `extend` (push autostop out within the policy's limits).
+//!
+//! Activity reports are cheap: a replica drops reports that arrive within
+//! [`COALESCE`] of the last one it wrote for the workspace without touching
+//! the database, agent tokens it has verified are cached, and the database
+//! write itself is conditional on the deadline moving meaningfully. A burst
+//! of heartbeats from 10,000 agents is thus a few writes per second, not
+//! 10,000.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::api::{Kind, WorkspaceSpec};
+use crate::store::Identity;
+
+/// Reports closer together than this are one report.
+pub const COALESCE: Duration = Duration::from_secs(60);
+const AGENT_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// In-memory coalescing state of one API replica.
+#[derive(Default, Debug)]
+pub struct ActivityCache {
+    written: Mutex<HashMap<uuid::Uuid, Instant>>,
+    agents: Mutex<HashMap<String, (uuid::Uuid, Instant)>>,
+}
+
+impl ActivityCache {
+    fn recently_written(&self, uid: uuid::Uuid) -> bool {
+        let g = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&uid).is_some_and(|t| t.elapsed() < COALESCE)
+    }
+
+    fn mark_written(&self, uid: uuid::Uuid) {
+        let mut g = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 100_000 {
+            g.retain(|_, t| t.elapsed() < COALESCE);
+        }
+        g.insert(uid, Instant::now());
+    }
+
+    fn agent(&self, token_hash: &str) -> Option<uuid::Uuid> {
+        let g = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(token_hash)
+            .filter(|(_, t)| t.elapsed() < AGENT_TOKEN_TTL)
+            .map(|(u, _)| *u)
+    }
+
+    fn remember_agent(&self, token_hash: String, uid: uuid::Uuid) {
+        let mut g = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 100_000 {
+            g.retain(|_, (_, t)| t.elapsed() < AGENT_TOKEN_TTL);
+        }
+        g.insert(token_hash, (uid, Instant::now()));
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("missing bearer token (Authorization: Bearer …)".into())
+        })
+}
+
+async fn person(st: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    match st.store.token_lookup(bearer(headers)?).await? {
+        Some(id) => Ok(Caller(id)),
+        None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityBody {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    duration: String,
+}
+
+/// `POST /namespaces/{ns}/workspaces/{name}/{action}`.
+pub async fn workspace_action(
+    State(st): State<AppState>,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match action.as_str() {
+        "start" | "stop" | "restart" => {
+            let caller = person(&st, &headers).await?;
+            super::routes::power(st, caller, ns, name, &action).await
+        }
+        "activity" => activity(st, &headers, &ns, &name, &body).await,
+        "extend" => {
+            let caller = person(&st, &headers).await?;
+            extend(st, caller, &ns, &name, &body).await
+        }
+        other => Err(ApiError::NotFound(format!(
+            "no action {other:?} (start, stop, restart, activity, extend)"
+        ))),
+    }
+}
+
+async fn activity(
+    st: AppState,
+    headers: &HeaderMap,
+    ns: &str,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let token = bearer(headers)?;
+    let req: ActivityBody = if body.is_empty() {
+        ActivityBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("activity body: {e}")))?
+    };
+    let kind = req.kind.unwrap_or_else(|| "manual".into());
+    if !matches!(kind.as_str(), "ssh" | "vscode" | "app" | "manual") {
+        return Err(ApiError::Invalid(
+            format!("kind: {kind:?} is not one of ssh, vscode, app, manual"),
+            Vec::new(),
+        ));
+    }
+    let obj = st
+        .store
+        .object_get(Kind::Workspace, ns, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"))
+        })?;
+    let uid = obj.metadata.uid.unwrap_or_default();
+    let hash = crate::store::token_hash(token);
+    let authorized = if st.activity.agent(&hash) == Some(uid) {
+        true
+    } else if st.store.agent_token_check(uid, token).await? {
+        st.activity.remember_agent(hash, uid);
+        true
+    } else {
+        match st.store.token_lookup(token).await? {
+            Some(Identity { admin: true, .. }) => true,
+            Some(id) => obj.spec.get("owner").and_then(|o| o.as_str()) == Some(id.user.as_str()),
+            None => return Err(ApiError::Unauthorized("unknown or revoked token".into())),
+        }
+    };
+    if !authorized {
+        return Err(ApiError::NotFound(format!(
+            "workspaces/{name} not found in namespace {ns:?}"
+        )));
+    }
+    if st.activity.recently_written(uid) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"recorded": false, "coalesced": true})),
+        )
+            .into_response());
+    }
+    let wrote = st
+        .store
+        .activity_report(uid, chrono::Utc::now(), &kind, COALESCE)
+        .await?;
+    st.activity.mark_written(uid);
+    if wrote {
+        // The workspace's deadline moved: let the controller refresh its status.
+        st.store.object_touch(Kind::Workspace, ns, name).await?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"recorded": wrote, "coalesced": !wrote})),
+    )
+        .into_response())
+}
+
+async fn extend(
+    st: AppState,
+    caller: Caller,
+    ns: &str,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let req: ExtendBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("extend body: {e}")))?;
+    let obj = st
+        .store
+        .object_get(Kind::Workspace, ns, name)
+        .await?
+        .filter(|o| caller.can_read(o))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"))
+        })?;
+    let d = crate::api::validate::duration(&req.duration)
+        .map_err(|e| ApiError::Invalid(format!("duration: {e}"), Vec::new()))?;
+    let spec: WorkspaceSpec =
+        serde_json::from_value(obj.spec.clone()).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let (policies, _) = st
+        .store
+        .object_list(
+            Kind::LifecyclePolicy,
+            Some(ns),
+            &crate::api::selector::Selector::default(),
+            None,
+        )
+        .await?;
+    let policy = policies
+        .into_iter()
+        .next()
+        .and_then(|p| serde_json::from_value(p.spec).ok());
+    let eff = crate::lifecycle::effective(&spec, policy.as_ref());
+    let limit = eff
+        .max_after_inactivity
+        .as_deref()
+        .and_then(|m| crate::api::validate::duration(m).ok())
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    if d > limit {
+        let shown = eff
+            .max_after_inactivity
+            .clone()
+            .unwrap_or_else(|| "24h".into());
+        return Err(ApiError::Invalid(
+            format!("workspaces/{name}: duration: {} is longer than the lifecycle policy allows ({shown})", req.duration),
+            Vec::new(),
+        ));
+    }
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::from_std(d).unwrap_or_default();
+    st.store
+        .activity_extend(obj.metadata.uid.unwrap_or_default(), until, now)
+        .await?;
+    st.store.object_touch(Kind::Workspace, ns, name).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"workspace": name, "autostopNotBefore": until})),
+    )
+        .into_response())
+}

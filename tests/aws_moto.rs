@@ -1,0 +1,431 @@
+//! The workspace controller end to end on the **AWS backend** (aws-sdk-ecs,
+//! aws-sdk-efs, aws-sdk-secretsmanager) against moto_server, an AWS API
+//! emulator started per test on a free loopback port, with a real
+//! PostgreSQL.
+//!
+//! What moto does not do shapes the expectations: it never runs tasks (a
+//! service's runningCount only jumps to desiredCount on an update, and its
+//! deployment stays IN_PROGRESS), so a started workspace reads `Starting`
+//! with desiredCount 1 rather than `Running`; it ignores client tokens and
+//! silently replaces a service created twice, so "no duplicate" is proven by
+//! counting successful CreateService calls, not only objects in moto's state.
+//! Convergence and validation are covered against the sim
+//! (tests/controller.rs).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::api::meta::ConditionStatus;
+use berth::api::workspace::Phase;
+use berth::api::{Kind, WorkspaceStatus};
+use berth::controllers::workspace::{self, CrashPoint};
+use berth::controllers::{self, Ctx, WsKey};
+use berth::metrics::Metrics;
+use berth::store::{NewIntent, PowerAction, Store};
+use berth_aws::testing::{Infrastructure, Moto};
+use berth_cloud::ecs::{ServiceStatus, TaskDefinition, FAILURE_MISSING};
+use berth_cloud::efs::AccessPoint;
+use berth_cloud::{tags, Cloud};
+
+use common::sim::{apply_yaml, condition, spawn_controller, status, wait_until};
+
+fn template(infra: &Infrastructure) -> String {
+    format!(
+        r#"
+apiVersion: berth.dev/v1alpha1
+kind: WorkspaceTemplate
+metadata:
+  name: dev
+spec:
+  infrastructure:
+    region: us-east-1
+    cluster: {cluster}
+    subnets: [{subnet}]
+    securityGroups: [{sg}]
+    assignPublicIp: true
+    fileSystemId: {fs}
+    executionRoleArn: arn:aws:iam::123456789012:role/berth-execution
+    taskRoleArn: arn:aws:iam::123456789012:role/berth-workspace
+    logGroup: /berth/workspaces
+  container:
+    image: ghcr.io/example/dev:1
+    homePath: /home/dev
+  resources:
+    default: {{cpu: 1024, memory: 2048}}
+"#,
+        cluster = infra.cluster,
+        subnet = infra.subnet,
+        sg = infra.security_group,
+        fs = infra.file_system,
+    )
+}
+
+struct Env {
+    moto: Moto,
+    infra: Infrastructure,
+    /// An unwrapped client for assertions (not metered).
+    cloud: Cloud,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let moto = Moto::start();
+        let infra = moto.setup();
+        let cloud = berth_aws::connect(moto.options()).await.expect("connect");
+        let store = common::store().await;
+        apply_yaml(&store, &template(&infra)).await;
+        Env {
+            moto,
+            infra,
+            cloud,
+            store,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// A controller context on the AWS backend (metered, retried), sharing
+    /// this environment's metrics.
+    async fn ctx(&self) -> Ctx {
+        let cloud = berth_aws::connect(self.moto.options())
+            .await
+            .expect("connect");
+        let mut c = controllers::context(
+            self.store.clone(),
+            cloud,
+            None,
+            self.metrics.clone(),
+            "http://berth.test",
+        );
+        c.lease_ttl = Duration::from_secs(3);
+        c
+    }
+
+    async fn service(&self, name: &str) -> Option<berth_cloud::ecs::Service> {
+        let out = self
+            .cloud
+            .ecs
+            .describe_services(&self.infra.cluster, &[family(name)], true)
+            .await
+            .expect("describe services");
+        if let Some(f) = out.failures.first() {
+            assert_eq!(f.reason, FAILURE_MISSING);
+        }
+        out.services.into_iter().next()
+    }
+
+    async fn task_definition(&self, td: &str) -> TaskDefinition {
+        self.cloud
+            .ecs
+            .describe_task_definition(td, true)
+            .await
+            .expect("describe task definition")
+    }
+
+    async fn access_points(&self) -> Vec<AccessPoint> {
+        self.cloud
+            .efs
+            .describe_access_points(&self.infra.file_system)
+            .await
+            .expect("describe access points")
+    }
+
+    /// moto's state: (services, access points, task definitions) stored.
+    fn moto_counts(&self) -> (usize, usize, usize) {
+        let d: serde_json::Value = serde_json::from_str(&self.moto.data_json()).unwrap();
+        let n = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+        (
+            n(&d["ecs"]["Service"]),
+            n(&d["efs"]["AccessPoint"]),
+            n(&d["ecs"]["TaskDefinition"]),
+        )
+    }
+
+    fn created_services(&self) -> u64 {
+        self.metrics.cloud_calls("CreateService", "ok")
+    }
+}
+
+fn family(name: &str) -> String {
+    format!("berth-default-{name}")
+}
+
+fn workspace(name: &str, extra: &str) -> String {
+    common::workspace(name, name, extra)
+}
+
+/// Started as far as moto goes: the service exists with desiredCount 1 and
+/// the status records it (moto never runs the task, so not `Running`).
+fn is_started(st: &WorkspaceStatus) -> bool {
+    st.ecs
+        .as_ref()
+        .is_some_and(|e| e.desired_count == 1 && !e.service_arn.is_empty())
+        && matches!(st.phase, Phase::Starting | Phase::Running)
+}
+
+fn is_stopped(st: &WorkspaceStatus) -> bool {
+    st.phase == Phase::Stopped && st.ecs.as_ref().is_some_and(|e| e.desired_count == 0)
+}
+
+async fn intent(store: &Store, name: &str, action: PowerAction) {
+    store
+        .intent_record("default", name, &NewIntent::manual(action, name))
+        .await
+        .unwrap();
+}
+
+async fn wait_gone(store: &Store, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was not deleted: {:?}",
+            status(store, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
+    let env = Env::new().await;
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    apply_yaml(&env.store, &workspace("alice", "")).await;
+    let st = wait_until(&env.store, "alice", "started", is_started).await;
+    assert_eq!(st.phase, Phase::Starting, "moto never runs tasks");
+    assert_eq!(condition(&st, "Ready").0, ConditionStatus::False);
+    assert_eq!(st.template_version, Some(1));
+
+    // The ECS service: desiredCount 1, tagged, in the template's network.
+    let svc = env.service("alice").await.expect("service");
+    assert_eq!(svc.status, ServiceStatus::Active);
+    assert_eq!(svc.desired_count, 1);
+    assert_eq!(svc.service_arn, st.ecs.as_ref().unwrap().service_arn);
+    assert_eq!(svc.tags.get(tags::NAME).map(String::as_str), Some("alice"));
+    assert_eq!(
+        svc.tags.get(tags::NAMESPACE).map(String::as_str),
+        Some("default")
+    );
+    let uid = svc.tags.get(tags::UID).cloned().expect("uid tag");
+    assert_eq!(
+        svc.network_configuration.subnets,
+        vec![env.infra.subnet.clone()]
+    );
+    assert_eq!(
+        svc.network_configuration.security_groups,
+        vec![env.infra.security_group.clone()]
+    );
+
+    // The task definition: CPU/memory, roles, env, the agent token as a
+    // secret reference, the EFS volume through the access point.
+    let td = env.task_definition(&svc.task_definition).await;
+    assert_eq!((td.cpu, td.memory), (1024, 2048));
+    assert_eq!(td.revision, 1);
+    assert_eq!(
+        td.execution_role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/berth-execution")
+    );
+    assert!(tags::is_owned_by(&td.tags, &uid));
+    assert_eq!(
+        td.tags.get(tags::CONTENT_HASH),
+        Some(&st.ecs.as_ref().unwrap().content_hash)
+    );
+    let container = &td.container_definitions[0];
+    assert_eq!(container.image, "ghcr.io/example/dev:1");
+    assert!(!container.environment.is_empty());
+    assert!(
+        container.secrets.iter().any(|s| s
+            .value_from
+            .contains(":secret:berth/default/alice/agent-token")),
+        "{:?}",
+        container.secrets
+    );
+    let mount = container.mount_points.first().expect("home mount");
+    assert_eq!(mount.container_path, "/home/dev");
+    let vol = td
+        .volumes
+        .iter()
+        .find(|v| v.name == mount.source_volume)
+        .and_then(|v| v.efs_volume_configuration.clone())
+        .expect("EFS volume");
+    assert_eq!(vol.file_system_id, env.infra.file_system);
+    assert!(vol.transit_encryption);
+
+    // The access point: the owner's directory, the POSIX user, tagged.
+    let aps = env.access_points().await;
+    assert_eq!(aps.len(), 1);
+    let ap = &aps[0];
+    assert_eq!(
+        vol.access_point_id.as_deref(),
+        Some(ap.access_point_id.as_str())
+    );
+    assert_eq!(ap.root_directory.path, "/home/alice");
+    assert!(ap.root_directory.creation_info.is_some());
+    assert!(ap.posix_user.is_some());
+    assert!(tags::is_owned_by(&ap.tags, &uid));
+    assert_eq!(st.efs.as_ref().unwrap().access_point_id, ap.access_point_id);
+
+    // A CPU change while started: no new revision now (applies at the next
+    // start), the workspace says so.
+    apply_yaml(
+        &env.store,
+        &workspace("alice", "  resources: {cpu: 2048, memory: 4096}\n"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.task_definition(&family("alice")).await.revision, 1);
+    let svc = env.service("alice").await.unwrap();
+    assert!(
+        svc.task_definition.ends_with(":1"),
+        "{}",
+        svc.task_definition
+    );
+
+    // Stop: desiredCount 0.
+    intent(&env.store, "alice", PowerAction::Stop).await;
+    wait_until(&env.store, "alice", "stopped", is_stopped).await;
+    assert_eq!(env.service("alice").await.unwrap().desired_count, 0);
+    assert_eq!(env.task_definition(&family("alice")).await.revision, 1);
+
+    // Start: the new revision with the new CPU, on the same service.
+    intent(&env.store, "alice", PowerAction::Start).await;
+    let st = wait_until(&env.store, "alice", "restarted", |st| {
+        is_started(st)
+            && st
+                .ecs
+                .as_ref()
+                .is_some_and(|e| e.task_definition_arn.ends_with(":2"))
+    })
+    .await;
+    let svc = env.service("alice").await.unwrap();
+    assert_eq!(svc.desired_count, 1);
+    assert!(
+        svc.task_definition.ends_with("berth-default-alice:2"),
+        "{}",
+        svc.task_definition
+    );
+    let td2 = env.task_definition(&svc.task_definition).await;
+    assert_eq!((td2.cpu, td2.memory), (2048, 4096));
+    assert_eq!(st.ecs.as_ref().unwrap().service_arn, svc.service_arn);
+
+    // Stop and start again without a change: no third revision.
+    intent(&env.store, "alice", PowerAction::Stop).await;
+    wait_until(&env.store, "alice", "stopped again", is_stopped).await;
+    intent(&env.store, "alice", PowerAction::Start).await;
+    wait_until(&env.store, "alice", "started again", is_started).await;
+    assert_eq!(env.task_definition(&family("alice")).await.revision, 2);
+
+    // One service, one access point, two revisions; one CreateService.
+    assert_eq!(env.moto_counts(), (1, 1, 2));
+    assert_eq!(env.created_services(), 1);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_removes_the_service_and_the_access_point_only_under_delete() {
+    let env = Env::new().await;
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    apply_yaml(&env.store, &workspace("keep", "")).await;
+    apply_yaml(&env.store, &workspace("drop", "  deletionPolicy: Delete\n")).await;
+    wait_until(&env.store, "keep", "started", is_started).await;
+    wait_until(&env.store, "drop", "started", is_started).await;
+    let keep_uid = env.service("keep").await.unwrap().tags[tags::UID].clone();
+    let drop_uid = env.service("drop").await.unwrap().tags[tags::UID].clone();
+    assert_eq!(env.access_points().await.len(), 2);
+
+    env.store
+        .object_delete(Kind::Workspace, "default", "keep", None)
+        .await
+        .unwrap();
+    env.store
+        .object_delete(Kind::Workspace, "default", "drop", None)
+        .await
+        .unwrap();
+    wait_gone(&env.store, "keep").await;
+    wait_gone(&env.store, "drop").await;
+
+    // Both services are gone (INACTIVE, as ECS keeps deleted services
+    // describable for a while) …
+    for name in ["keep", "drop"] {
+        if let Some(s) = env.service(name).await {
+            assert_eq!(s.status, ServiceStatus::Inactive, "{name}: {s:?}");
+        }
+    }
+    // … the Retain workspace's access point stays, the Delete one's is gone.
+    let aps = env.access_points().await;
+    assert_eq!(aps.len(), 1, "{aps:?}");
+    assert!(tags::is_owned_by(&aps[0].tags, &keep_uid));
+    assert!(!aps.iter().any(|a| tags::is_owned_by(&a.tags, &drop_uid)));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_create_and_the_status_write_adopts_instead_of_duplicating() {
+    for point in [
+        CrashPoint::AfterAccessPoint,
+        CrashPoint::AfterRegister,
+        CrashPoint::AfterCreateService,
+    ] {
+        let env = Env::new().await;
+        apply_yaml(&env.store, &workspace("gina", "")).await;
+        let key = WsKey {
+            namespace: "default".into(),
+            name: "gina".into(),
+        };
+        let mut crashing = env.ctx().await;
+        crashing.crash_point = Some(point);
+        let crashing = Arc::new(crashing);
+        let mut crashed = false;
+        for _ in 0..50 {
+            match workspace::reconcile(key.clone(), crashing.clone()).await {
+                Err(controllers::ReconcileError::Crash(p)) => {
+                    assert_eq!(p, point);
+                    crashed = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert!(crashed, "{point:?} never reached");
+        drop(crashing);
+        // A restarted controller: fresh process state and clients, same
+        // store and the same AWS account.
+        let c = spawn_controller(Arc::new(env.ctx().await));
+        wait_until(&env.store, "gina", "started after restart", is_started).await;
+        // Let a few more passes run: none may create anything.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.stop().await;
+        assert_eq!(
+            env.moto_counts(),
+            (1, 1, 1),
+            "{point:?}: one service, one access point, one task definition revision"
+        );
+        assert_eq!(env.access_points().await.len(), 1, "{point:?}");
+        assert_eq!(env.created_services(), 1, "{point:?}: one CreateService");
+        assert_eq!(
+            env.metrics.cloud_calls("CreateAccessPoint", "ok"),
+            1,
+            "{point:?}: one CreateAccessPoint"
+        );
+        assert_eq!(
+            env.metrics.cloud_calls("RegisterTaskDefinition", "ok"),
+            1,
+            "{point:?}: one RegisterTaskDefinition"
+        );
+        let st = status(&env.store, "gina").await;
+        let svc = env.service("gina").await.expect("service");
+        assert_eq!(st.ecs.as_ref().unwrap().service_arn, svc.service_arn);
+        assert_eq!(
+            st.efs.as_ref().unwrap().access_point_id,
+            env.access_points().await[0].access_point_id
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Shared by the CLI tests (`cli_golden`, `cli_e2e`): a fresh database per
+//! test on the server named by `DATABASE_URL`, and the built `berth
+//! operator` on a free port with a CLI config pointing at it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A database of its own on the server named by `DATABASE_URL`.
+pub struct TestDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            panic!(
+                "DATABASE_URL is not set: the CLI golden tests need a PostgreSQL server to create \
+                 databases on. Run scripts/test.sh (it starts a private PostgreSQL), or set \
+                 DATABASE_URL=postgres://user@host:port/db"
+            )
+        });
+        let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+        runtime().block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        });
+        let mut url = reqwest::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        TestDb {
+            admin_url,
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        runtime().block_on(async move {
+            use sqlx::Connection as _;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+/// A running operator and a CLI config pointing at it.
+pub struct Operator {
+    child: Child,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    _db: TestDb,
+}
+
+impl Operator {
+    /// An operator without a cloud (the API only).
+    pub fn start() -> Operator {
+        Operator::start_with(&[])
+    }
+
+    /// An operator with extra flags (e.g. `--cloud sim`).
+    pub fn start_with(extra: &[&str]) -> Operator {
+        let db = TestDb::create();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.yaml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
+        let child = Command::new(BERTH)
+            .args([
+                "operator",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--write-cli-config",
+            ])
+            .arg(&config)
+            .args(extra)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth operator");
+        let mut op = Operator {
+            child,
+            dir,
+            config,
+            _db: db,
+        };
+        op.wait_ready();
+        op
+    }
+
+    /// What the operator has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the operator exited ({status}) before becoming ready:\n{}",
+                    self.log()
+                );
+            }
+            if self.config.exists() {
+                let out = self.cli(&["whoami"]);
+                if out.code == 0 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the operator did not become ready within 60s:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `berth ARGS`, run from `tests/golden/fixtures` with this operator's config.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BERTH);
+        cmd.args(args)
+            .current_dir(golden_dir().join("fixtures"))
+            .env("BERTH_CONFIG", &self.config)
+            .env("BERTH_TEST_FIXED_AGE", "<age>")
+            .env_remove("BERTH_SERVER")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `berth ARGS` and collects its output.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let out = self.command(args).output().expect("run berth");
+        CliOutput::from(out)
+    }
+
+    /// `(server, token)` from the CLI config the operator wrote.
+    pub fn server_and_token(&self) -> (String, String) {
+        let text = std::fs::read_to_string(&self.config).expect("CLI config");
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+                .unwrap_or_else(|| panic!("no {key} in the CLI config:\n{text}"))
+        };
+        (value("server:"), value("token:"))
+    }
+
+    /// Writes a workspace's status through the status path, as a controller does.
+    pub fn put_workspace_status(&self, name: &str, status: serde_json::Value) {
+        let (server, token) = self.server_and_token();
+        let url =
+            format!("{server}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/{name}/status");
+        runtime().block_on(async {
+            let resp = reqwest::Client::new()
+                .put(&url)
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "status": status }))
+                .send()
+                .await
+                .expect("PUT status");
+            let code = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            assert!(code.is_success(), "PUT {url}: {code}: {body}");
+        });
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct CliOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl From<std::process::Output> for CliOutput {
+    fn from(out: std::process::Output) -> Self {
+        CliOutput {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! Lifecycle automation end to end, under a controlled clock: a real
+//! PostgreSQL, the workspace controller on the sim, and the lifecycle loop
+//! ticked by hand.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::api::meta::ConditionStatus;
+use berth::api::Kind;
+use berth::lifecycle::run::tick;
+use berth::lifecycle::{Clock, LifecycleOptions, ManualClock};
+use berth::store::{NewIntent, PowerAction, Store};
+use berth_cloud::ops::Operation;
+use berth_cloud::sim::{Outcome, Sim};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use common::sim::*;
+use reqwest::StatusCode;
+
+fn lopts() -> LifecycleOptions {
+    LifecycleOptions {
+        start_lead: Duration::from_secs(90),
+        start_rate: 4.0,
+        ..LifecycleOptions::default()
+    }
+}
+
+async fn setup(policy: Option<&str>) -> (Store, Sim, ManualClock, Running) {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let clock = ManualClock::new(Utc::now());
+    let mut c = ctx(&store, &sim);
+    c.clock = Arc::new(clock.clone());
+    let running = spawn_controller(Arc::new(c));
+    apply_yaml(&store, common::TEMPLATE).await;
+    if let Some(p) = policy {
+        apply_yaml(&store, &format!("apiVersion: berth.dev/v1alpha1\nkind: LifecyclePolicy\nmetadata: {{name: org}}\nspec:\n{p}")).await;
+    }
+    (store, sim, clock, running)
+}
+
+async fn uid(store: &Store, name: &str) -> uuid::Uuid {
+    store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
+fn mins(m: i64) -> chrono::Duration {
+    chrono::Duration::minutes(m)
+}
+
+#[tokio::test]
+async fn an_idle_workspace_past_its_threshold_is_stopped_exactly_once_and_activity_pushes_it_out() {
+    let (store, sim, clock, c) = setup(None).await;
+    apply_yaml(
+        &store,
+        &common::workspace(
+            "idle",
+            "ivy",
+            "  schedule: {autostop: {afterInactivity: 2h}}\n",
+        ),
+    )
+    .await;
+    let st = wait_until(&store, "idle", "Ready", is_running).await;
+    let t0 = clock.now();
+    let stop_at = st.autostop_at.expect("autostopAt is shown");
+    assert!(
+        stop_at > t0 + mins(115) && stop_at < t0 + mins(125),
+        "{stop_at} vs {t0}"
+    );
+
+    // Activity one hour in pushes autostop to three hours.
+    store
+        .activity_report(
+            uid(&store, "idle").await,
+            t0 + mins(60),
+            "ssh",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    clock.set(t0 + mins(150));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        0
+    );
+    clock.set(t0 + mins(185));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "b")
+            .await
+            .unwrap()
+            .stopped,
+        0,
+        "exactly once"
+    );
+    let st = wait_until(&store, "idle", "Stopped", is_stopped).await;
+    assert_eq!(
+        st.last_transition.as_ref().map(|t| t.reason.as_str()),
+        Some("AutoStop")
+    );
+    assert_eq!(store.intent_count("AutoStop").await.unwrap(), 1);
+    let ev = events(&store, "idle").await;
+    let auto = ev
+        .iter()
+        .find(|(r, _)| r == "AutoStop")
+        .expect("AutoStop event");
+    assert!(auto.1.contains("idle for 2h"), "{}", auto.1);
+    assert_eq!(
+        sim.service(CLUSTER, &family("idle")).unwrap().desired_count,
+        0
+    );
+
+    // Re-applying the same YAML records no intent: it stays stopped.
+    apply_yaml(
+        &store,
+        &common::workspace(
+            "idle",
+            "ivy",
+            "  schedule: {autostop: {afterInactivity: 2h}}\n",
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(is_stopped(&status(&store, "idle").await));
+    assert_eq!(
+        sim.service(CLUSTER, &family("idle")).unwrap().desired_count,
+        0
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_maximum_lifetime_stops_a_busy_workspace() {
+    let (store, _sim, clock, c) = setup(Some(
+        "  autostop: {defaultAfterInactivity: 1h, maxLifetime: 12h}\n",
+    ))
+    .await;
+    apply_yaml(&store, &common::workspace("busy", "bea", "")).await;
+    wait_until(&store, "busy", "Ready", is_running).await;
+    let t0 = clock.now();
+    let id = uid(&store, "busy").await;
+    for h in 1..=12 {
+        store
+            .activity_report(
+                id,
+                t0 + chrono::Duration::hours(h) - mins(10),
+                "vscode",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        clock.set(t0 + chrono::Duration::hours(h) - mins(5));
+        assert_eq!(
+            tick(&store, clock.now(), &lopts(), "a")
+                .await
+                .unwrap()
+                .stopped,
+            0,
+            "hour {h}"
+        );
+    }
+    clock.set(t0 + chrono::Duration::hours(12) + mins(1));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+    let st = wait_until(&store, "busy", "Stopped", is_stopped).await;
+    assert_eq!(st.last_transition.unwrap().reason, "MaxLifetime");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_that_forbids_user_overrides_ignores_the_workspace_setting_and_says_why() {
+    let (store, _sim, clock, c) = setup(Some(
+        "  autostop: {defaultAfterInactivity: 1h, allowUserOverride: false}\n",
+    ))
+    .await;
+    apply_yaml(
+        &store,
+        &common::workspace(
+            "own",
+            "oli",
+            "  schedule: {autostop: {afterInactivity: 8h}}\n",
+        ),
+    )
+    .await;
+    let st = wait_until(&store, "own", "Ready", is_running).await;
+    let eff = st.lifecycle.expect("effective lifecycle in status");
+    assert_eq!(
+        (eff.after_inactivity.as_deref(), eff.source.as_str()),
+        (Some("1h"), "policy")
+    );
+    assert!(
+        eff.notes
+            .iter()
+            .any(|n| n.contains("does not allow users to change it")),
+        "{:?}",
+        eff.notes
+    );
+    clock.advance(mins(61));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+    c.stop().await;
+}
+
+fn next_monday_7am_la(after: DateTime<Utc>) -> DateTime<Utc> {
+    let tz = chrono_tz::America::Los_Angeles;
+    let local = after.with_timezone(&tz).date_naive();
+    let mut d = local + chrono::Duration::days(1);
+    while d.weekday() != chrono::Weekday::Mon {
+        d += chrono::Duration::days(1);
+    }
+    tz.from_local_datetime(&d.and_hms_opt(7, 0, 0).unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn autostart_begins_just_early_enough_and_a_later_manual_stop_is_not_undone() {
+    let (store, _sim, clock, c) = setup(None).await;
+    let sched = "  running: false\n  schedule:\n    autostart: {cron: '0 8 * * 1-5', timezone: America/Los_Angeles}\n";
+    apply_yaml(&store, &common::workspace("early", "eve", sched)).await;
+    wait_until(&store, "early", "Stopped", is_stopped).await;
+    let seven = next_monday_7am_la(Utc::now());
+    let eight = seven + mins(60);
+    clock.set(seven);
+    store
+        .object_touch(Kind::Workspace, "default", "early")
+        .await
+        .unwrap();
+    wait_until(&store, "early", "nextAutostartAt", |s| {
+        s.next_autostart_at == Some(eight)
+    })
+    .await;
+    // Lead 90 s: nothing at 7:58:00, the start at 7:58:30.
+    clock.set(eight - chrono::Duration::seconds(120));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .started,
+        0
+    );
+    clock.set(eight - chrono::Duration::seconds(90));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .started,
+        1
+    );
+    let st = wait_until(&store, "early", "Running", is_running).await;
+    assert_eq!(st.last_transition.unwrap().reason, "AutoStart");
+    // The owner stops it at 8:05: the autostart that already fired does not undo that.
+    clock.set(eight + mins(5));
+    let stop = NewIntent {
+        at: Some(clock.now()),
+        ..NewIntent::manual(PowerAction::Stop, "eve")
+    };
+    store
+        .intent_record("default", "early", &stop)
+        .await
+        .unwrap();
+    wait_until(&store, "early", "Stopped", is_stopped).await;
+    for m in [6, 10, 14] {
+        clock.set(eight + mins(m));
+        assert_eq!(
+            tick(&store, clock.now(), &lopts(), "a")
+                .await
+                .unwrap()
+                .started,
+            0,
+            "minute {m}"
+        );
+    }
+    // The next one is Tuesday 8:00.
+    store
+        .object_touch(Kind::Workspace, "default", "early")
+        .await
+        .unwrap();
+    let st = wait_until(&store, "early", "next autostart tomorrow", |s| {
+        s.next_autostart_at == Some(eight + chrono::Duration::days(1))
+    })
+    .await;
+    assert!(is_stopped(&st));
+    assert_eq!(store.intent_count("AutoStart").await.unwrap(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_update_shows_outdated_and_is_applied_at_the_next_autostart() {
+    let (store, sim, clock, c) = setup(None).await;
+    let sched = "  schedule:\n    autostart: {cron: '0 8 * * 1-5', timezone: America/Los_Angeles}\n    autostop: {afterInactivity: 1h}\n";
+    apply_yaml(&store, &common::workspace("upd", "uma", sched)).await;
+    wait_until(&store, "upd", "Ready", is_running).await;
+    apply_yaml(&store, &common::TEMPLATE.replace("dev:1", "dev:2")).await;
+    wait_until(&store, "upd", "Outdated", |s| {
+        condition(s, "Outdated").0 == ConditionStatus::True
+    })
+    .await;
+    // Idle → stopped; the next autostart starts version 2.
+    clock.advance(mins(61));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+    wait_until(&store, "upd", "Stopped", is_stopped).await;
+    let eight = next_monday_7am_la(clock.now()) + mins(60);
+    clock.set(eight - chrono::Duration::seconds(30));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .started,
+        1
+    );
+    let st = wait_until(&store, "upd", "Running v2", |s| {
+        is_running(s) && s.template_version == Some(2)
+    })
+    .await;
+    assert_eq!(condition(&st, "Outdated").0, ConditionStatus::False);
+    let td = sim
+        .task_definition(
+            &sim.service(CLUSTER, &family("upd"))
+                .unwrap()
+                .task_definition,
+        )
+        .unwrap();
+    assert_eq!(td.container_definitions[0].image, "ghcr.io/example/dev:2");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn extend_pushes_autostop_out_within_the_policy_limit() {
+    let api = common::Api::start().await;
+    api.apply(&api.admin, common::TEMPLATE).await;
+    let policy = "apiVersion: berth.dev/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: org}\nspec: {autostop: {defaultAfterInactivity: 1h, maxAfterInactivity: 8h}}\n";
+    assert_eq!(api.apply(&api.admin, policy).await.status(), StatusCode::OK);
+    let alice = api.user("alice").await;
+    api.apply(&alice, &common::workspace("ext", "alice", ""))
+        .await;
+    let url = format!("{}/namespaces/default/workspaces/ext/extend", api.base);
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"duration": "10h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("longer than the lifecycle policy allows (8h)"));
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"duration": "3h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let bob = api.user("bob").await;
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({"duration": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "another user cannot extend it"
+    );
+    // Running since now with 1h inactivity: the extension keeps it until 3h.
+    let now = Utc::now();
+    assert_eq!(
+        tick(&api.store, now + mins(150), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        0
+    );
+    assert_eq!(
+        tick(&api.store, now + mins(185), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+}
+
+#[tokio::test]
+async fn activity_is_accepted_from_the_agent_token_and_the_owner_and_coalesced() {
+    let api = common::Api::start().await;
+    api.apply(&api.admin, common::TEMPLATE).await;
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    api.apply(&alice, &common::workspace("act", "alice", ""))
+        .await;
+    let id = uid(&api.store, "act").await;
+    api.store
+        .agent_token_set(id, "berth_agent_secret")
+        .await
+        .unwrap();
+    let url = format!("{}/namespaces/default/workspaces/act/activity", api.base);
+    let post = |token: String, kind: &'static str| {
+        let (client, url) = (api.client.clone(), url.clone());
+        async move {
+            client
+                .post(&url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"kind": kind}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = post("berth_agent_secret".into(), "ssh").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["recorded"],
+        true
+    );
+    // A burst of heartbeats is one write.
+    let rev = api.store.revision_current().await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(
+            post("berth_agent_secret".into(), "vscode").await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(
+        api.store.revision_current().await.unwrap(),
+        rev,
+        "coalesced reports write nothing"
+    );
+    assert_eq!(
+        api.store.activity_get(id).await.unwrap().unwrap().source,
+        "ssh"
+    );
+    assert_eq!(
+        post(alice.clone(), "manual").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(post(bob, "manual").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        post("berth_agent_wrong".into(), "ssh").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(alice, "dance").await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_stop_200_idle_workspaces_exactly_once() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let clock = ManualClock::new(Utc::now());
+    let mut a = ctx(&store, &sim);
+    a.clock = Arc::new(clock.clone());
+    let mut b = ctx(&store, &sim);
+    b.clock = Arc::new(clock.clone());
+    let (ca, cb) = (spawn_controller(Arc::new(a)), spawn_controller(Arc::new(b)));
+    apply_yaml(&store, common::TEMPLATE).await;
+    let mut yaml = String::new();
+    for i in 0..200 {
+        yaml.push_str(&common::workspace(
+            &format!("w{i:03}"),
+            &format!("u{}", i % 20),
+            "  schedule: {autostop: {afterInactivity: 30m}}\n",
+        ));
+        yaml.push_str("---\n");
+    }
+    apply_yaml(&store, &yaml).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM objects WHERE kind='Workspace' AND status->>'phase' = 'Running'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if n == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n} running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = sim.calls().get(Operation::UpdateService, Outcome::Ok);
+    clock.advance(mins(31));
+    // Two replicas' lifecycle loops tick at the same moment, several times.
+    let now = clock.now();
+    let o = lopts();
+    for _ in 0..3 {
+        let (ra, rb) = tokio::join!(tick(&store, now, &o, "a"), tick(&store, now, &o, "b"));
+        let _ = (ra.unwrap(), rb.unwrap());
+    }
+    assert_eq!(
+        store.intent_count("AutoStop").await.unwrap(),
+        200,
+        "each stopped exactly once"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM objects WHERE kind='Workspace' AND status->>'phase' = 'Stopped'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if n == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n} stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ca.stop().await;
+    cb.stop().await;
+    assert_eq!(
+        sim.calls().get(Operation::UpdateService, Outcome::Ok) - before,
+        200,
+        "one cloud write per stop"
+    );
+}
