@@ -367,3 +367,63 @@ mod tests {
         );
     }
 }
+
+/// `berth bench …`: on the given PostgreSQL, or a private one started (and
+/// stopped) for the run.
+pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
+    use super::BenchCommand;
+    let url = match &cmd {
+        BenchCommand::Apply { database_url, .. } | BenchCommand::Reconcile { database_url, .. } => {
+            database_url.clone()
+        }
+    };
+    let (url, pg) = match url {
+        Some(u) => (u, None),
+        None => {
+            let dir = localpg::default_data_dir();
+            eprintln!("berth: starting a private PostgreSQL in {}", dir.display());
+            let pg = tokio::task::spawn_blocking(move || LocalPg::start(&dir, None))
+                .await
+                .context("starting PostgreSQL")?
+                .context("starting PostgreSQL")?;
+            (pg.database_url(), Some(pg))
+        }
+    };
+    let result = async {
+        match cmd {
+            BenchCommand::Apply { n, concurrency, .. } => {
+                println!("berth bench apply: N={n}, {concurrency} requests in flight");
+                for s in crate::bench::bench_apply(&url, n, concurrency)
+                    .await
+                    .context("bench apply")?
+                {
+                    println!("  {}", s.line());
+                }
+            }
+            BenchCommand::Reconcile {
+                n,
+                rate_scale,
+                delay_scale,
+                concurrency,
+                ..
+            } => {
+                let cfg = crate::bench::ReconcileBench {
+                    n,
+                    rate_scale,
+                    delay_scale,
+                    concurrency,
+                };
+                let (phases, extra) = crate::bench::bench_reconcile(&url, &cfg)
+                    .await
+                    .context("bench reconcile")?;
+                print!("{}", crate::bench::render_reconcile(&cfg, &phases, &extra));
+            }
+        }
+        Ok::<_, CliError>(())
+    }
+    .await;
+    if let Some(pg) = pg {
+        let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    }
+    result
+}

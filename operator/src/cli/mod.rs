@@ -243,6 +243,9 @@ pub enum Command {
     /// Start or stop a private PostgreSQL (prints DATABASE_URL=… for scripts).
     #[command(subcommand)]
     Pg(PgCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// `berth token …`.
@@ -255,6 +258,43 @@ pub enum TokenCommand {
         /// Give the token administrator rights.
         #[arg(long)]
         admin: bool,
+    },
+}
+
+/// `berth bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Apply N generated workspaces through the HTTP API (one request each) and print
+    /// objects/second and p50/p99 latency, next to the same PostgreSQL's raw single-row upsert rate.
+    Apply {
+        /// Workspaces to apply.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// PostgreSQL to use [default: a private one, as `berth up` starts].
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Create, stop and start N workspaces on the simulated cloud with AWS-like rate limits;
+    /// print time to converge next to the bound the limits allow, calls vs the minimum, throttling, peak RSS.
+    Reconcile {
+        /// Workspaces.
+        #[arg(long, default_value_t = 1_000)]
+        n: usize,
+        /// Multiply AWS's API rate limits by this (the sim's and Berth's pacing alike).
+        #[arg(long, default_value_t = 10.0)]
+        rate_scale: f64,
+        /// Multiply the sim's task and access point delays by this.
+        #[arg(long, default_value_t = 0.05)]
+        delay_scale: f64,
+        /// Concurrent reconciles.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// PostgreSQL server to use (a fresh database is created on it) [default: a private one].
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -458,6 +498,10 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Pg(PgCommand::Stop { data_dir }) => {
             local::pg_stop(data_dir).await?;
+            Ok(0)
+        }
+        Command::Bench(cmd) => {
+            local::bench(cmd).await?;
             Ok(0)
         }
     }
