@@ -308,18 +308,25 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    wait_until(&store, "frank", "running again", is_running).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !events(&store, "frank")
+        .await
+        .iter()
+        .any(|e| e == "DriftCorrected")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drift not corrected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         sim.service(CLUSTER, &family("frank"))
             .unwrap()
             .desired_count,
         1
     );
-    assert!(events(&store, "frank")
-        .await
-        .iter()
-        .any(|e| e == "DriftCorrected"));
+    wait_until(&store, "frank", "running again", is_running).await;
     // Someone deletes the service.
     sim.delete_service(DeleteService {
         cluster: CLUSTER.into(),

@@ -119,7 +119,14 @@ pub async fn reconcile(key: WsKey, ctx: Arc<Ctx>) -> Result<Action, ReconcileErr
         let jitter = rand::rng().random_range(0..2000);
         return Ok(Action::requeue(Duration::from_millis(3000 + jitter)));
     };
-    let result = reconcile_leased(&key, &ctx, &lease).await;
+    let result = match reconcile_leased(&key, &ctx, &lease).await {
+        // Waiting on the cloud is not a failure: look again shortly.
+        Err(ReconcileError::NotYet(why)) => {
+            tracing::debug!(workspace = %key.name, %why, "waiting");
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        other => other,
+    };
     if let Err(e) = ctx.store.lease_release(&lease).await {
         tracing::warn!(error = %e, "cannot release lease (it will expire)");
     }
@@ -420,6 +427,9 @@ async fn converge(
             ctx.cache.refresh_one(&cluster, &service_name).await?
         }
         Some(o) => o,
+        // Never started (as far as the status knows): the start path
+        // describes the service afresh before creating anything.
+        None if status.ecs.is_none() => Observed::Missing,
         None => ctx.cache.refresh_one(&cluster, &service_name).await?,
     };
     let mut svc: Option<Service> = match &observed {
@@ -777,7 +787,23 @@ async fn start(
         ..prev_ecs
     });
     status.template_version = Some(version);
+    // Never trust a cached "missing" before a create: describe afresh.
+    let active: Option<Service> = match active {
+        Some(s) => Some(s.clone()),
+        None => match ctx.cache.refresh_one(cluster, &service_name).await? {
+            Observed::Found(s) if s.status == ServiceStatus::Active => Some(*s),
+            _ => None,
+        },
+    };
     let svc = match active {
+        Some(s)
+            if s.desired_count == 1
+                && same_task_definition(&s.task_definition, &td_arn)
+                && !restart =>
+        {
+            // Already what we want (adopted after a crash): nothing to write.
+            return Ok((s, false));
+        }
         Some(s) => {
             let force = restart
                 && s.desired_count >= 1
@@ -795,54 +821,38 @@ async fn start(
                 .await?
         }
         None => {
-            // Never trust a cached "missing" before a create.
-            match ctx.cache.refresh_one(cluster, &service_name).await? {
-                Observed::Found(s) if s.status == ServiceStatus::Active => {
-                    ctx.ecs()
-                        .update_service(UpdateService {
-                            cluster: cluster.to_string(),
-                            service: service_name.clone(),
-                            desired_count: Some(1),
-                            task_definition: Some(td_arn.clone()),
-                            ..Default::default()
-                        })
-                        .await?
-                }
-                _ => {
-                    let inf = &template.infrastructure;
-                    let created = ctx
-                        .ecs()
-                        .create_service(CreateService {
-                            cluster: cluster.to_string(),
-                            service_name: service_name.clone(),
-                            task_definition: td_arn.clone(),
-                            desired_count: 1,
-                            platform_version: None,
-                            network_configuration: NetworkConfiguration {
-                                subnets: inf.subnets.clone(),
-                                security_groups: inf.security_groups.clone(),
-                                assign_public_ip: if inf.assign_public_ip {
-                                    AssignPublicIp::Enabled
-                                } else {
-                                    AssignPublicIp::Disabled
-                                },
-                            },
-                            client_token: Some(pass.id.client_token("service")),
-                            tags: pass.id.tags(),
-                            enable_execute_command: true,
-                            deployment_circuit_breaker: false,
-                        })
-                        .await?;
-                    pass.event(
-                        EventType::Normal,
-                        "CreatedService",
-                        &format!("ECS service {service_name} in {cluster}"),
-                    )
-                    .await;
-                    pass.crash(CrashPoint::AfterCreateService)?;
-                    created
-                }
-            }
+            let inf = &template.infrastructure;
+            let created = ctx
+                .ecs()
+                .create_service(CreateService {
+                    cluster: cluster.to_string(),
+                    service_name: service_name.clone(),
+                    task_definition: td_arn.clone(),
+                    desired_count: 1,
+                    platform_version: None,
+                    network_configuration: NetworkConfiguration {
+                        subnets: inf.subnets.clone(),
+                        security_groups: inf.security_groups.clone(),
+                        assign_public_ip: if inf.assign_public_ip {
+                            AssignPublicIp::Enabled
+                        } else {
+                            AssignPublicIp::Disabled
+                        },
+                    },
+                    client_token: Some(pass.id.client_token("service")),
+                    tags: pass.id.tags(),
+                    enable_execute_command: true,
+                    deployment_circuit_breaker: false,
+                })
+                .await?;
+            pass.event(
+                EventType::Normal,
+                "CreatedService",
+                &format!("ECS service {service_name} in {cluster}"),
+            )
+            .await;
+            pass.crash(CrashPoint::AfterCreateService)?;
+            created
         }
     };
     Ok((svc, true))
@@ -867,17 +877,44 @@ async fn ensure_access_point(
     let ctx = pass.ctx;
     let fs = &template.infrastructure.file_system_id;
     let root = render::root_directory(template, &pass.ws.spec.owner);
-    let found = ctx
-        .efs()
-        .describe_access_points(fs)
-        .await?
-        .into_iter()
-        .find(|ap| {
-            tags::is_owned_by(&ap.tags, pass.id.uid)
-                && ap.life_cycle_state != LifeCycleState::Deleting
-                && ap.life_cycle_state != LifeCycleState::Deleted
-        });
-    let ap = match found {
+    let usable = |ap: &AccessPoint| {
+        tags::is_owned_by(&ap.tags, pass.id.uid)
+            && ap.life_cycle_state != LifeCycleState::Deleting
+            && ap.life_cycle_state != LifeCycleState::Deleted
+    };
+    // Known from an earlier start: one cheap look-up by id instead of
+    // listing every access point of the file system.
+    let mut found = None;
+    if let Some(known) = status
+        .efs
+        .as_ref()
+        .map(|e| e.access_point_id.clone())
+        .filter(|id| !id.is_empty())
+    {
+        match ctx.efs().describe_access_point(&known).await {
+            Ok(ap) if usable(&ap) => found = Some(ap),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                pass.event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    &format!("access point {known} was deleted outside Berth; creating a new one (the files on EFS are untouched)"),
+                )
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if found.is_none() {
+        // Adopt one left by a crash before the status write.
+        found = ctx
+            .efs()
+            .describe_access_points(fs)
+            .await?
+            .into_iter()
+            .find(|ap| usable(ap));
+    }
+    let mut ap = match found {
         Some(ap) => ap,
         None => {
             let ap = ctx
@@ -919,13 +956,18 @@ async fn ensure_access_point(
         access_point_id: ap.access_point_id.clone(),
         root_directory: ap.root_directory.path.clone(),
     });
-    if ap.life_cycle_state != LifeCycleState::Available {
-        return Err(ReconcileError::NotYet(format!(
-            "access point {} is {:?}",
-            ap.access_point_id, ap.life_cycle_state
-        )));
+    // A new access point takes a few seconds to become available.
+    for _ in 0..20 {
+        if ap.life_cycle_state == LifeCycleState::Available {
+            return Ok(ap);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ap = ctx.efs().describe_access_point(&ap.access_point_id).await?;
     }
-    Ok(ap)
+    Err(ReconcileError::NotYet(format!(
+        "access point {} is {:?}",
+        ap.access_point_id, ap.life_cycle_state
+    )))
 }
 
 /// Cleanup on deletion; tolerates a workspace that never started.
