@@ -515,6 +515,36 @@ impl Client {
         self.json(self.request(reqwest::Method::POST, &path)).await
     }
 
+    /// Reports activity on a workspace (`ssh`, `vscode`, `app`, `manual`).
+    pub async fn activity(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/activity");
+        self.json(
+            self.request(reqwest::Method::POST, &path)
+                .json(&serde_json::json!({ "kind": kind })),
+        )
+        .await
+    }
+
+    /// Pushes a workspace's autostop out by `duration` (within the policy's limit).
+    pub async fn extend(
+        &self,
+        namespace: &str,
+        name: &str,
+        duration: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/extend");
+        self.json(
+            self.request(reqwest::Method::POST, &path)
+                .json(&serde_json::json!({ "duration": duration })),
+        )
+        .await
+    }
+
     /// Creates a token (admin only).
     pub async fn create_token(&self, user: &str, admin: bool) -> Result<Token, ApiError> {
         let req = self

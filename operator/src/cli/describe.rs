@@ -316,9 +316,68 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
             ),
         );
     }
-    out.field(1, "Last Activity", cell(value_at(st, "lastActivityAt")));
+    let activity = match (
+        str_at(st, "lastActivityAt"),
+        str_at(st, "lastActivitySource"),
+    ) {
+        (Some(at), Some(src)) => format!("{at} ({src})"),
+        (Some(at), None) => at.to_string(),
+        _ => NONE.to_string(),
+    };
+    out.field(1, "Last Activity", activity);
     out.field(1, "Autostop At", cell(value_at(st, "autostopAt")));
     out.field(1, "Next Autostart", cell(value_at(st, "nextAutostartAt")));
+    if let Some(l) = value_at(st, "lifecycle") {
+        out.section(1, "Lifecycle (in force)");
+        let after = match (str_at(l, "afterInactivity"), str_at(l, "source")) {
+            (Some(a), Some(src)) => format!("{a} (from {src})"),
+            _ => "off".to_string(),
+        };
+        out.field(2, "Autostop After", after);
+        out.field(2, "Max Lifetime", cell(value_at(l, "maxLifetime")));
+        out.field(2, "Max Extension", cell(value_at(l, "maxAfterInactivity")));
+        let allowed = value_at(l, "autostartAllowed")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let days: Vec<&str> = value_at(l, "autostartDays")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let autostart = match (allowed, days.is_empty()) {
+            (false, _) => "not allowed".to_string(),
+            (true, true) => "allowed".to_string(),
+            (true, false) => format!("allowed on {}", days.join(", ")),
+        };
+        out.field(2, "Autostart", autostart);
+        if value_at(l, "requireActiveVersion").and_then(Value::as_bool) == Some(true) {
+            out.field(
+                2,
+                "Template Version",
+                "the active version at every start (policy)",
+            );
+        }
+        if let Some(notes) = value_at(l, "notes").and_then(Value::as_array) {
+            for n in notes.iter().filter_map(Value::as_str) {
+                out.field(2, "Note", n);
+            }
+        }
+        // The timeline of upcoming transitions, soonest first.
+        let mut upcoming: Vec<(&str, &str)> = [
+            ("autostop (inactivity)", str_at(st, "autostopAt")),
+            ("stop (maximum lifetime)", str_at(st, "lifetimeEndsAt")),
+            ("autostart", str_at(st, "nextAutostartAt")),
+        ]
+        .into_iter()
+        .filter_map(|(what, at)| at.map(|a| (a, what)))
+        .collect();
+        upcoming.sort();
+        if !upcoming.is_empty() {
+            out.section(1, "Upcoming");
+            for (at, what) in upcoming {
+                out.field(2, at, what);
+            }
+        }
+    }
     match value_at(st, "ecs") {
         Some(ecs) => {
             out.section(1, "ECS");

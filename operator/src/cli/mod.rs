@@ -168,6 +168,21 @@ pub enum Command {
         #[arg(required = true, value_name = "WORKSPACE")]
         workspaces: Vec<String>,
     },
+    /// Report activity on a workspace (as its owner), postponing autostop.
+    Activity {
+        /// Workspace name (`alice` or `ws/alice`).
+        workspace: String,
+        /// What the activity was.
+        #[arg(long, default_value = "manual", value_parser = ["ssh", "vscode", "app", "manual"])]
+        kind: String,
+    },
+    /// Push a workspace's autostop out (`berth extend alice 2h`), within the lifecycle policy's limit.
+    Extend {
+        /// Workspace name (`alice` or `ws/alice`).
+        workspace: String,
+        /// How long from now (`90m`, `2h`).
+        duration: String,
+    },
     /// Wait until objects reach a condition (or are deleted), like `kubectl wait`.
     #[command(after_help = "Examples:\n  \
         berth wait ws/alice --for=condition=Ready --timeout=2m\n  \
@@ -429,6 +444,33 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Start { workspaces } => power(&g, PowerAction::Start, &workspaces).await,
         Command::Stop { workspaces } => power(&g, PowerAction::Stop, &workspaces).await,
         Command::Restart { workspaces } => power(&g, PowerAction::Restart, &workspaces).await,
+        Command::Activity { workspace, kind } => {
+            let name = power::workspace_name(&workspace, "activity")
+                .map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            let r = client.activity(&ns, &name, &kind).await?;
+            let how = if r["recorded"] == true {
+                "recorded"
+            } else {
+                "noted (coalesced with a report less than a minute old)"
+            };
+            println!("workspace/{name} activity {how}");
+            Ok(0)
+        }
+        Command::Extend {
+            workspace,
+            duration,
+        } => {
+            let name =
+                power::workspace_name(&workspace, "extend").map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            let r = client.extend(&ns, &name, &duration).await?;
+            println!(
+                "workspace/{name} autostop not before {}",
+                r["autostopNotBefore"].as_str().unwrap_or("?")
+            );
+            Ok(0)
+        }
         Command::Wait {
             targets,
             for_,
