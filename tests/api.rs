@@ -11,6 +11,18 @@ async fn body(r: reqwest::Response) -> Value {
     r.json().await.unwrap()
 }
 
+async fn ws_uid(api: &Api, path: &str) -> uuid::Uuid {
+    let name = path.rsplit('/').next().unwrap();
+    api.store
+        .object_get(berth::api::Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
 async fn setup() -> (Api, String, String) {
     let api = Api::start().await;
     assert_eq!(
@@ -133,6 +145,33 @@ async fn a_user_can_neither_read_nor_change_another_users_workspace() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // power intents, activity and extend
+    let intents_before = api
+        .store
+        .intent_list(ws_uid(&api, path).await, 10)
+        .await
+        .unwrap()
+        .len();
+    for action in ["start", "stop", "restart", "activity", "extend"] {
+        let r = api
+            .client
+            .post(format!("{}{path}/{action}", api.base))
+            .bearer_auth(&bob)
+            .json(&json!({"duration": "1h", "kind": "ssh"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{action}");
+    }
+    assert_eq!(
+        api.store
+            .intent_list(ws_uid(&api, path).await, 10)
+            .await
+            .unwrap()
+            .len(),
+        intents_before,
+        "bob recorded no intent"
+    );
     // still alice's, unchanged by bob
     let ws = body(api.get(&alice, path).await).await;
     assert_eq!(ws["spec"]["owner"], "alice");

@@ -429,3 +429,44 @@ async fn a_crash_between_a_create_and_the_status_write_adopts_instead_of_duplica
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_5xx_are_retried_a_bounded_number_of_times_and_counted() {
+    use berth_aws::testing::{Fault, FaultProxy};
+    let moto = Moto::start();
+    let infra = moto.setup();
+    let proxy = FaultProxy::start(&moto);
+    let cloud = berth_aws::connect(berth_aws::AwsOptions {
+        endpoint_url: Some(proxy.endpoint()),
+        ..moto.options()
+    })
+    .await
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let ctx = controllers::context(
+        common::store().await,
+        cloud,
+        None,
+        metrics.clone(),
+        "http://berth.test",
+    );
+
+    // Two throttles then success: Berth's single-call retry absorbs them,
+    // and every throttled attempt shows in the metrics.
+    proxy.inject([Fault::Throttle, Fault::Throttle]);
+    ctx.ecs()
+        .list_services(&infra.cluster)
+        .await
+        .expect("retried");
+    assert_eq!(proxy.requests(), 3);
+    assert_eq!(metrics.cloud_calls("ListServices", "throttled"), 2);
+    assert_eq!(metrics.cloud_calls("ListServices", "ok"), 1);
+
+    // A persistent 503: exactly 3 attempts (SDK retries off), then a
+    // transient error for the workspace's own backoff.
+    proxy.inject(vec![Fault::Unavailable; 10]);
+    let err = ctx.ecs().list_services(&infra.cluster).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(proxy.requests(), 6, "3 attempts, not 3 × SDK retries");
+    assert_eq!(metrics.cloud_calls("ListServices", "transient"), 3);
+}

@@ -243,3 +243,167 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// What [`FaultProxy`] answers a request with instead of forwarding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 400 with the JSON error `ThrottlingException` (as ECS, EFS and
+    /// Secrets Manager throttle).
+    Throttle,
+    /// HTTP 503 with an HTML body (a load balancer's error page).
+    Unavailable,
+    /// HTTP 500 with an HTML body (what moto answers for an unimplemented
+    /// operation).
+    ServerError,
+}
+
+/// A fault-injecting HTTP proxy in front of moto: the first requests get
+/// the queued faults, the rest are forwarded. One request per connection
+/// (`Connection: close`); the listener thread ends with the test process.
+#[derive(Debug)]
+pub struct FaultProxy {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    faults: std::collections::VecDeque<Fault>,
+    requests: usize,
+    forwarded: usize,
+}
+
+impl FaultProxy {
+    /// Starts a proxy forwarding to `upstream` (a [`Moto`]).
+    pub fn start(upstream: &Moto) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let (shared, up) = (state.clone(), upstream.port);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = proxy_one(conn, up, &shared);
+                });
+            }
+        });
+        FaultProxy { port, state }
+    }
+
+    /// The endpoint URL of the proxy.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Queues faults for the next requests.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Requests received so far (faulted and forwarded).
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+
+    /// Requests forwarded to moto so far.
+    pub fn forwarded(&self) -> usize {
+        self.state.lock().unwrap().forwarded
+    }
+}
+
+fn read_request(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(buf);
+            }
+        }
+    }
+}
+
+fn proxy_one(
+    mut conn: TcpStream,
+    upstream: u16,
+    state: &std::sync::Mutex<ProxyState>,
+) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = read_request(&mut conn)?;
+    if request.is_empty() {
+        return Ok(());
+    }
+    let fault = {
+        let mut s = state.lock().unwrap();
+        s.requests += 1;
+        let f = s.faults.pop_front();
+        if f.is_none() {
+            s.forwarded += 1;
+        }
+        f
+    };
+    let reply = |status: &str, ctype: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    match fault {
+        Some(Fault::Throttle) => conn.write_all(
+            reply(
+                "400 Bad Request",
+                "application/x-amz-json-1.1",
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            )
+            .as_bytes(),
+        ),
+        Some(Fault::Unavailable) => conn.write_all(
+            reply(
+                "503 Service Unavailable",
+                "text/html",
+                "<html><body>Service Unavailable</body></html>",
+            )
+            .as_bytes(),
+        ),
+        Some(Fault::ServerError) => conn.write_all(
+            reply(
+                "500 Internal Server Error",
+                "text/html",
+                "<html><body>Internal Server Error</body></html>",
+            )
+            .as_bytes(),
+        ),
+        None => {
+            // Forward with `Connection: close` so the response ends at EOF.
+            let text = String::from_utf8_lossy(&request).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let head: Vec<&str> = head
+                .lines()
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                .collect();
+            let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+            up.set_read_timeout(Some(Duration::from_secs(30)))?;
+            write!(
+                up,
+                "{}\r\nConnection: close\r\n\r\n{body}",
+                head.join("\r\n")
+            )?;
+            let mut response = Vec::new();
+            up.read_to_end(&mut response)?;
+            conn.write_all(&response)
+        }
+    }
+}

@@ -131,19 +131,6 @@ async fn activity(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let token = bearer(headers)?;
-    let req: ActivityBody = if body.is_empty() {
-        ActivityBody::default()
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("activity body: {e}")))?
-    };
-    let kind = req.kind.unwrap_or_else(|| "manual".into());
-    if !matches!(kind.as_str(), "ssh" | "vscode" | "app" | "manual") {
-        return Err(ApiError::Invalid(
-            format!("kind: {kind:?} is not one of ssh, vscode, app, manual"),
-            Vec::new(),
-        ));
-    }
     let obj = st
         .store
         .object_get(Kind::Workspace, ns, name)
@@ -169,6 +156,20 @@ async fn activity(
         return Err(ApiError::NotFound(format!(
             "workspaces/{name} not found in namespace {ns:?}"
         )));
+    }
+    // The body is looked at only once the caller may act on the workspace.
+    let req: ActivityBody = if body.is_empty() {
+        ActivityBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("activity body: {e}")))?
+    };
+    let kind = req.kind.unwrap_or_else(|| "manual".into());
+    if !matches!(kind.as_str(), "ssh" | "vscode" | "app" | "manual") {
+        return Err(ApiError::Invalid(
+            format!("kind: {kind:?} is not one of ssh, vscode, app, manual"),
+            Vec::new(),
+        ));
     }
     if st.activity.recently_written(uid) {
         return Ok((
@@ -200,8 +201,6 @@ async fn extend(
     name: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let req: ExtendBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("extend body: {e}")))?;
     let obj = st
         .store
         .object_get(Kind::Workspace, ns, name)
@@ -210,6 +209,8 @@ async fn extend(
         .ok_or_else(|| {
             ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"))
         })?;
+    let req: ExtendBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("extend body: {e}")))?;
     let d = crate::api::validate::duration(&req.duration)
         .map_err(|e| ApiError::Invalid(format!("duration: {e}"), Vec::new()))?;
     let spec: WorkspaceSpec =
