@@ -23,8 +23,20 @@ pub enum CloudKind {
     None,
     /// The in-memory simulated ECS, EFS and Secrets Manager (state is lost on exit).
     Sim,
-    /// Real AWS (not built yet).
+    /// Real AWS (ECS, EFS, Secrets Manager) through the standard credential chain.
     Aws,
+}
+
+/// Flags of the AWS backend (`--cloud aws`).
+#[derive(Clone, Debug, Default, PartialEq, Args)]
+#[command(next_help_heading = "AWS (with --cloud aws)")]
+pub struct AwsArgs {
+    /// AWS region [default: AWS_REGION, the profile, or the instance metadata].
+    #[arg(long, value_name = "REGION")]
+    pub aws_region: Option<String>,
+    /// Endpoint of every AWS service, e.g. an emulator (`http://127.0.0.1:5000`).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
 }
 
 /// Flags of the simulated cloud (`--cloud sim`).
@@ -140,15 +152,43 @@ fn describe_sim(cfg: &SimConfig) -> String {
 }
 
 /// The cloud and pacing for `kind`, or None to run the API only.
-pub fn cloud_setup(kind: CloudKind, sim: &SimArgs) -> Result<Option<CloudSetup>, CliError> {
+pub async fn cloud_setup(
+    kind: CloudKind,
+    sim: &SimArgs,
+    aws: &AwsArgs,
+) -> Result<Option<CloudSetup>, CliError> {
+    if kind != CloudKind::Aws && (aws.aws_region.is_some()) {
+        return Err(CliError::Other(anyhow::anyhow!(
+            "--aws-region needs --cloud aws"
+        )));
+    }
     match kind {
         CloudKind::None if sim.any() => Err(CliError::Other(anyhow::anyhow!(
             "the --sim-* flags need --cloud sim"
         ))),
         CloudKind::None => Ok(None),
-        CloudKind::Aws => Err(CliError::Other(anyhow::anyhow!(
-            "the aws backend is not built yet; use --cloud sim (the simulated cloud) or --cloud none (the API only)"
+        CloudKind::Aws if sim.any() => Err(CliError::Other(anyhow::anyhow!(
+            "the --sim-* flags need --cloud sim"
         ))),
+        CloudKind::Aws => {
+            let cloud = berth_aws::connect(berth_aws::AwsOptions {
+                region: aws.aws_region.clone(),
+                endpoint_url: aws.aws_endpoint_url.clone(),
+                ..Default::default()
+            })
+            .await
+            .context("connecting to AWS")?;
+            tracing::info!(
+                endpoint = aws.aws_endpoint_url.as_deref().unwrap_or("AWS"),
+                "AWS backend (ECS, EFS, Secrets Manager)"
+            );
+            Ok(Some(CloudSetup {
+                cloud,
+                pacer: Some(Arc::new(Pacer::default())),
+                controllers: ControllerOptions::default(),
+                lifecycle: Default::default(),
+            }))
+        }
         CloudKind::Sim => {
             let cfg = sim.config();
             tracing::info!("simulated cloud: {}", describe_sim(&cfg));
@@ -334,22 +374,33 @@ mod tests {
         assert!(!cfg.rate_limits.enabled);
     }
 
-    #[test]
-    fn cloud_choices_none_needs_no_sim_flags_and_aws_is_not_built() {
-        assert!(cloud_setup(CloudKind::None, &SimArgs::default())
+    #[tokio::test]
+    async fn cloud_choices_none_needs_no_sim_flags() {
+        let no_aws = AwsArgs::default();
+        assert!(cloud_setup(CloudKind::None, &SimArgs::default(), &no_aws)
+            .await
             .unwrap()
             .is_none());
         let flags = SimArgs {
             sim_no_rate_limits: true,
             ..SimArgs::default()
         };
-        let e = cloud_setup(CloudKind::None, &flags).unwrap_err();
+        let e = cloud_setup(CloudKind::None, &flags, &no_aws)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("--cloud sim"), "{e}");
-        let e = cloud_setup(CloudKind::Aws, &SimArgs::default()).unwrap_err();
-        assert!(
-            e.to_string().contains("the aws backend is not built yet"),
-            "{e}"
-        );
+        let e = cloud_setup(CloudKind::Aws, &flags, &no_aws)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--cloud sim"), "{e}");
+        let region = AwsArgs {
+            aws_region: Some("us-west-2".into()),
+            ..AwsArgs::default()
+        };
+        let e = cloud_setup(CloudKind::Sim, &SimArgs::default(), &region)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--cloud aws"), "{e}");
         assert!(parse_probability("1.5").is_err());
         assert!(parse_scale("-1").is_err());
         assert!(parse_marker("").is_err());

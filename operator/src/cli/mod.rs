@@ -25,7 +25,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 pub use client::{ApiError, Client};
 pub use config::Config;
-pub use local::{CloudKind, SimArgs};
+pub use local::{AwsArgs, CloudKind, SimArgs};
 pub use power::PowerAction;
 pub use wait::WaitFor;
 
@@ -236,6 +236,9 @@ pub enum Command {
         /// Behaviour of the simulated cloud.
         #[command(flatten)]
         sim: SimArgs,
+        /// Where the AWS backend connects.
+        #[command(flatten)]
+        aws: AwsArgs,
     },
     /// Run Berth on a laptop: a private PostgreSQL (unless a database URL is given) and the operator.
     Up {
@@ -254,6 +257,9 @@ pub enum Command {
         /// Behaviour of the simulated cloud.
         #[command(flatten)]
         sim: SimArgs,
+        /// Where the AWS backend connects.
+        #[command(flatten)]
+        aws: AwsArgs,
     },
     /// Start or stop a private PostgreSQL (prints DATABASE_URL=… for scripts).
     #[command(subcommand)]
@@ -517,8 +523,9 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             write_cli_config,
             cloud,
             sim,
+            aws,
         } => {
-            let cloud = local::cloud_setup(cloud, &sim)?;
+            let cloud = local::cloud_setup(cloud, &sim, &aws).await?;
             local::operator(database_url, listen, advertise_url, write_cli_config, cloud).await?;
             Ok(0)
         }
@@ -528,8 +535,9 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             database_url,
             cloud,
             sim,
+            aws,
         } => {
-            let cloud = local::cloud_setup(cloud, &sim)?;
+            let cloud = local::cloud_setup(cloud, &sim, &aws).await?;
             let cli_config = config::resolve_path(g.config.as_deref());
             local::up(data_dir, listen, database_url, cli_config, cloud).await?;
             Ok(0)
