@@ -451,18 +451,13 @@ pub async fn bench_reconcile(
 
 /// `url` with its database replaced by `db`.
 pub fn replace_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        // Not a URL (e.g. key=value connection strings): append the name.
+        Err(_) => format!("{url} dbname={db}"),
     }
 }
 

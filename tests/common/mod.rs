@@ -10,23 +10,7 @@ use std::time::Duration;
 use berth::server::{router, AppState};
 use berth::store::Store;
 
-/// `DATABASE_URL` with its database replaced by `db`.
-pub fn url_with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_part = &base[scheme_end..];
-    let root = match host_part.find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
-}
+pub use berth::bench::replace_database as url_with_database;
 
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_database() -> String {
