@@ -12,11 +12,26 @@
 //! 4. If anything failed, the transaction is rolled back and every error of
 //!    every document is returned; with `dry_run` it is rolled back anyway.
 //!
+//! 5. With [`ApplyOptions::prune`], after the writes and in the same
+//!    transaction, objects matching the prune selector that the request does
+//!    not contain are deleted through the normal delete path (finalizers
+//!    hold them until controllers finish), workspaces before templates
+//!    before policies.
+//!
 //! # Guarantees
-//! - All or nothing: one bad document means nothing is written.
+//! - All or nothing: one bad document means nothing is written and nothing
+//!   is pruned.
 //! - Idempotent: an unchanged document writes nothing and bumps nothing.
+//! - With a [`Manager`] (GitOps), every object written carries the
+//!   manager's label, and an existing object that carries no such label or
+//!   another manager's is a conflict: it is never taken over silently.
+//! - Prune never deletes what the caller could not delete by hand (users:
+//!   their own workspaces only), nor a template still used by workspaces
+//!   (that one is reported as kept and pruned by a later apply).
 
 use std::collections::BTreeSet;
+
+use crate::api::selector::Selector;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -39,6 +54,67 @@ pub struct ApplyResult {
     pub action: &'static str,
     /// The object as stored (or as it would be, on a dry run).
     pub object: DynObject,
+}
+
+/// One object deleted (or kept) by prune.
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneResult {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `deleted`, `deleting` (finalizers hold it) or `kept` (see `message`).
+    pub action: &'static str,
+    /// Why it was kept.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Who manages the objects of an apply (GitOps ownership).
+#[derive(Clone, Debug, Default)]
+pub struct Manager {
+    /// The label every written object carries (`berth.dev/gitsource`).
+    pub label: String,
+    /// Its value (`default.team`).
+    pub value: String,
+    /// Objects this manager applied before (its inventory) that may be
+    /// relabelled without a conflict when someone removed the label.
+    pub adoptable: BTreeSet<(Kind, String, String)>,
+}
+
+/// What prune may delete.
+#[derive(Clone, Debug, Default)]
+pub struct Prune {
+    /// Only objects matching this (never empty for people's applies).
+    pub selector: Selector,
+    /// Only in these namespaces; `None` = every namespace.
+    pub namespaces: Option<BTreeSet<String>>,
+    /// Objects to keep besides those in the request (GitOps sends only the
+    /// documents that changed; the rest of the commit is kept).
+    pub keep: BTreeSet<(Kind, String, String)>,
+}
+
+/// How to apply.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions<'a> {
+    /// Validate and report without writing.
+    pub dry_run: bool,
+    /// Label objects and refuse to take over others' (GitOps).
+    pub manager: Option<&'a Manager>,
+    /// Delete matching objects the request no longer contains.
+    pub prune: Option<&'a Prune>,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ApplyOutcome {
+    /// One per document, in apply order.
+    pub results: Vec<ApplyResult>,
+    /// Objects pruned (or kept), with prune.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<PruneResult>,
 }
 
 /// Why an apply wrote nothing.
@@ -103,12 +179,41 @@ pub async fn apply(
     docs: &[Value],
     dry_run: bool,
 ) -> Result<Vec<ApplyResult>, ApplyError> {
+    let opts = ApplyOptions {
+        dry_run,
+        ..Default::default()
+    };
+    Ok(apply_with(store, who, docs, &opts).await?.results)
+}
+
+/// Applies `docs` as `who` with ownership and prune. See the module docs.
+pub async fn apply_with(
+    store: &Store,
+    who: &Identity,
+    docs: &[Value],
+    opts: &ApplyOptions<'_>,
+) -> Result<ApplyOutcome, ApplyError> {
+    let dry_run = opts.dry_run;
     let mut p = Problems::default();
     let mut objects: Vec<(usize, Kind, DynObject)> = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, doc) in docs.iter().enumerate() {
         match validate::decode(doc, Some(i)) {
-            Ok((kind, obj)) => {
+            Ok((kind, mut obj)) => {
+                if let Some(m) = opts.manager {
+                    obj.metadata.labels.insert(m.label.clone(), m.value.clone());
+                }
+                if let Some(pr) = opts.prune {
+                    if !pr.selector.matches(&obj.metadata.labels) {
+                        p.invalid.push(err(
+                            &obj,
+                            i,
+                            "metadata.labels",
+                            "does not match the prune selector; an apply with --prune would delete it next time (add the labels or change -l)",
+                        ));
+                        continue;
+                    }
+                }
                 let key = (
                     kind,
                     obj.metadata.namespace.clone(),
@@ -141,7 +246,7 @@ pub async fn apply(
             Err(validate::Invalid(errs)) => p.invalid.extend(errs),
         }
     }
-    if docs.is_empty() {
+    if docs.is_empty() && opts.prune.is_none() {
         p.invalid.push(FieldError {
             object: "request".into(),
             field: String::new(),
@@ -153,6 +258,7 @@ pub async fn apply(
 
     let mut tx = store.pool().begin().await.map_err(StoreError::from)?;
     let mut results = Vec::with_capacity(objects.len());
+    let mut templates = TemplateCache::default();
     for (i, kind, mut obj) in objects {
         let (ns, name) = (obj.metadata.namespace.clone(), obj.metadata.name.clone());
         let existing = store::get_for_update(&mut tx, kind, &ns, &name).await?;
@@ -180,6 +286,29 @@ pub async fn apply(
                     continue;
                 }
             }
+            if let Some(m) = opts.manager {
+                let holder = ex.metadata.labels.get(&m.label);
+                let adoptable = m.adoptable.contains(&(kind, ns.clone(), name.clone()));
+                if holder != Some(&m.value) && !(holder.is_none() && adoptable) {
+                    let who_has = match holder {
+                        Some(other) => {
+                            format!("is managed by gitsource {}", other.replacen('.', "/", 1))
+                        }
+                        None => "exists and is not managed by this source (created by hand?)"
+                            .to_string(),
+                    };
+                    p.conflict.push(err(
+                        &obj,
+                        i,
+                        &format!("metadata.labels.{}", m.label),
+                        format!(
+                            "{who_has}; it is not taken over: delete it, or label it {}={} to hand it over",
+                            m.label, m.value
+                        ),
+                    ));
+                    continue;
+                }
+            }
         } else if obj.metadata.resource_version.is_some() {
             p.conflict.push(err(
                 &obj,
@@ -192,7 +321,17 @@ pub async fn apply(
         let mut status = None;
         match kind {
             Kind::Workspace => {
-                if !check_workspace(&mut tx, who, &mut obj, existing.as_ref(), i, &mut p).await? {
+                if !check_workspace(
+                    &mut tx,
+                    who,
+                    &mut obj,
+                    existing.as_ref(),
+                    i,
+                    &mut p,
+                    &mut templates,
+                )
+                .await?
+                {
                     continue;
                 }
             }
@@ -217,6 +356,7 @@ pub async fn apply(
                     status = Some((version, st));
                 }
             }
+            Kind::GitSource => {}
             Kind::LifecyclePolicy => {
                 if existing.is_none() {
                     let other: Option<String> = sqlx::query_scalar(
@@ -297,6 +437,10 @@ pub async fn apply(
             object: stored,
         });
     }
+    let mut pruned = Vec::new();
+    if let (Some(pr), true) = (opts.prune, p.is_empty()) {
+        pruned = prune(&mut tx, who, pr, &results).await?;
+    }
     if !p.is_empty() {
         tx.rollback().await.map_err(StoreError::from)?;
         return Err(p.into_error());
@@ -306,7 +450,74 @@ pub async fn apply(
     } else {
         tx.commit().await.map_err(StoreError::from)?;
     }
-    Ok(results)
+    Ok(ApplyOutcome { results, pruned })
+}
+
+/// Deletes, inside the apply's transaction, the objects matching `pr` that
+/// the apply did not write, in reverse apply order.
+async fn prune(
+    tx: &mut sqlx::PgConnection,
+    who: &Identity,
+    pr: &Prune,
+    applied: &[ApplyResult],
+) -> Result<Vec<PruneResult>, ApplyError> {
+    let keep: BTreeSet<(&str, &str, &str)> = applied
+        .iter()
+        .map(|r| (r.kind.as_str(), r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    let mut kinds = Kind::ALL;
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.apply_order()));
+    for kind in kinds {
+        if kind != Kind::Workspace && !who.admin {
+            continue;
+        }
+        let candidates = store::labelled_names(tx, kind, &pr.selector).await?;
+        for (ns, name, owner, deleting) in candidates {
+            if keep.contains(&(kind.as_str(), ns.as_str(), name.as_str()))
+                || pr.keep.contains(&(kind, ns.clone(), name.clone()))
+                || deleting
+            {
+                continue;
+            }
+            if pr.namespaces.as_ref().is_some_and(|set| !set.contains(&ns)) {
+                continue;
+            }
+            if !who.admin && owner.as_deref() != Some(who.user.as_str()) {
+                continue;
+            }
+            let mut r = PruneResult {
+                kind: kind.as_str().into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                action: "deleted",
+                message: String::new(),
+            };
+            match store::delete_tx(tx, kind, &ns, &name, None).await {
+                Ok(store::DeleteOutcome::Deleted(_)) => {}
+                Ok(store::DeleteOutcome::Terminating(_)) => r.action = "deleting",
+                // A template still used (e.g. by workspaces being deleted
+                // just now): a later prune removes it.
+                Err(StoreError::Conflict(m)) => {
+                    r.action = "kept";
+                    r.message = m;
+                }
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Template versions read during one apply. Workspaces apply after every
+/// template of the request, so what is read for the first workspace holds
+/// for the rest (a large apply reads each template version once).
+#[derive(Default)]
+struct TemplateCache {
+    latest: std::collections::HashMap<(String, String), i32>,
+    specs: std::collections::HashMap<(String, String, i32), Option<Value>>,
 }
 
 /// Checks a workspace against ownership, its template and its stored
@@ -318,6 +529,7 @@ async fn check_workspace(
     existing: Option<&DynObject>,
     i: usize,
     p: &mut Problems,
+    cache: &mut TemplateCache,
 ) -> Result<bool, ApplyError> {
     let mut spec: WorkspaceSpec = match serde_json::from_value(obj.spec.clone()) {
         Ok(s) => s,
@@ -372,7 +584,15 @@ async fn check_workspace(
         }
     }
     let (ns, tname) = (obj.metadata.namespace.clone(), spec.template.name.clone());
-    let latest = store::latest_version_tx(tx, &ns, &tname).await?;
+    let tkey = (ns.clone(), tname.clone());
+    let latest = match cache.latest.get(&tkey) {
+        Some(v) => *v,
+        None => {
+            let v = store::latest_version_tx(tx, &ns, &tname).await?;
+            cache.latest.insert(tkey, v);
+            v
+        }
+    };
     if latest == 0 {
         p.invalid.push(err(
             obj,
@@ -383,7 +603,16 @@ async fn check_workspace(
         return Ok(false);
     }
     let version = spec.template.version.unwrap_or(latest);
-    let Some(tspec) = store::version_tx(tx, &ns, &tname, version).await? else {
+    let vkey = (ns.clone(), tname.clone(), version);
+    let tspec = match cache.specs.get(&vkey) {
+        Some(v) => v.clone(),
+        None => {
+            let v = store::version_tx(tx, &ns, &tname, version).await?;
+            cache.specs.insert(vkey, v.clone());
+            v
+        }
+    };
+    let Some(tspec) = tspec else {
         p.invalid.push(err(
             obj,
             i,

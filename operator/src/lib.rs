@@ -2,12 +2,14 @@
 //!
 //! Module map: [`api`] (resource types and validation), [`store`]
 //! (PostgreSQL), [`apply`] (the all-or-nothing apply engine shared by the API
-//! and GitOps), [`server`] (HTTP API, auth), [`cli`] (the `berth` command).
+//! and GitOps), [`gitops`] (the GitSource controller), [`server`] (HTTP API, auth), [`cli`] (the `berth` command).
 
 pub mod api;
 pub mod apply;
 pub mod bench;
+pub mod bench_gitops;
 pub mod controllers;
+pub mod gitops;
 pub mod lifecycle;
 pub mod metrics;
 pub mod server;

@@ -19,14 +19,18 @@ pub enum Kind {
     WorkspaceTemplate,
     /// One developer's workspace.
     Workspace,
+    /// A git repository whose documents are kept applied (GitOps).
+    GitSource,
 }
 
 impl Kind {
-    /// Every kind, in apply order: policies and templates before workspaces.
-    pub const ALL: [Kind; 3] = [
+    /// Every kind, in apply order: policies and templates before workspaces,
+    /// git sources last.
+    pub const ALL: [Kind; 4] = [
         Kind::LifecyclePolicy,
         Kind::WorkspaceTemplate,
         Kind::Workspace,
+        Kind::GitSource,
     ];
 
     /// The kind's name as written in `kind:`.
@@ -35,6 +39,7 @@ impl Kind {
             Kind::LifecyclePolicy => "LifecyclePolicy",
             Kind::WorkspaceTemplate => "WorkspaceTemplate",
             Kind::Workspace => "Workspace",
+            Kind::GitSource => "GitSource",
         }
     }
 
@@ -44,6 +49,7 @@ impl Kind {
             Kind::LifecyclePolicy => "lifecyclepolicies",
             Kind::WorkspaceTemplate => "workspacetemplates",
             Kind::Workspace => "workspaces",
+            Kind::GitSource => "gitsources",
         }
     }
 
@@ -53,15 +59,17 @@ impl Kind {
             Kind::LifecyclePolicy => "lifecyclepolicy",
             Kind::WorkspaceTemplate => "workspacetemplate",
             Kind::Workspace => "workspace",
+            Kind::GitSource => "gitsource",
         }
     }
 
-    /// The short name (`ws`, `wst`, `lp`).
+    /// The short name (`ws`, `wst`, `lp`, `gs`).
     pub fn short(self) -> &'static str {
         match self {
             Kind::LifecyclePolicy => "lp",
             Kind::WorkspaceTemplate => "wst",
             Kind::Workspace => "ws",
+            Kind::GitSource => "gs",
         }
     }
 
@@ -71,6 +79,7 @@ impl Kind {
             Kind::LifecyclePolicy => 0,
             Kind::WorkspaceTemplate => 1,
             Kind::Workspace => 2,
+            Kind::GitSource => 3,
         }
     }
 

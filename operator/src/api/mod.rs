@@ -9,6 +9,7 @@
 //! reported with its full path (`spec.resources.memory`).
 
 pub mod fargate;
+pub mod gitsource;
 pub mod meta;
 pub mod policy;
 pub mod selector;
@@ -17,6 +18,7 @@ pub mod validate;
 pub mod workspace;
 pub mod yaml;
 
+pub use gitsource::{GitSource, GitSourceSpec, GitSourceStatus};
 pub use meta::{Condition, DynObject, Kind, ObjectMeta, Resource};
 pub use policy::{LifecyclePolicy, LifecyclePolicySpec, LifecyclePolicyStatus};
 pub use template::{WorkspaceTemplate, WorkspaceTemplateSpec, WorkspaceTemplateStatus};

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::fargate;
+use super::gitsource::{self, GitSourceSpec};
 use super::meta::{DynObject, Kind, ObjectMeta};
 use super::policy::LifecyclePolicySpec;
 use super::template::{Parameter, ParameterType, WorkspaceTemplateSpec};
@@ -285,9 +286,9 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
         errs.add(
             "kind",
             if kind_s.is_empty() {
-                "required: one of LifecyclePolicy, WorkspaceTemplate, Workspace".to_string()
+                "required: one of LifecyclePolicy, WorkspaceTemplate, Workspace, GitSource".to_string()
             } else {
-                format!("{kind_s:?} is not a Berth kind: one of LifecyclePolicy, WorkspaceTemplate, Workspace")
+                format!("{kind_s:?} is not a Berth kind: one of LifecyclePolicy, WorkspaceTemplate, Workspace, GitSource")
             },
         );
         return Err(Invalid(errs.list));
@@ -355,6 +356,22 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
                     serde_json::to_value(s)
                 })
             }
+            Kind::GitSource => typed::<GitSourceSpec>(&mut errs, "spec", &spec_v).map(|s| {
+                gitsource::check_spec(&mut errs, &s);
+                if let Some(m) = &meta {
+                    // Objects it applies carry `namespace.name` as a label value.
+                    if m.namespace.len() + 1 + m.name.len() > 63 {
+                        errs.add(
+                            "metadata.name",
+                            format!(
+                                "{:?} is too long: namespace and name together ({}.{}) must fit a label value of at most 63 characters",
+                                m.name, m.namespace, m.name
+                            ),
+                        );
+                    }
+                }
+                serde_json::to_value(s)
+            }),
         }
     };
     if !errs.is_empty() {

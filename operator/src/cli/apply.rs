@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::client::Client;
+use super::client::{Client, PruneArgs};
 use super::{CliError, FileArgs};
 use crate::api::{DynObject, Kind};
 
@@ -189,24 +189,71 @@ async fn server_apply(
     })
 }
 
-/// `berth apply`.
+/// Apply with prune through the server, with causes mapped back to files.
+async fn server_apply_prune(
+    client: &Client,
+    m: &Manifests,
+    dry_run: bool,
+    prune: &PruneArgs,
+) -> Result<super::client::ApplyResponse, CliError> {
+    client
+        .apply_prune(&m.documents, dry_run, prune)
+        .await
+        .map_err(|e| {
+            let locate = |d: usize| m.origins.get(d).map(Origin::label);
+            CliError::Many(e.lines(Some(&locate)))
+        })
+}
+
+/// `-l` as `apply --prune` needs it: required, like kubectl.
+pub fn prune_args(ns: &str, selector: Option<&str>) -> Result<PruneArgs, CliError> {
+    match selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Ok(PruneArgs {
+            selector: s.to_string(),
+            namespace: ns.to_string(),
+        }),
+        None => Err(CliError::Other(anyhow::anyhow!(
+            "--prune needs a label selector (-l key=value): prune deletes the objects matching it that the files no longer contain"
+        ))),
+    }
+}
+
+fn singular(kind: &str) -> String {
+    Kind::from_kind_field(kind)
+        .map(Kind::singular)
+        .unwrap_or(kind)
+        .to_string()
+}
+
+/// `berth apply` (with `prune`: `berth apply --prune -l …`).
 pub async fn apply(
     client: &Client,
     ns: &str,
     explicit_ns: bool,
     files: &FileArgs,
     dry_run: bool,
+    prune: Option<&PruneArgs>,
 ) -> Result<(), CliError> {
     let mut m = read_manifests(files)?;
     set_namespaces(&mut m, ns, explicit_ns)?;
-    let results = server_apply(client, &m, dry_run).await?;
+    let suffix = if dry_run { " (dry run)" } else { "" };
+    let (results, pruned) = match prune {
+        None => (server_apply(client, &m, dry_run).await?, Vec::new()),
+        Some(p) => {
+            let r = server_apply_prune(client, &m, dry_run, p).await?;
+            (r.results, r.pruned)
+        }
+    };
     for r in results {
-        let kind = Kind::from_kind_field(&r.kind)
-            .map(Kind::singular)
-            .unwrap_or(&r.kind)
-            .to_string();
-        let suffix = if dry_run { " (dry run)" } else { "" };
-        println!("{kind}/{} {}{suffix}", r.name, r.action);
+        println!("{}/{} {}{suffix}", singular(&r.kind), r.name, r.action);
+    }
+    for p in pruned {
+        let kind = singular(&p.kind);
+        match p.action.as_str() {
+            "kept" => eprintln!("warning: {kind}/{} not pruned yet: {}", p.name, p.message),
+            "deleting" => println!("{kind}/{} pruned (deleting){suffix}", p.name),
+            _ => println!("{kind}/{} pruned{suffix}", p.name),
+        }
     }
     Ok(())
 }
@@ -260,17 +307,44 @@ pub fn unified_diff(reference: &str, live: Option<&DynObject>, applied: &DynObje
         .to_string()
 }
 
+/// The diff of an object prune would delete.
+pub fn deletion_diff(reference: &str, live: &DynObject) -> String {
+    let old = crate::api::yaml::to_yaml(&comparable(live));
+    similar::TextDiff::from_lines(old.as_str(), "")
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{reference} (live)"), "/dev/null")
+        .to_string()
+}
+
 /// `berth diff`: returns whether anything would change.
 pub async fn diff(
     client: &Client,
     ns: &str,
     explicit_ns: bool,
     files: &FileArgs,
+    prune: Option<&PruneArgs>,
 ) -> Result<bool, CliError> {
     let mut m = read_manifests(files)?;
     set_namespaces(&mut m, ns, explicit_ns)?;
-    let results = server_apply(client, &m, true).await?;
+    let (results, pruned) = match prune {
+        None => (server_apply(client, &m, true).await?, Vec::new()),
+        Some(p) => {
+            let r = server_apply_prune(client, &m, true, p).await?;
+            (r.results, r.pruned)
+        }
+    };
     let mut changed = false;
+    for p in pruned.iter().filter(|p| p.action != "kept") {
+        let Some(kind) = Kind::from_kind_field(&p.kind) else {
+            continue;
+        };
+        if let Some(live) = client.get_opt(kind, &p.namespace, &p.name).await? {
+            changed = true;
+            let reference = format!("{}/{}/{}", kind.plural(), p.namespace, p.name);
+            print!("{}", deletion_diff(&reference, &live));
+        }
+    }
     for r in results {
         let (Some(kind), Some(applied)) = (Kind::from_kind_field(&r.kind), r.object.as_ref())
         else {

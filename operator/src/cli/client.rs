@@ -182,10 +182,41 @@ pub struct ApplyResult {
     pub object: Option<DynObject>,
 }
 
-#[derive(Deserialize)]
-struct ApplyResponse {
+/// One object deleted (or kept) by `apply --prune`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct PruneResult {
+    /// `Workspace`, ….
+    pub kind: String,
+    /// The object's namespace.
     #[serde(default)]
-    results: Vec<ApplyResult>,
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// `deleted`, `deleting` or `kept`.
+    pub action: String,
+    /// Why it was kept.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ApplyResponse {
+    /// One per document.
+    #[serde(default)]
+    pub results: Vec<ApplyResult>,
+    /// With prune: objects deleted or kept.
+    #[serde(default)]
+    pub pruned: Vec<PruneResult>,
+}
+
+/// What `apply --prune` may delete.
+#[derive(Clone, Debug, Default)]
+pub struct PruneArgs {
+    /// Label selector (required).
+    pub selector: String,
+    /// Namespace to prune in besides the documents' own.
+    pub namespace: String,
 }
 
 /// `metadata` of a list.
@@ -419,6 +450,36 @@ impl Client {
         let req = self.request(reqwest::Method::POST, &path).json(&documents);
         let r: ApplyResponse = self.json(req).await?;
         Ok(r.results)
+    }
+
+    /// Applies `documents` in one all-or-nothing request, deleting in the
+    /// same transaction the objects matching `prune` that they do not contain.
+    pub async fn apply_prune(
+        &self,
+        documents: &[Value],
+        dry_run: bool,
+        prune: &PruneArgs,
+    ) -> Result<ApplyResponse, ApiError> {
+        let mut query = vec![
+            ("prune", "true"),
+            ("labelSelector", prune.selector.as_str()),
+            ("namespace", prune.namespace.as_str()),
+        ];
+        if dry_run {
+            query.push(("dryRun", "true"));
+        }
+        let req = self
+            .request(reqwest::Method::POST, &format!("{BASE}/apply"))
+            .query(&query)
+            .json(&documents);
+        self.json(req).await
+    }
+
+    /// Asks the GitSource controller to sync `name` now; returns the
+    /// GitSource with the request annotation set.
+    pub async fn sync_gitsource(&self, namespace: &str, name: &str) -> Result<DynObject, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/gitsources/{name}/sync");
+        self.json(self.request(reqwest::Method::POST, &path)).await
     }
 
     /// Lists objects of `kind` in `namespace` (None: all namespaces).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
 
-use crate::api::{Kind, LifecyclePolicy, Workspace, WorkspaceTemplate, GROUP, VERSION};
+use crate::api::{GitSource, Kind, LifecyclePolicy, Workspace, WorkspaceTemplate, GROUP, VERSION};
 
 /// The JSON Schema of one kind.
 pub fn schema(kind: Kind) -> Value {
@@ -23,6 +23,7 @@ pub fn schema(kind: Kind) -> Value {
         Kind::Workspace => schemars::schema_for!(Workspace),
         Kind::WorkspaceTemplate => schemars::schema_for!(WorkspaceTemplate),
         Kind::LifecyclePolicy => schemars::schema_for!(LifecyclePolicy),
+        Kind::GitSource => schemars::schema_for!(GitSource),
     };
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {

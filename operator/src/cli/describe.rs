@@ -210,6 +210,7 @@ pub fn render_object(
         Some(Kind::Workspace) => workspace(out, o, followed),
         Some(Kind::WorkspaceTemplate) => template(out, o, versions),
         Some(Kind::LifecyclePolicy) => policy(out, o),
+        Some(Kind::GitSource) => gitsource(out, o),
         None => {}
     }
     conditions(out, &o.status);
@@ -529,6 +530,64 @@ fn template(out: &mut Doc, o: &DynObject, versions: Option<&[TemplateVersion]>) 
         }
         None => out.field(1, "Scripts", NONE),
     }
+}
+
+fn gitsource(out: &mut Doc, o: &DynObject) {
+    let (s, st) = (&o.spec, &o.status);
+    out.section(0, "Spec");
+    out.field(1, "Repository", cell(value_at(s, "repository")));
+    out.field(1, "Branch", cell(value_at(s, "branch")));
+    out.field(1, "Path", str_at(s, "path").unwrap_or("<repository root>"));
+    out.field(1, "Interval", cell(value_at(s, "interval")));
+    out.field(1, "Prune", cell(value_at(s, "prune")));
+    out.field(1, "Suspend", cell(value_at(s, "suspend")));
+    out.section(0, "Sync");
+    out.field(
+        1,
+        "Last Applied Commit",
+        cell(value_at(st, "lastAppliedCommit")),
+    );
+    out.field(1, "Last Applied At", cell(value_at(st, "lastAppliedAt")));
+    out.field(
+        1,
+        "Last Attempted Commit",
+        cell(value_at(st, "lastAttemptedCommit")),
+    );
+    let count = |key: &str| {
+        value_at(st, key)
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0)
+    };
+    out.field(1, "Inventory", format!("{} object(s)", count("inventory")));
+    let errors: Vec<String> = value_at(st, "errors")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    serde_json::from_value::<crate::api::gitsource::SyncError>(e.clone()).ok()
+                })
+                .map(|e| e.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.multi(1, "Errors", &errors);
+    let drift: Vec<String> = value_at(st, "drift")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let fields: Vec<&str> = d
+                        .get("fields")
+                        .and_then(Value::as_array)
+                        .map(|f| f.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    format!("{}: {}", cell(d.get("object")), fields.join(", "))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.multi(1, "Drift", &drift);
 }
 
 fn policy(out: &mut Doc, o: &DynObject) {

@@ -251,6 +251,15 @@ pub fn table(kind: Kind, objects: &[DynObject], wide: bool, all_namespaces: bool
         Kind::Workspace => vec!["NAME", "OWNER", "TEMPLATE", "PHASE", "CPU", "MEMORY", "AGE"],
         Kind::WorkspaceTemplate => vec!["NAME", "LATEST", "IMAGE", "CPU", "MEMORY", "AGE"],
         Kind::LifecyclePolicy => vec!["NAME", "AUTOSTOP", "MAX-LIFETIME", "AUTOSTART", "AGE"],
+        Kind::GitSource => vec![
+            "NAME",
+            "REPOSITORY",
+            "BRANCH",
+            "COMMIT",
+            "SYNCED",
+            "MESSAGE",
+            "AGE",
+        ],
     };
     if wide && kind == Kind::Workspace {
         headers.extend([
@@ -329,7 +338,37 @@ fn row(kind: Kind, o: &DynObject, wide: bool) -> Vec<String> {
             autostart_policy(spec),
             age,
         ],
+        Kind::GitSource => vec![
+            o.metadata.name.clone(),
+            cell(value_at(spec, "repository")),
+            cell(value_at(spec, "branch")),
+            str_at(status, "lastAppliedCommit")
+                .map(|c| c.chars().take(7).collect())
+                .unwrap_or_else(|| NONE.to_string()),
+            if value_at(spec, "suspend").and_then(Value::as_bool) == Some(true) {
+                "Suspended".to_string()
+            } else {
+                condition_status(status, "Synced")
+            },
+            condition_message(status, "Ready"),
+            age,
+        ],
     }
+}
+
+/// The message of condition `type_`, or `<none>`.
+pub fn condition_message(status: &Value, type_: &str) -> String {
+    status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        })
+        .and_then(|c| c.get("message").and_then(Value::as_str))
+        .filter(|m| !m.is_empty())
+        .unwrap_or(NONE)
+        .to_string()
 }
 
 /// `base` or `base@v3` when pinned.

@@ -246,10 +246,11 @@ pub async fn operator(
         listen,
         cli_config_path,
         advertise_url: advertise.unwrap_or_else(|| advertise_url(listen)),
+        gitops: crate::gitops::GitOpsOptions::default(),
     };
     if cloud.is_none() {
         tracing::warn!(
-            "no cloud (--cloud none): serving the API only; no controllers run, so workspaces are never started or stopped and get no status (--cloud sim runs them against the simulated cloud)"
+            "no cloud (--cloud none): serving the API and the GitSource controller only; no workspace controllers run, so workspaces are never started or stopped and get no status (--cloud sim runs them against the simulated cloud)"
         );
     }
     run_operator_with(opts, cloud, shutdown_signal())
@@ -302,6 +303,7 @@ pub async fn up(
         listen,
         cli_config_path: Some(cli_config),
         advertise_url: advertise,
+        gitops: crate::gitops::GitOpsOptions::default(),
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {
@@ -336,6 +338,72 @@ pub async fn pg_stop(data_dir: Option<PathBuf>) -> Result<(), CliError> {
         .context("stopping PostgreSQL")?
         .context("stopping PostgreSQL")?;
     Ok(())
+}
+
+/// `berth bench …`: on the given PostgreSQL, or a private one started (and
+/// stopped) for the run.
+pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
+    use super::BenchCommand;
+    let url = match &cmd {
+        BenchCommand::Apply { database_url, .. }
+        | BenchCommand::Reconcile { database_url, .. }
+        | BenchCommand::Gitops { database_url, .. } => database_url.clone(),
+    };
+    let (url, pg) = match url {
+        Some(u) => (u, None),
+        None => {
+            let dir = localpg::default_data_dir();
+            eprintln!("berth: starting a private PostgreSQL in {}", dir.display());
+            let pg = tokio::task::spawn_blocking(move || LocalPg::start(&dir, None))
+                .await
+                .context("starting PostgreSQL")?
+                .context("starting PostgreSQL")?;
+            (pg.database_url(), Some(pg))
+        }
+    };
+    let result = async {
+        match cmd {
+            BenchCommand::Apply { n, concurrency, .. } => {
+                println!("berth bench apply: N={n}, {concurrency} requests in flight");
+                for s in crate::bench::bench_apply(&url, n, concurrency)
+                    .await
+                    .context("bench apply")?
+                {
+                    println!("  {}", s.line());
+                }
+            }
+            BenchCommand::Reconcile {
+                n,
+                rate_scale,
+                delay_scale,
+                concurrency,
+                ..
+            } => {
+                let cfg = crate::bench::ReconcileBench {
+                    n,
+                    rate_scale,
+                    delay_scale,
+                    concurrency,
+                };
+                let (phases, extra) = crate::bench::bench_reconcile(&url, &cfg)
+                    .await
+                    .context("bench reconcile")?;
+                print!("{}", crate::bench::render_reconcile(&cfg, &phases, &extra));
+            }
+            BenchCommand::Gitops { n, .. } => {
+                let figures = crate::bench_gitops::bench_gitops(&url, n)
+                    .await
+                    .context("bench gitops")?;
+                print!("{}", figures.render());
+            }
+        }
+        Ok::<_, CliError>(())
+    }
+    .await;
+    if let Some(pg) = pg {
+        let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    }
+    result
 }
 
 #[cfg(test)]
@@ -417,64 +485,4 @@ mod tests {
             "http://10.0.0.5:80"
         );
     }
-}
-
-/// `berth bench …`: on the given PostgreSQL, or a private one started (and
-/// stopped) for the run.
-pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
-    use super::BenchCommand;
-    let url = match &cmd {
-        BenchCommand::Apply { database_url, .. } | BenchCommand::Reconcile { database_url, .. } => {
-            database_url.clone()
-        }
-    };
-    let (url, pg) = match url {
-        Some(u) => (u, None),
-        None => {
-            let dir = localpg::default_data_dir();
-            eprintln!("berth: starting a private PostgreSQL in {}", dir.display());
-            let pg = tokio::task::spawn_blocking(move || LocalPg::start(&dir, None))
-                .await
-                .context("starting PostgreSQL")?
-                .context("starting PostgreSQL")?;
-            (pg.database_url(), Some(pg))
-        }
-    };
-    let result = async {
-        match cmd {
-            BenchCommand::Apply { n, concurrency, .. } => {
-                println!("berth bench apply: N={n}, {concurrency} requests in flight");
-                for s in crate::bench::bench_apply(&url, n, concurrency)
-                    .await
-                    .context("bench apply")?
-                {
-                    println!("  {}", s.line());
-                }
-            }
-            BenchCommand::Reconcile {
-                n,
-                rate_scale,
-                delay_scale,
-                concurrency,
-                ..
-            } => {
-                let cfg = crate::bench::ReconcileBench {
-                    n,
-                    rate_scale,
-                    delay_scale,
-                    concurrency,
-                };
-                let (phases, extra) = crate::bench::bench_reconcile(&url, &cfg)
-                    .await
-                    .context("bench reconcile")?;
-                print!("{}", crate::bench::render_reconcile(&cfg, &phases, &extra));
-            }
-        }
-        Ok::<_, CliError>(())
-    }
-    .await;
-    if let Some(pg) = pg {
-        let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
-    }
-    result
 }

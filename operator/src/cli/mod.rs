@@ -15,6 +15,7 @@ pub mod get;
 pub mod local;
 pub mod power;
 pub mod render;
+pub mod sync;
 pub mod wait;
 
 use std::net::SocketAddr;
@@ -97,6 +98,9 @@ pub struct FileArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or update objects from files, all or nothing.
+    #[command(after_help = "GitOps from CI:\n  \
+        berth apply -f deploy/ --prune -l team=payments\n  \
+        (applies deploy/ and, in the same transaction, deletes the objects labelled team=payments that deploy/ no longer contains)")]
     Apply {
         /// What to apply.
         #[command(flatten)]
@@ -104,16 +108,37 @@ pub enum Command {
         /// Validate and show what would happen without writing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Delete the objects matching -l that the files no longer contain (needs -l).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: the label selector of the objects these files manage (`k=v,k2=v2`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
     },
     /// Show what `apply` would change, as a unified diff (exit 0: none, 1: changes, 2: error).
     Diff {
         /// What to compare.
         #[command(flatten)]
         files: FileArgs,
+        /// Also show the objects `apply --prune -l …` would delete.
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: the label selector of the objects these files manage.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Sync a GitSource now (admins) and wait for the result.
+    Sync {
+        /// The GitSource (`team` or `gs/team`).
+        #[arg(value_name = "GITSOURCE")]
+        name: String,
+        /// Give up waiting after this long (`0` = request the sync and return).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// List objects or show one.
     Get {
-        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp).
+        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp), gitsources (gs).
         kind: String,
         /// Object name; omitted = all.
         name: Option<String>,
@@ -132,7 +157,7 @@ pub enum Command {
     },
     /// Show one object in detail, with its conditions and events.
     Describe {
-        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp).
+        /// Kind: workspaces (ws), workspacetemplates (wst), lifecyclepolicies (lp), gitsources (gs).
         kind: String,
         /// Object name.
         name: String,
@@ -317,6 +342,16 @@ pub enum BenchCommand {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Sync a local git repository of N workspace documents with a GitSource; print the first
+    /// sync's time, a no-change sync's time and its database writes (0), and a one-change sync's.
+    Gitops {
+        /// Workspace documents in the repository.
+        #[arg(long, default_value_t = 5_000)]
+        n: usize,
+        /// PostgreSQL server to use (a fresh database is created on it) [default: a private one].
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 /// `berth pg …`.
@@ -390,15 +425,52 @@ pub async fn run(cli: Cli) -> u8 {
 async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let g = cli.global;
     match cli.command {
-        Command::Apply { files, dry_run } => {
+        Command::Apply {
+            files,
+            dry_run,
+            prune,
+            selector,
+        } => {
             let (client, ns) = connect(&g)?;
-            apply::apply(&client, &ns, g.namespace.is_some(), &files, dry_run).await?;
+            let prune = prune
+                .then(|| apply::prune_args(&ns, selector.as_deref()))
+                .transpose()?;
+            if prune.is_none() && selector.is_some() {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "-l only selects what --prune may delete; add --prune (or drop -l)"
+                )));
+            }
+            apply::apply(
+                &client,
+                &ns,
+                g.namespace.is_some(),
+                &files,
+                dry_run,
+                prune.as_ref(),
+            )
+            .await?;
             Ok(0)
         }
-        Command::Diff { files } => {
+        Command::Diff {
+            files,
+            prune,
+            selector,
+        } => {
             let (client, ns) = connect(&g)?;
-            let changed = apply::diff(&client, &ns, g.namespace.is_some(), &files).await?;
+            let prune = prune
+                .then(|| apply::prune_args(&ns, selector.as_deref()))
+                .transpose()?;
+            let changed =
+                apply::diff(&client, &ns, g.namespace.is_some(), &files, prune.as_ref()).await?;
             Ok(u8::from(changed))
+        }
+        Command::Sync { name, timeout } => {
+            let (client, ns) = connect(&g)?;
+            let name = name
+                .split_once('/')
+                .map(|(_, n)| n.to_string())
+                .unwrap_or(name);
+            sync::sync(&client, &ns, &name, timeout).await
         }
         Command::Get {
             kind,

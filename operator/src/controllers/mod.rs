@@ -395,6 +395,6 @@ async fn keys_for_change(store: &Store, obj: &crate::api::DynObject) -> Vec<WsKe
                 })
                 .collect()
         }
-        None => Vec::new(),
+        Some(Kind::GitSource) | None => Vec::new(),
     }
 }

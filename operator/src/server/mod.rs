@@ -2,7 +2,10 @@
 //! bodies, watch streams, health.
 //!
 //! Paths (base `/apis/berth.dev/v1alpha1`):
-//! - `POST /apply[?dryRun=true]` — all-or-nothing apply of many documents
+//! - `POST /apply[?dryRun=true][&prune=true&labelSelector=…&namespace=…]` —
+//!   all-or-nothing apply of many documents; with prune, matching objects the
+//!   request does not contain are deleted in the same transaction
+//! - `POST /namespaces/{ns}/gitsources/{name}/sync` — sync a GitSource now (admins)
 //! - `GET /{plural}`, `GET /namespaces/{ns}/{plural}` — list (`labelSelector`)
 //!   or watch (`watch=true&resourceVersion=N`, newline-delimited JSON)
 //! - `GET|PUT|DELETE /namespaces/{ns}/{plural}/{name}`
@@ -97,6 +100,12 @@ pub fn router(state: AppState) -> Router {
             &format!("{base}/namespaces/{{ns}}/workspaces/{{name}}/{{action}}"),
             post(activity::workspace_action).put(routes::put_workspace_status),
         )
+        // Like workspaces above: the static segment wins, so this route also
+        // serves the GitSource status path.
+        .route(
+            &format!("{base}/namespaces/{{ns}}/gitsources/{{name}}/{{action}}"),
+            post(routes::gitsource_action).put(routes::put_gitsource_status),
+        )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::yaml::MAX_INPUT_BYTES,
@@ -135,6 +144,8 @@ pub struct OperatorOptions {
     pub cli_config_path: Option<PathBuf>,
     /// The URL clients should use to reach this server (written into the CLI config).
     pub advertise_url: String,
+    /// The GitSource controller (runs with or without a cloud).
+    pub gitops: crate::gitops::GitOpsOptions,
 }
 
 /// Errors that stop the operator.
@@ -274,6 +285,13 @@ pub async fn run_operator_with(
         let _ = rx2.wait_for(|v| *v).await;
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let gitops = {
+        let mut rx = rx.clone();
+        let controller = crate::gitops::Controller::new(store.clone(), opts.gitops.clone());
+        tokio::spawn(controller.run(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }))
+    };
     let mut rx3 = rx;
     let result = tokio::select! {
         r = server => r.map_err(ServeError::Serve),
@@ -285,6 +303,7 @@ pub async fn run_operator_with(
         } => Ok(()),
     };
     compactor.abort();
+    let _ = gitops.await;
     if let Some(c) = controller {
         // In-flight reconciles finish (or are abandoned after the grace period).
         match c.await {

@@ -34,6 +34,13 @@ pub struct ListQuery {
 #[serde(rename_all = "camelCase")]
 pub struct WriteQuery {
     dry_run: Option<String>,
+    /// `POST /apply` only: delete objects matching `labelSelector` that the
+    /// request does not contain.
+    prune: Option<String>,
+    /// With `prune`: which objects prune may delete (required).
+    label_selector: Option<String>,
+    /// With `prune`: the namespace to prune in besides the documents' own.
+    namespace: Option<String>,
 }
 
 impl WriteQuery {
@@ -92,12 +99,39 @@ pub async fn apply_many(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let docs = parse_body(&body)?;
-    let results = apply::apply(&st.store, &caller.0, &docs, q.dry_run()).await?;
-    Ok(respond(
-        &headers,
-        StatusCode::OK,
-        &json!({ "results": results }),
-    ))
+    let prune = if matches!(q.prune.as_deref(), Some("true" | "1" | "")) {
+        let selector = q.label_selector.as_deref().unwrap_or_default();
+        if selector.trim().is_empty() {
+            return Err(ApiError::BadRequest(
+                "prune needs a labelSelector: it deletes the objects matching it that the request does not contain".into(),
+            ));
+        }
+        let selector = Selector::parse(selector).map_err(ApiError::BadRequest)?;
+        let mut namespaces: std::collections::BTreeSet<String> = docs
+            .iter()
+            .map(|d| {
+                d.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(crate::api::DEFAULT_NAMESPACE)
+                    .to_string()
+            })
+            .collect();
+        namespaces.extend(q.namespace.clone());
+        Some(apply::Prune {
+            selector,
+            namespaces: Some(namespaces),
+            keep: Default::default(),
+        })
+    } else {
+        None
+    };
+    let opts = apply::ApplyOptions {
+        dry_run: q.dry_run(),
+        manager: None,
+        prune: prune.as_ref(),
+    };
+    let out = apply::apply_with(&st.store, &caller.0, &docs, &opts).await?;
+    Ok(respond(&headers, StatusCode::OK, &out))
 }
 
 /// `PUT /namespaces/{ns}/{plural}/{name}`: apply one object.
@@ -442,6 +476,61 @@ pub async fn power(
         ),
     )
         .into_response())
+}
+
+/// `POST /namespaces/{ns}/gitsources/{name}/sync` (admins): asks the
+/// GitSource controller to sync now, by setting the
+/// `berth.dev/sync-requested-at` annotation (as Flux's `requestedAt`); the
+/// controller syncs when the value differs from
+/// `status.lastHandledSyncRequest`. `PUT …/status` is the status path.
+pub async fn gitsource_action(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if action != "sync" {
+        return Err(ApiError::NotFound(format!(
+            "gitsources have no action {action:?}; POST .../gitsources/{name}/sync"
+        )));
+    }
+    caller.require_admin("sync gitsources")?;
+    visible(&st, &caller, Kind::GitSource, &ns, &name).await?;
+    let requested = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let obj = st
+        .store
+        .object_annotate(
+            Kind::GitSource,
+            &ns,
+            &name,
+            crate::gitops::SYNC_REQUEST_ANNOTATION,
+            &requested,
+        )
+        .await?;
+    Ok(respond(&headers, StatusCode::ACCEPTED, &obj))
+}
+
+/// `PUT /namespaces/{ns}/gitsources/{name}/status`.
+pub async fn put_gitsource_status(
+    st: State<AppState>,
+    caller: Caller,
+    Path((ns, name, sub)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if sub != "status" {
+        return Err(ApiError::NotFound(format!(
+            "no subresource {sub:?} for PUT (status)"
+        )));
+    }
+    put_status(
+        st,
+        caller,
+        Path((ns, "gitsources".to_string(), name)),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `GET /whoami`.

@@ -28,7 +28,7 @@ pub use events::{Event, EventType, InvolvedObject};
 pub(crate) use intents::{insert_intent_tx, intent_row};
 pub use intents::{Activity, NewIntent, PowerAction, PowerIntent};
 pub use leases::Lease;
-pub(crate) use objects::{get_for_update, write_spec};
+pub(crate) use objects::{delete_tx, get_for_update, labelled_names, write_spec};
 pub use objects::{revision_of, DeleteOutcome, Write, WriteKind};
 pub use templates::TemplateVersion;
 pub(crate) use templates::{insert_version_tx, latest_version_tx, version_tx};

@@ -348,6 +348,30 @@ impl Store {
         Ok(obj)
     }
 
+    /// Sets one annotation of an object (a metadata write: the revision is
+    /// bumped, the generation is not).
+    pub async fn object_annotate(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<DynObject> {
+        let mut tx = self.pool.begin().await?;
+        let cur = get_for_update(&mut tx, kind, ns, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{}/{name}", kind.plural())))?;
+        let mut desired = cur.clone();
+        desired
+            .metadata
+            .annotations
+            .insert(key.to_string(), value.to_string());
+        let (_, obj) = write_spec(&mut tx, kind, &desired, Some(&cur), None).await?;
+        tx.commit().await?;
+        Ok(obj)
+    }
+
     /// Reads one object.
     pub async fn object_get(&self, kind: Kind, ns: &str, name: &str) -> Result<Option<DynObject>> {
         let row = sqlx::query(&format!(
@@ -496,6 +520,35 @@ async fn remove_row(conn: &mut PgConnection, kind: Kind, obj: &DynObject) -> Res
             .await?;
     }
     Ok(())
+}
+
+/// Names of the objects of `kind` whose labels match `selector`, inside a
+/// transaction: `(namespace, name, owner, being deleted)`.
+pub(crate) async fn labelled_names(
+    conn: &mut PgConnection,
+    kind: Kind,
+    selector: &Selector,
+) -> Result<Vec<(String, String, Option<String>, bool)>> {
+    let rows = sqlx::query(
+        "SELECT namespace, name, owner, labels, deletion_timestamp IS NOT NULL AS deleting FROM objects WHERE kind = $1 ORDER BY namespace, name",
+    )
+    .bind(kind.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let labels: Value = r.try_get("labels")?;
+        let labels: BTreeMap<String, String> = serde_json::from_value(labels).unwrap_or_default();
+        if selector.matches(&labels) {
+            out.push((
+                r.try_get("namespace")?,
+                r.try_get("name")?,
+                r.try_get("owner")?,
+                r.try_get("deleting")?,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes inside a transaction (see [`Store::object_delete`]).

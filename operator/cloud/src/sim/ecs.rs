@@ -383,7 +383,7 @@ impl SvcRec {
                 dep.last_failure = Some(dep.last_failure.map_or(at, |l| l.max(at)));
             }
             self.consecutive_failures += 1;
-            if self.consecutive_failures == 3 || self.consecutive_failures % 10 == 0 {
+            if self.consecutive_failures == 3 || self.consecutive_failures.is_multiple_of(10) {
                 let message = format!(
                     "(service {}) is unable to consistently start tasks successfully. For more \
                      information, see the Troubleshooting section of the Amazon ECS Developer Guide.",
