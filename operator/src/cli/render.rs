@@ -195,7 +195,7 @@ pub fn time_at(v: &serde_json::Value, path: &str) -> Option<DateTime<Utc>> {
 
 /// Memory in MiB as a short quantity: `512Mi`, `4Gi`.
 pub fn memory(mib: u64) -> String {
-    if mib >= 1024 && mib % 1024 == 0 {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{}Gi", mib / 1024)
     } else {
         format!("{mib}Mi")
