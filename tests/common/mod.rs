@@ -13,14 +13,46 @@ use berth::store::Store;
 pub use berth::bench::replace_database as url_with_database;
 
 /// Creates an empty database for one test and returns its URL.
+///
+/// Names carry their creation time (`berth_test_<unix secs>_<random>`), and
+/// the first call of a test process drops test databases older than an hour,
+/// so that databases left behind by earlier runs do not pile up on a shared
+/// server while concurrent runs keep theirs.
 pub async fn fresh_database() -> String {
     let url = std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run the tests with scripts/test.sh (which starts a private PostgreSQL) or point DATABASE_URL at a server",
     );
-    let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let name = format!(
+        "berth_test_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let admin = sqlx::PgPool::connect(&url)
         .await
         .expect("connect to DATABASE_URL");
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let mut sweep = false;
+    SWEPT.call_once(|| sweep = true);
+    if sweep {
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'berth\\_test\\_%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap_or_default();
+        for db in old {
+            let created = db.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
+            // Old-style names (no timestamp) and anything older than an hour.
+            if created.is_none_or(|t| t + 3600 < now) {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
