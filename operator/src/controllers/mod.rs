@@ -30,6 +30,7 @@ use self::observe::ServiceCache;
 use self::workspace::CrashPoint;
 use crate::api::policy::LifecyclePolicySpec;
 use crate::api::selector::Selector;
+use crate::api::workspace::Phase;
 use crate::api::{Kind, WorkspaceStatus};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, WatchFilter};
@@ -234,6 +235,7 @@ pub async fn run_workspace_controller(
                         Kind::WorkspaceTemplate,
                         Kind::LifecyclePolicy,
                     ],
+                    skip_status_writes: true,
                     ..Default::default()
                 };
                 let mut stream = Box::pin(ctx.store.watch(filter, since, poll));
@@ -322,20 +324,43 @@ pub async fn run_workspace_controller(
             let opts = opts.clone();
             async move {
                 let (items, _) = ctx.store.object_list(Kind::Workspace, None, &Selector::default(), None).await?;
+                // Observe every service in DescribeServices batches of 10, then
+                // reconcile only what needs it: services whose observed state
+                // changed (drift included), specs not yet acted on, and
+                // workspaces never started or in a transition. Converged
+                // workspaces requeue themselves on a slow period, so a resync
+                // of 10,000 steady workspaces costs 1,000 describes, not
+                // 10,000 reconciles.
                 let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let mut by_service: std::collections::HashMap<(String, String), WsKey> = Default::default();
                 let mut phases: BTreeMap<String, i64> = BTreeMap::new();
-                let mut keys = Vec::with_capacity(items.len());
+                let mut keys = Vec::new();
                 for o in &items {
                     let st: WorkspaceStatus = serde_json::from_value(o.status.clone()).unwrap_or_default();
                     *phases.entry(format!("{:?}", st.phase)).or_default() += 1;
-                    if let Some(e) = st.ecs.filter(|e| !e.service_name.is_empty()) {
-                        services.entry(e.cluster).or_default().push(e.service_name);
+                    let key = WsKey { namespace: o.metadata.namespace.clone(), name: o.metadata.name.clone() };
+                    let settled = matches!(st.phase, Phase::Running | Phase::Stopped)
+                        && st.observed_generation == o.metadata.generation.unwrap_or(0)
+                        && o.metadata.deletion_timestamp.is_none();
+                    match st.ecs.filter(|e| !e.service_name.is_empty()) {
+                        Some(e) => {
+                            services.entry(e.cluster.clone()).or_default().push(e.service_name.clone());
+                            if settled {
+                                by_service.insert((e.cluster, e.service_name), key);
+                            } else {
+                                keys.push(key);
+                            }
+                        }
+                        None => keys.push(key),
                     }
-                    keys.push(WsKey { namespace: o.metadata.namespace.clone(), name: o.metadata.name.clone() });
                 }
                 ctx.metrics.workspaces_by_phase(&phases);
-                if let Err(e) = ctx.cache.refresh(&services).await {
-                    tracing::warn!(error = %e, "resync: describing services failed; reconciles use what is cached");
+                match ctx.cache.refresh(&services).await {
+                    Ok(changed) => keys.extend(changed.into_iter().filter_map(|id| by_service.remove(&id))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resync: describing services failed; reconciling every workspace");
+                        keys.extend(by_service.into_values());
+                    }
                 }
                 if let Some(b) = budget {
                     let n: usize = services.values().map(Vec::len).sum();

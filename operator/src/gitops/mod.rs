@@ -851,6 +851,8 @@ impl Controller {
                 Kind::WorkspaceTemplate,
                 Kind::Workspace,
             ],
+            // Status writes are never drift.
+            skip_status_writes: true,
             ..Default::default()
         };
         match self

@@ -336,6 +336,7 @@ async fn list(
             namespace: ns,
             owner,
             selector,
+            skip_status_writes: false,
         };
         // Answer 410 before streaming when the revision is compacted.
         st.store.changes_since(&filter, since, 1).await?;

@@ -70,6 +70,8 @@ pub struct WatchFilter {
     pub owner: Option<String>,
     /// Only objects whose labels match.
     pub selector: Selector,
+    /// Leave out status writes (controllers do not react to their own).
+    pub skip_status_writes: bool,
 }
 
 impl WatchFilter {
@@ -114,12 +116,14 @@ impl Store {
         let rows = sqlx::query(
             "SELECT resource_version, change_type, owner, object, write, interactive FROM changes
              WHERE resource_version > $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) AND ($3::text IS NULL OR namespace = $3)
+               AND NOT ($5 AND write = 'status')
              ORDER BY resource_version LIMIT $4",
         )
         .bind(since)
         .bind(&kinds)
         .bind(filter.namespace.as_deref())
         .bind(limit)
+        .bind(filter.skip_status_writes)
         .fetch_all(&self.pool)
         .await?;
         let mut last = since;
