@@ -307,19 +307,7 @@ pub async fn bench_reconcile(
     use berth_cloud::pacer::{Pacer, PacerConfig};
     use berth_cloud::sim::{Delays, Outcome, RateLimits, Sim, SimConfig};
 
-    let db = format!(
-        "berth_bench_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let admin = sqlx::PgPool::connect(database_url)
-        .await
-        .map_err(StoreError::from)?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .map_err(StoreError::from)?;
-    let url = replace_database(database_url, &db);
-    let result = async {
+    with_scratch_database(database_url, |url| async move {
         let store = Store::connect(&url).await?;
         let mut sim_cfg = SimConfig::permissive();
         let d = Delays::default();
@@ -441,8 +429,29 @@ pub async fn bench_reconcile(
         );
         store.pool().close().await;
         Ok::<_, BenchError>((phases, extra))
-    }
-    .await;
+    })
+    .await
+}
+
+/// Runs `f` on a fresh database created on `database_url`'s server, and
+/// drops the database afterwards whatever `f` returned.
+pub async fn with_scratch_database<T, F, Fut>(database_url: &str, f: F) -> Result<T, BenchError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BenchError>>,
+{
+    let db = format!(
+        "berth_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let admin = sqlx::PgPool::connect(database_url)
+        .await
+        .map_err(StoreError::from)?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .map_err(StoreError::from)?;
+    let result = f(replace_database(database_url, &db)).await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .execute(&admin)
         .await;

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::bench::{replace_database, BenchError};
+use crate::bench::BenchError;
 use crate::gitops::{Controller, GitOpsOptions, SyncOutcome};
-use crate::store::{Identity, Store, StoreError};
+use crate::store::{Identity, Store};
 
 /// Figures of one run.
 #[derive(Clone, Debug)]
@@ -100,22 +100,7 @@ fn workspace(i: usize, cpu: u32, memory: u32) -> String {
 
 /// Runs the benchmark against a fresh database on `database_url`'s server.
 pub async fn bench_gitops(database_url: &str, n: usize) -> Result<GitOpsFigures, BenchError> {
-    let db = format!(
-        "berth_bench_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let admin = sqlx::PgPool::connect(database_url)
-        .await
-        .map_err(StoreError::from)?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .map_err(StoreError::from)?;
-    let result = run(&replace_database(database_url, &db), n).await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
-    result
+    crate::bench::with_scratch_database(database_url, |url| async move { run(&url, n).await }).await
 }
 
 async fn run(url: &str, n: usize) -> Result<GitOpsFigures, BenchError> {

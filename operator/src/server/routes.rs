@@ -263,8 +263,11 @@ pub async fn put_status(
     Ok(respond(&headers, StatusCode::OK, &obj))
 }
 
-/// `PUT /namespaces/{ns}/workspaces/{name}/status`.
-pub async fn put_workspace_status(
+/// `PUT /namespaces/{ns}/{kind}/{name}/status` where a static route for
+/// `{kind}` (workspaces, gitsources: they have actions of their own) takes
+/// precedence over the generic `{plural}` route in the router.
+async fn put_status_of(
+    plural: &str,
     st: State<AppState>,
     caller: Caller,
     Path((ns, name, sub)): Path<(String, String, String)>,
@@ -279,11 +282,22 @@ pub async fn put_workspace_status(
     put_status(
         st,
         caller,
-        Path((ns, "workspaces".to_string(), name)),
+        Path((ns, plural.to_string(), name)),
         headers,
         body,
     )
     .await
+}
+
+/// `PUT /namespaces/{ns}/workspaces/{name}/status`.
+pub async fn put_workspace_status(
+    st: State<AppState>,
+    caller: Caller,
+    path: Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    put_status_of("workspaces", st, caller, path, headers, body).await
 }
 
 /// `GET /namespaces/{ns}/{plural}` (list or watch).
@@ -515,23 +529,11 @@ pub async fn gitsource_action(
 pub async fn put_gitsource_status(
     st: State<AppState>,
     caller: Caller,
-    Path((ns, name, sub)): Path<(String, String, String)>,
+    path: Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if sub != "status" {
-        return Err(ApiError::NotFound(format!(
-            "no subresource {sub:?} for PUT (status)"
-        )));
-    }
-    put_status(
-        st,
-        caller,
-        Path((ns, "gitsources".to_string(), name)),
-        headers,
-        body,
-    )
-    .await
+    put_status_of("gitsources", st, caller, path, headers, body).await
 }
 
 /// `GET /whoami`.
