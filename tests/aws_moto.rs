@@ -20,7 +20,7 @@ use std::time::Duration;
 use berth::api::meta::ConditionStatus;
 use berth::api::workspace::Phase;
 use berth::api::{Kind, WorkspaceStatus};
-use berth::controllers::workspace::{self, CrashPoint};
+use berth::controllers::workspace::CrashPoint;
 use berth::controllers::{self, Ctx, WsKey};
 use berth::metrics::Metrics;
 use berth::store::{NewIntent, PowerAction, Store};
@@ -383,19 +383,7 @@ async fn a_crash_between_a_create_and_the_status_write_adopts_instead_of_duplica
         let mut crashing = env.ctx().await;
         crashing.crash_point = Some(point);
         let crashing = Arc::new(crashing);
-        let mut crashed = false;
-        for _ in 0..50 {
-            match workspace::reconcile(key.clone(), crashing.clone()).await {
-                Err(controllers::ReconcileError::Crash(p)) => {
-                    assert_eq!(p, point);
-                    crashed = true;
-                    break;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        assert!(crashed, "{point:?} never reached");
-        drop(crashing);
+        common::sim::reconcile_until_crash(&key, crashing, point).await;
         // A restarted controller: fresh process state and clients, same
         // store and the same AWS account.
         let c = spawn_controller(Arc::new(env.ctx().await));

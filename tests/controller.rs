@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth::api::meta::ConditionStatus;
 use berth::api::workspace::Phase;
 use berth::api::{Kind, WorkspaceStatus};
-use berth::controllers::workspace::{self, CrashPoint};
+use berth::controllers::workspace::CrashPoint;
 use berth::controllers::{self, Ctx, WsKey};
 use berth::metrics::Metrics;
 use berth::store::{NewIntent, PowerAction, Store};
@@ -380,19 +380,7 @@ async fn a_crash_between_a_cloud_create_and_the_status_write_adopts_instead_of_d
         );
         crashing.crash_point = Some(point);
         let crashing = Arc::new(crashing);
-        // Access points take a moment to become available: reconcile until the crash point is hit.
-        let mut crashed = false;
-        for _ in 0..50 {
-            match workspace::reconcile(key.clone(), crashing.clone()).await {
-                Err(controllers::ReconcileError::Crash(p)) => {
-                    assert_eq!(p, point);
-                    crashed = true;
-                    break;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(30)).await,
-            }
-        }
-        assert!(crashed, "{point:?} never reached");
+        common::sim::reconcile_until_crash(&key, crashing, point).await;
         // A restarted controller: fresh process state, same store and cloud.
         let c = spawn_controller(ctx(&store, &sim));
         wait_until(&store, "gina", "Ready after restart", is_running).await;

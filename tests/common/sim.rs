@@ -151,3 +151,23 @@ pub async fn events(store: &Store, name: &str) -> Vec<(String, String)> {
         .map(|e| (e.reason, e.message))
         .collect()
 }
+
+/// Reconciles `key` with a context whose crash point is `point` until the
+/// reconcile stops there (access points take a moment to become available,
+/// so the first passes may end earlier); panics if it never does.
+pub async fn reconcile_until_crash(
+    key: &berth::controllers::WsKey,
+    ctx: Arc<Ctx>,
+    point: berth::controllers::workspace::CrashPoint,
+) {
+    for _ in 0..50 {
+        match berth::controllers::workspace::reconcile(key.clone(), ctx.clone()).await {
+            Err(berth::controllers::ReconcileError::Crash(p)) => {
+                assert_eq!(p, point);
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("{point:?} never reached");
+}
