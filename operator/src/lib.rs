@@ -4,6 +4,7 @@
 //! (PostgreSQL), [`apply`] (the all-or-nothing apply engine shared by the API
 //! and GitOps), [`gitops`] (the GitSource controller), [`server`] (HTTP API, auth), [`cli`] (the `berth` command).
 
+pub mod agent;
 pub mod api;
 pub mod apply;
 pub mod bench;
