@@ -111,6 +111,11 @@ fn container_to_sdk(
         .set_user(c.user.clone())
         .set_working_directory(c.working_directory.clone())
         .set_log_configuration(log_configuration)
+        .set_linux_parameters(c.init_process_enabled.then(|| {
+            t::LinuxParameters::builder()
+                .init_process_enabled(true)
+                .build()
+        }))
         .build())
 }
 
@@ -146,6 +151,11 @@ fn container_from_sdk(c: &t::ContainerDefinition) -> ContainerDefinition {
         stop_timeout: c.stop_timeout.map(count),
         user: c.user.clone(),
         working_directory: c.working_directory.clone(),
+        init_process_enabled: c
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.init_process_enabled)
+            .unwrap_or(false),
         log_configuration: c.log_configuration.as_ref().map(|l| LogConfiguration {
             log_driver: l.log_driver.as_str().to_owned(),
             options: l

@@ -66,6 +66,7 @@ fn task_definition(
             stop_timeout: Some(120),
             user: Some("1000:1000".into()),
             working_directory: Some("/home/coder".into()),
+            init_process_enabled: true,
             log_configuration: Some(LogConfiguration {
                 log_driver: "awslogs".into(),
                 options: BTreeMap::from([

@@ -95,6 +95,10 @@ pub struct ContainerDefinition {
     pub working_directory: Option<String>,
     /// Log driver configuration (usually `awslogs`).
     pub log_configuration: Option<LogConfiguration>,
+    /// `linuxParameters.initProcessEnabled`: run an init process (tini) as
+    /// PID 1 that forwards signals and reaps orphaned processes.
+    #[serde(default)]
+    pub init_process_enabled: bool,
 }
 
 /// An environment variable read from a secret (`secrets[].valueFrom`).

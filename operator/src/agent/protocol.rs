@@ -550,13 +550,17 @@ mod tests {
             lines: vec![line(1, "a"), line(3, "b")],
             dropped: 0,
         };
-        assert!(matches!(gap.validate(), Err(ProtocolError::Invalid { field, .. }) if field == "lines[1].seq"));
+        assert!(
+            matches!(gap.validate(), Err(ProtocolError::Invalid { field, .. }) if field == "lines[1].seq")
+        );
         let long = AgentMessage::Logs {
             script: "s".into(),
             lines: vec![line(0, &"x".repeat(MAX_LOG_LINE_BYTES + 1))],
             dropped: 0,
         };
-        assert!(matches!(long.validate(), Err(ProtocolError::Invalid { field, .. }) if field == "lines[0].text"));
+        assert!(
+            matches!(long.validate(), Err(ProtocolError::Invalid { field, .. }) if field == "lines[0].text")
+        );
         assert!(matches!(
             AgentMessage::decode(r#"{"type":"hello","protocol":1}"#),
             Err(ProtocolError::Decode(_))

@@ -200,9 +200,16 @@ pub struct Script {
     /// Run only when this bool parameter is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
-    /// Whether logins wait for the script to finish (false for long-running ones).
+    /// Whether logins wait for the script to finish (false for long-running
+    /// ones, which run in the background). `blocksLogin` scripts run one
+    /// after another, in order; `Ready` waits for all of them.
     #[serde(default = "default_blocks_login")]
     pub blocks_login: bool,
+    /// Run when the workspace stops (on SIGTERM, before the other processes
+    /// are signalled) instead of at start, within the container's stop
+    /// timeout: e.g. deregistering a GitHub Actions runner.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_on_stop: bool,
 }
 
 fn default_blocks_login() -> bool {

@@ -39,6 +39,18 @@ pub struct AwsArgs {
     pub aws_endpoint_url: Option<String>,
 }
 
+/// How workspaces reach the operator and get their agent (`berth operator`, `berth up`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Workspace agents")]
+pub struct AccessArgs {
+    /// The URL workspaces use to reach the API (like CODER_ACCESS_URL); the same for every replica [default: the advertise URL].
+    #[arg(long, env = "BERTH_ACCESS_URL")]
+    pub access_url: Option<String>,
+    /// A directory with berth-linux-amd64 / berth-linux-arm64 agent binaries to serve at /bin/ (the operator serves its own binary for its own architecture).
+    #[arg(long, value_name = "DIR")]
+    pub agent_binary_dir: Option<PathBuf>,
+}
+
 /// Flags of the simulated cloud (`--cloud sim`).
 #[derive(Clone, Debug, Default, PartialEq, Args)]
 #[command(next_help_heading = "Simulated cloud (with --cloud sim)")]
@@ -240,6 +252,7 @@ pub async fn operator(
     advertise: Option<String>,
     cli_config_path: Option<PathBuf>,
     cloud: Option<CloudSetup>,
+    access: AccessArgs,
 ) -> Result<(), CliError> {
     let opts = OperatorOptions {
         database_url,
@@ -247,6 +260,8 @@ pub async fn operator(
         cli_config_path,
         advertise_url: advertise.unwrap_or_else(|| advertise_url(listen)),
         gitops: crate::gitops::GitOpsOptions::default(),
+        access_url: access.access_url,
+        agent_binary_dir: access.agent_binary_dir,
     };
     if cloud.is_none() {
         tracing::warn!(
@@ -267,6 +282,7 @@ pub async fn up(
     database_url: Option<String>,
     cli_config: PathBuf,
     cloud: Option<CloudSetup>,
+    access: AccessArgs,
 ) -> Result<(), CliError> {
     let (database_url, pg) = match database_url {
         Some(url) => (url, None),
@@ -304,6 +320,8 @@ pub async fn up(
         cli_config_path: Some(cli_config),
         advertise_url: advertise,
         gitops: crate::gitops::GitOpsOptions::default(),
+        access_url: access.access_url,
+        agent_binary_dir: access.agent_binary_dir,
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {

@@ -26,7 +26,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 pub use client::{ApiError, Client};
 pub use config::Config;
-pub use local::{AwsArgs, CloudKind, SimArgs};
+pub use local::{AccessArgs, AwsArgs, CloudKind, SimArgs};
 pub use power::PowerAction;
 pub use wait::WaitFor;
 
@@ -264,6 +264,9 @@ pub enum Command {
         /// Where the AWS backend connects.
         #[command(flatten)]
         aws: AwsArgs,
+        /// How workspaces reach the operator.
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run Berth on a laptop: a private PostgreSQL (unless a database URL is given) and the operator.
     Up {
@@ -285,6 +288,9 @@ pub enum Command {
         /// Where the AWS backend connects.
         #[command(flatten)]
         aws: AwsArgs,
+        /// How workspaces reach the operator.
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Start or stop a private PostgreSQL (prints DATABASE_URL=… for scripts).
     #[command(subcommand)]
@@ -596,9 +602,18 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             cloud,
             sim,
             aws,
+            access,
         } => {
             let cloud = local::cloud_setup(cloud, &sim, &aws).await?;
-            local::operator(database_url, listen, advertise_url, write_cli_config, cloud).await?;
+            local::operator(
+                database_url,
+                listen,
+                advertise_url,
+                write_cli_config,
+                cloud,
+                access,
+            )
+            .await?;
             Ok(0)
         }
         Command::Up {
@@ -608,10 +623,11 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             cloud,
             sim,
             aws,
+            access,
         } => {
             let cloud = local::cloud_setup(cloud, &sim, &aws).await?;
             let cli_config = config::resolve_path(g.config.as_deref());
-            local::up(data_dir, listen, database_url, cli_config, cloud).await?;
+            local::up(data_dir, listen, database_url, cli_config, cloud, access).await?;
             Ok(0)
         }
         Command::Pg(PgCommand::Start { data_dir, port }) => {

@@ -78,8 +78,8 @@ pub struct Ctx {
     pub lease_ttl: Duration,
     /// Requeue of a converged workspace (besides resync).
     pub steady_requeue: Duration,
-    /// URL of the Berth API handed to workspaces.
-    pub api_url: String,
+    /// How workspaces reach the API and get their agent binary.
+    pub agent: workspace::render::AgentDelivery,
     /// Test hook (see [`CrashPoint`]).
     pub crash_point: Option<CrashPoint>,
     /// Metrics.
@@ -156,7 +156,7 @@ pub fn context(
     cloud: Cloud,
     pacer: Option<Arc<Pacer>>,
     metrics: Arc<Metrics>,
-    api_url: &str,
+    access_url: &str,
 ) -> Ctx {
     let cloud = metered::meter(cloud, metrics.clone());
     let cloud = match pacer {
@@ -171,7 +171,10 @@ pub fn context(
         source: format!("berth-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         lease_ttl: Duration::from_secs(30),
         steady_requeue: Duration::from_secs(3600),
-        api_url: api_url.to_string(),
+        agent: workspace::render::AgentDelivery {
+            access_url: access_url.to_string(),
+            digests: Default::default(),
+        },
         crash_point: None,
         metrics,
         clock: Arc::new(crate::lifecycle::SystemClock),

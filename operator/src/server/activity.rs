@@ -165,33 +165,74 @@ async fn activity(
             .map_err(|e| ApiError::BadRequest(format!("activity body: {e}")))?
     };
     let kind = req.kind.unwrap_or_else(|| "manual".into());
-    if !matches!(kind.as_str(), "ssh" | "vscode" | "app" | "manual") {
+    if !matches!(
+        kind.as_str(),
+        "ssh" | "vscode" | "app" | "terminal" | "port-forward" | "manual"
+    ) {
         return Err(ApiError::Invalid(
-            format!("kind: {kind:?} is not one of ssh, vscode, app, manual"),
+            format!(
+                "kind: {kind:?} is not one of ssh, vscode, app, terminal, port-forward, manual"
+            ),
             Vec::new(),
         ));
     }
-    if st.activity.recently_written(uid) {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"recorded": false, "coalesced": true})),
-        )
-            .into_response());
-    }
-    let wrote = st
-        .store
-        .activity_report(uid, chrono::Utc::now(), &kind, COALESCE)
-        .await?;
-    st.activity.mark_written(uid);
-    if wrote {
-        // The workspace's deadline moved: let the controller refresh its status.
-        st.store.object_touch(Kind::Workspace, ns, name).await?;
-    }
+    let wrote = record(&st, uid, ns, name, &kind).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"recorded": wrote, "coalesced": !wrote})),
     )
         .into_response())
+}
+
+/// Records activity of kind `kind` for an authorized caller (a person or
+/// the workspace's agent), coalesced. Returns whether it was written.
+pub(super) async fn record(
+    st: &AppState,
+    uid: uuid::Uuid,
+    ns: &str,
+    name: &str,
+    kind: &str,
+) -> Result<bool, crate::store::StoreError> {
+    if st.activity.recently_written(uid) {
+        return Ok(false);
+    }
+    let wrote = st
+        .store
+        .activity_report(uid, chrono::Utc::now(), kind, COALESCE)
+        .await?;
+    st.activity.mark_written(uid);
+    if wrote {
+        // The workspace's deadline moved: let the controller refresh its status.
+        match st.store.object_touch(Kind::Workspace, ns, name).await {
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(wrote)
+}
+
+/// `GET /namespaces/{ns}/workspaces/{name}/{action}`: the agent's
+/// WebSocket (`agent`) and script logs (`logs`).
+pub async fn workspace_get_action(
+    State(st): State<AppState>,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    query: axum::extract::Query<super::agent::LogsQuery>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<Response, ApiError> {
+    match action.as_str() {
+        "agent" => super::agent::agent_socket(st, ns, name, headers, ws).await,
+        "logs" => {
+            let caller = person(&st, &headers).await?;
+            super::agent::logs(st, ns, name, query.0, caller).await
+        }
+        other => Err(ApiError::NotFound(format!(
+            "no {other:?} of workspaces (agent, logs, status)"
+        ))),
+    }
 }
 
 async fn extend(

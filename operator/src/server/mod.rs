@@ -13,10 +13,16 @@
 //! - `GET /namespaces/{ns}/events?kind=&name=`
 //! - `GET /namespaces/{ns}/workspacetemplates/{name}/versions`
 //! - `POST /tokens`, `GET /whoami`
+//! - `GET /namespaces/{ns}/workspaces/{name}/agent` — the agent's WebSocket
+//!   (agent token), `…/logs[?script=&follow=true&previous=true]` — script
+//!   logs as newline-delimited JSON (owner or admin)
+//! - `GET /bin/berth-linux-{amd64,arm64}` — the agent binary (no auth)
 //! - `/healthz`, `/readyz` (no auth)
 
 mod activity;
+pub mod agent;
 mod auth;
+pub mod binaries;
 mod error;
 mod routes;
 
@@ -48,6 +54,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Coalesces activity reports in memory before they reach the database.
     pub activity: Arc<activity::ActivityCache>,
+    /// The agents connected to this replica.
+    pub agents: Arc<agent::AgentHub>,
+    /// The agent binaries served at `/bin/`.
+    pub binaries: Arc<binaries::AgentBinaries>,
 }
 
 impl AppState {
@@ -58,6 +68,8 @@ impl AppState {
             watch_poll: routes::DEFAULT_WATCH_POLL,
             metrics: Arc::new(Metrics::new()),
             activity: Arc::default(),
+            agents: Arc::default(),
+            binaries: Arc::default(),
         }
     }
 }
@@ -69,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/bin/{file}", get(binaries::serve))
         .route(&format!("{base}/apply"), post(routes::apply_many))
         .route(&format!("{base}/tokens"), post(routes::create_token))
         .route(&format!("{base}/whoami"), get(routes::whoami))
@@ -98,7 +111,9 @@ pub fn router(state: AppState) -> Router {
         // also serves the workspace status path.
         .route(
             &format!("{base}/namespaces/{{ns}}/workspaces/{{name}}/{{action}}"),
-            post(activity::workspace_action).put(routes::put_workspace_status),
+            post(activity::workspace_action)
+                .put(routes::put_workspace_status)
+                .get(activity::workspace_get_action),
         )
         // Like workspaces above: the static segment wins, so this route also
         // serves the GitSource status path.
@@ -146,6 +161,10 @@ pub struct OperatorOptions {
     pub advertise_url: String,
     /// The GitSource controller (runs with or without a cloud).
     pub gitops: crate::gitops::GitOpsOptions,
+    /// The URL workspaces use to reach the API (`None` = `advertise_url`).
+    pub access_url: Option<String>,
+    /// Where agent binaries for other architectures are (`/bin/`).
+    pub agent_binary_dir: Option<PathBuf>,
 }
 
 /// Errors that stop the operator.
@@ -241,20 +260,42 @@ pub async fn run_operator_with(
         .map_err(|e| ServeError::Bind(opts.listen, e))?;
     tracing::info!(%addr, "API listening");
     let compactor = tokio::spawn(compact_changes(store.clone()));
-    let state = AppState::new(store.clone());
+    let mut state = AppState::new(store.clone());
+    let dir = opts.agent_binary_dir.clone();
+    let binaries =
+        tokio::task::spawn_blocking(move || binaries::AgentBinaries::discover(dir.as_deref()))
+            .await
+            .unwrap_or_default();
+    let digests = binaries.digests();
+    state.binaries = Arc::new(binaries);
+    // Agents count as connected only while their replica proves it is alive.
+    store
+        .replica_heartbeat(&state.agents.replica, &opts.advertise_url)
+        .await?;
+    let heartbeat = tokio::spawn(replica_heartbeat(
+        store.clone(),
+        state.agents.replica.clone(),
+        opts.advertise_url.clone(),
+    ));
+    let access_url = opts
+        .access_url
+        .clone()
+        .unwrap_or_else(|| opts.advertise_url.clone());
     let metrics = state.metrics.clone();
     let app = router(state);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let controller = cloud.map(|setup| {
         let budget = setup.pacer.as_ref().map(|p| p.observation_budget());
         let lifecycle_rx = rx.clone();
-        let ctx: Arc<Ctx> = Arc::new(controllers::context(
+        let mut ctx = controllers::context(
             store.clone(),
             setup.cloud,
             setup.pacer,
             metrics.clone(),
-            &opts.advertise_url,
-        ));
+            &access_url,
+        );
+        ctx.agent.digests = digests.clone();
+        let ctx: Arc<Ctx> = Arc::new(ctx);
         let mut lifecycle_rx = lifecycle_rx;
         tokio::spawn(crate::lifecycle::run(
             store.clone(),
@@ -303,6 +344,7 @@ pub async fn run_operator_with(
         } => Ok(()),
     };
     compactor.abort();
+    heartbeat.abort();
     let _ = gitops.await;
     if let Some(c) = controller {
         // In-flight reconciles finish (or are abandoned after the grace period).
@@ -316,6 +358,16 @@ pub async fn run_operator_with(
     }
     tracing::info!("operator stopped");
     result
+}
+
+async fn replica_heartbeat(store: Store, replica: String, url: String) {
+    let mut tick = tokio::time::interval(crate::store::REPLICA_TIMEOUT / 3);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.replica_heartbeat(&replica, &url).await {
+            tracing::warn!(error = %e, "replica heartbeat failed; agents held here may show as disconnected");
+        }
+    }
 }
 
 async fn compact_changes(store: Store) {

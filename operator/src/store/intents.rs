@@ -226,11 +226,14 @@ impl Store {
             .collect()
     }
 
-    /// Stores the hash of a workspace's new agent token (replacing the old one).
+    /// Stores the hash of a workspace's new agent token (replacing the old
+    /// one, so the old one is refused from now on); each new token begins a
+    /// new start, which script states and logs are kept by.
     pub async fn agent_token_set(&self, uid: Uuid, token: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO agent_tokens (workspace_uid, token_hash) VALUES ($1, $2)
-             ON CONFLICT (workspace_uid) DO UPDATE SET token_hash = EXCLUDED.token_hash, created_at = now()",
+             ON CONFLICT (workspace_uid) DO UPDATE SET token_hash = EXCLUDED.token_hash, created_at = now(),
+                 start_id = nextval('agent_start_seq')",
         )
         .bind(uid)
         .bind(super::tokens::token_hash(token))

@@ -16,6 +16,7 @@
 //!   LISTEN/NOTIFY wake-up, so a dropped connection or a restart loses
 //!   nothing (resume from the last revision seen).
 
+mod agent;
 mod events;
 mod intents;
 mod leases;
@@ -24,6 +25,9 @@ mod templates;
 mod tokens;
 mod watch;
 
+pub use agent::{
+    AgentScript, AgentSession, StoredLine, KEEP_STARTS, LOG_CAP_BYTES, REPLICA_TIMEOUT,
+};
 pub use events::{Event, EventType, InvolvedObject};
 pub(crate) use intents::{insert_intent_tx, intent_row};
 pub use intents::{Activity, NewIntent, PowerAction, PowerIntent};

@@ -694,7 +694,7 @@ async fn pending_restart(
         version,
         &efs.access_point_id,
         &ecs.agent_secret_arn,
-        &pass.ctx.api_url,
+        &pass.ctx.agent,
     );
     Ok((rendered.hash != ecs.content_hash).then(|| {
         "the spec changed since the workspace started (resources or parameters); it applies at the next start (berth restart)".to_string()
@@ -739,7 +739,7 @@ async fn start(
         version,
         &ap.access_point_id,
         &secret.arn,
-        &ctx.api_url,
+        &ctx.agent,
     );
     let prev_ecs = status.ecs.clone().unwrap_or_default();
     let td_arn =

@@ -89,42 +89,84 @@ fn value_string(v: &Value) -> String {
     }
 }
 
-/// The startup program: the template's scripts in order (those whose `when`
-/// parameter is false are left out), long-running ones in the background,
-/// then wait for SIGTERM so the container's stop timeout applies.
+/// How workspaces get and reach their agent: the operator's access URL
+/// (the same for every replica, so nothing replica-specific enters the
+/// rendered content) and the sha256 of the agent binary per architecture,
+/// pinned into the task definition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentDelivery {
+    /// `--access-url`: how workspaces reach the API (`BERTH_API_URL`).
+    pub access_url: String,
+    /// sha256 of `GET /bin/berth-linux-<arch>`, by arch (`amd64`, `arm64`).
+    pub digests: BTreeMap<String, String>,
+}
+
+/// Quotes `s` for a POSIX shell: the result is one word whose value is `s`,
+/// whatever it contains.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The startup program, until the workspace agent runs the scripts: the
+/// template's scripts in order (those whose `when` parameter is false are
+/// left out), `blocksLogin` ones one after another, the others in the
+/// background; on SIGTERM the `runOnStop` scripts run, then every script
+/// still running gets SIGTERM and is waited for (the container's stop
+/// timeout applies). Every template value enters the program as one
+/// single-quoted word (script bodies are written with `printf '%s'`, never
+/// through a heredoc), so no script text or display name is ever run by the
+/// top-level shell. The trap is installed before any script runs, and
+/// blocking scripts are waited for with `wait`, so a stop during a long
+/// blocking script is prompt; the PIDs are tracked explicitly, since
+/// `$(jobs -p)` is empty in a trap under dash.
 pub fn startup_program(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> String {
-    let mut out = String::from("set -u\nmkdir -p /tmp/berth-scripts\n");
     let params = effective_parameters(ws, template);
-    for (i, s) in template.scripts.iter().enumerate() {
-        if let Some(w) = &s.when {
-            if params.get(w) != Some(&Value::Bool(true)) {
-                continue;
-            }
-        }
-        let file = format!("/tmp/berth-scripts/{i:02}-{}.sh", s.name);
+    let enabled = |s: &&crate::api::template::Script| {
+        s.when
+            .as_ref()
+            .is_none_or(|w| params.get(w) == Some(&Value::Bool(true)))
+    };
+    let mut out = String::from(
+        "set -u\nd=\"${BERTH_SCRIPTS_DIR:-/tmp/berth-scripts}\"\nmkdir -p \"$d\"\npids=''\nberth_stop() {\n  trap '' TERM INT\n",
+    );
+    let scripts: Vec<_> = template.scripts.iter().filter(enabled).collect();
+    for (i, s) in scripts.iter().enumerate().filter(|(_, s)| s.run_on_stop) {
+        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
         out.push_str(&format!(
-            "cat > {file} <<'BERTH_SCRIPT_EOF'\n{}\nBERTH_SCRIPT_EOF\nchmod +x {file}\n",
-            s.script.trim_end()
+            "  echo {}\n  /bin/sh \"$d\"/{file} || echo {}\n",
+            shell_quote(&format!("berth: running stop script {}", s.name)),
+            shell_quote(&format!("berth: stop script {} failed", s.name)),
         ));
+    }
+    out.push_str("  for p in $pids; do kill -TERM \"$p\" 2>/dev/null || true; done\n  wait\n  exit 0\n}\ntrap berth_stop TERM INT\n");
+    for (i, s) in scripts.iter().enumerate() {
+        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
+        out.push_str(&format!(
+            "printf '%s\\n' {} > \"$d\"/{file}\n",
+            shell_quote(s.script.trim_end())
+        ));
+    }
+    for (i, s) in scripts.iter().enumerate().filter(|(_, s)| !s.run_on_stop) {
+        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
         let label = if s.display_name.is_empty() {
             &s.name
         } else {
             &s.display_name
         };
         out.push_str(&format!(
-            "echo \"berth: running script {}\"\n",
-            label.replace('"', "'")
+            "echo {}\n",
+            shell_quote(&format!("berth: running script {label}"))
         ));
         if s.blocks_login {
             out.push_str(&format!(
-                "/bin/sh {file} || echo \"berth: script {} failed with $?\"\n",
-                s.name
+                "/bin/sh \"$d\"/{file} & p=$!; pids=\"$pids $p\"; wait \"$p\" || echo {} \"$?\"\n",
+                shell_quote(&format!("berth: script {} failed with", s.name))
             ));
         } else {
-            out.push_str(&format!("/bin/sh {file} &\n"));
+            out.push_str(&format!("/bin/sh \"$d\"/{file} & pids=\"$pids $!\"\n"));
         }
     }
-    out.push_str("echo berth: startup scripts done\ntrap 'kill -TERM $(jobs -p) 2>/dev/null; exit 0' TERM INT\nwhile :; do sleep 3600 & wait $!; done\n");
+    out.push_str("echo 'berth: startup scripts done'\nwhile :; do sleep 3600 & p=$!; pids=\"$pids $p\"; wait \"$p\"; done\n");
     out
 }
 
@@ -163,7 +205,7 @@ pub fn task_definition(
     template_version: i32,
     access_point_id: &str,
     agent_secret_arn: &str,
-    api_url: &str,
+    agent: &AgentDelivery,
 ) -> Rendered {
     let res = resources(ws, template);
     let mut env: BTreeMap<String, String> = template.container.env.clone();
@@ -179,9 +221,22 @@ pub fn task_definition(
         template_version.to_string(),
     );
     env.insert("HOME".into(), template.container.home_path.clone());
-    if !api_url.is_empty() {
-        env.insert("BERTH_API_URL".into(), api_url.into());
+    if !agent.access_url.is_empty() {
+        env.insert(
+            "BERTH_API_URL".into(),
+            agent.access_url.trim_end_matches('/').into(),
+        );
     }
+    for (arch, sum) in &agent.digests {
+        env.insert(
+            format!("BERTH_AGENT_SHA256_{}", arch.to_ascii_uppercase()),
+            sum.clone(),
+        );
+    }
+    env.insert(
+        "BERTH_STOP_TIMEOUT".into(),
+        template.container.stop_timeout.to_string(),
+    );
     let mut secrets: Vec<SecretEnv> = template
         .container
         .secrets
@@ -227,6 +282,7 @@ pub fn task_definition(
         )),
         working_directory: Some(template.container.home_path.clone()),
         log_configuration,
+        init_process_enabled: true,
     };
     let mut request = RegisterTaskDefinition {
         family: id.family(),
@@ -296,7 +352,10 @@ mod tests {
             1,
             "fsap-1",
             "arn:secret:1",
-            "http://api",
+            &AgentDelivery {
+                access_url: "http://api".into(),
+                ..Default::default()
+            },
         );
         let b = task_definition(
             &ID,
@@ -305,7 +364,10 @@ mod tests {
             1,
             "fsap-1",
             "arn:secret:1",
-            "http://api",
+            &AgentDelivery {
+                access_url: "http://api".into(),
+                ..Default::default()
+            },
         );
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.request.tags.get(tags::CONTENT_HASH), Some(&a.hash));
@@ -329,7 +391,7 @@ mod tests {
             1,
             "fsap-1",
             "s",
-            "",
+            &AgentDelivery::default(),
         );
         let cpu = task_definition(
             &ID,
@@ -338,7 +400,7 @@ mod tests {
             1,
             "fsap-1",
             "s",
-            "",
+            &AgentDelivery::default(),
         );
         let param = task_definition(
             &ID,
@@ -347,7 +409,7 @@ mod tests {
             1,
             "fsap-1",
             "s",
-            "",
+            &AgentDelivery::default(),
         );
         let version = task_definition(
             &ID,
@@ -356,7 +418,7 @@ mod tests {
             2,
             "fsap-1",
             "s",
-            "",
+            &AgentDelivery::default(),
         );
         for other in [&cpu, &param, &version] {
             assert_ne!(base.hash, other.hash);
@@ -364,22 +426,131 @@ mod tests {
         assert_eq!((cpu.request.cpu, cpu.request.memory), (1024, 2048));
     }
 
+    fn run_program(program: &str, dir: &std::path::Path) -> std::process::Child {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(program)
+            .env("BERTH_SCRIPTS_DIR", dir.join("scripts"))
+            .env("MARK", dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_for(path: &std::path::Path) -> bool {
+        for _ in 0..100 {
+            if path.exists() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
     #[test]
-    fn scripts_run_in_order_and_disabled_ones_are_left_out() {
-        let off = startup_program(&ws(serde_json::json!({})), &template());
-        assert!(!off.contains("serve-web"));
-        let on = startup_program(
-            &ws(serde_json::json!({"parameters": {"enable_vscode_web": true}})),
-            &template(),
+    fn no_script_body_or_display_name_runs_in_the_top_level_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = template();
+        t.scripts.truncate(1);
+        t.scripts[0].script =
+            "echo one > \"$MARK/ran\"\nBERTH_SCRIPT_EOF\ntouch \"$MARK/last-line\"\n".into();
+        t.scripts[0].display_name = "$(touch \"$MARK/pwned-too\") it's".into();
+        let program = startup_program(&ws(serde_json::json!({})), &t);
+        let mut child = run_program(&program, dir.path());
+        assert!(wait_for(&dir.path().join("ran")), "the script itself ran");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
         );
-        let persist = on.find("00-persist").unwrap();
-        let web = on.find("01-vscode-web").unwrap();
-        let git = on.find("02-git-config").unwrap();
-        assert!(persist < web && web < git);
+        let _ = child.wait();
         assert!(
-            on.contains("/bin/sh /tmp/berth-scripts/01-vscode-web.sh &"),
-            "non-blocking scripts run in the background"
+            dir.path().join("last-line").exists(),
+            "the whole body is one script, its last lines included"
         );
+        assert!(
+            !dir.path().join("pwned-too").exists(),
+            "the display name was executed"
+        );
+        let written = std::fs::read_to_string(dir.path().join("scripts/00-persist.sh")).unwrap();
+        assert!(
+            written.contains("BERTH_SCRIPT_EOF\n"),
+            "the body is written verbatim"
+        );
+    }
+
+    #[test]
+    fn sigterm_during_a_long_blocking_script_runs_the_stop_hooks_and_the_scripts_traps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = template();
+        t.scripts.truncate(1);
+        t.scripts[0].script = "trap 'echo cleaned > \"$MARK/cleanup\"; exit 0' TERM\necho up > \"$MARK/up\"\nsleep 1000 & wait $!\n".into();
+        let mut stop = t.scripts[0].clone();
+        stop.name = "deregister".into();
+        stop.run_on_stop = true;
+        stop.script = "echo bye > \"$MARK/stop-hook\"".into();
+        t.scripts.push(stop);
+        let program = startup_program(&ws(serde_json::json!({})), &t);
+        let mut child = run_program(&program, dir.path());
+        assert!(
+            wait_for(&dir.path().join("up")),
+            "the blocking script started"
+        );
+        let started = std::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the stop was prompt"
+        );
+        assert!(
+            dir.path().join("stop-hook").exists(),
+            "the runOnStop script ran"
+        );
+        assert!(
+            dir.path().join("cleanup").exists(),
+            "the script's own TERM trap ran"
+        );
+    }
+
+    #[test]
+    fn the_agent_binary_digest_and_access_url_are_pinned_in_the_environment() {
+        let agent = AgentDelivery {
+            access_url: "https://berth.example.com/".into(),
+            digests: BTreeMap::from([("amd64".to_string(), "ab12".to_string())]),
+        };
+        let r = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            &agent,
+        );
+        let env = &r.request.container_definitions[0].environment;
+        assert_eq!(env["BERTH_API_URL"], "https://berth.example.com");
+        assert_eq!(env["BERTH_AGENT_SHA256_AMD64"], "ab12");
+        assert_eq!(env["BERTH_STOP_TIMEOUT"], "60");
+        let other = AgentDelivery {
+            digests: BTreeMap::from([("amd64".to_string(), "cd34".to_string())]),
+            ..agent
+        };
+        let r2 = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            &other,
+        );
+        assert_ne!(r.hash, r2.hash, "a new agent binary is a new revision");
     }
 
     #[test]
@@ -391,7 +562,7 @@ mod tests {
             1,
             "fsap-9",
             "s",
-            "",
+            &AgentDelivery::default(),
         );
         let vol = r.request.volumes[0]
             .efs_volume_configuration
