@@ -557,3 +557,50 @@ async fn two_replicas_stop_200_idle_workspaces_exactly_once() {
         "one cloud write per stop"
     );
 }
+
+#[tokio::test]
+async fn a_workspace_with_a_huge_duration_written_past_validation_does_not_stop_the_loop_for_others(
+) {
+    let (store, _sim, clock, c) = setup(None).await;
+    for name in ["huge", "idle"] {
+        apply_yaml(
+            &store,
+            &common::workspace(
+                name,
+                "ivy",
+                "  schedule: {autostop: {afterInactivity: 2h}}\n",
+            ),
+        )
+        .await;
+    }
+    wait_until(&store, "huge", "Ready", is_running).await;
+    wait_until(&store, "idle", "Ready", is_running).await;
+    // Validation refuses it at apply; write it into the store directly.
+    sqlx::query(
+        "UPDATE objects SET spec = jsonb_set(spec, '{schedule,autostop,afterInactivity}', '\"3000000000h\"') WHERE kind = 'Workspace' AND name = 'huge'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store
+        .object_touch(Kind::Workspace, "default", "huge")
+        .await
+        .unwrap();
+    let t0 = clock.now();
+    clock.set(t0 + mins(125));
+    let r = tick(&store, clock.now(), &lopts(), "a").await.unwrap();
+    assert_eq!(
+        (r.stopped, r.panicked),
+        (1, 0),
+        "idle stops on time; huge means never"
+    );
+    let st = wait_until(&store, "idle", "Stopped", is_stopped).await;
+    assert_eq!(
+        st.last_transition.as_ref().map(|t| t.reason.as_str()),
+        Some("AutoStop")
+    );
+    // The huge one still runs and its status shows no autostop, without a panic.
+    let huge = status(&store, "huge").await;
+    assert!(is_running(&huge));
+    c.stop().await;
+}

@@ -1748,7 +1748,7 @@ fn durations_like_90m_2h_and_1h30m_are_accepted() {
         validate::duration("1h30m").unwrap(),
         Duration::from_secs(90 * 60)
     );
-    for d in ["90m", "2h", "1h30m", "45s"] {
+    for d in ["90m", "2h", "1h30m", "1m", "87600h"] {
         let (_, obj) = valid(&workspace(&autostop(d)));
         assert_eq!(obj.spec["schedule"]["autostop"]["afterInactivity"], d);
     }
@@ -1763,6 +1763,11 @@ fn zero_unparsable_and_negative_durations_are_rejected_on_workspace_autostop() {
         ("-1h", "is not a duration"),
         ("2", "is not a duration"),
         ("", "is not a duration"),
+        ("45s", "too short; the minimum is 1m"),
+        ("1ns", "whole seconds"),
+        ("90m500ms", "whole seconds"),
+        ("3000000000h", "longer than the maximum of 10 years"),
+        ("87601h", "longer than the maximum of 10 years"),
     ] {
         let errs = invalid(&workspace(&autostop(d)));
         assert_only(
@@ -1770,6 +1775,23 @@ fn zero_unparsable_and_negative_durations_are_rejected_on_workspace_autostop() {
             "workspaces/alice",
             "spec.schedule.autostop.afterInactivity",
             &[&format!("{d:?}"), part],
+        );
+    }
+}
+
+#[test]
+fn a_policy_lifetime_or_threshold_too_large_to_compute_with_is_rejected_at_its_field() {
+    for field in [
+        "maxLifetime",
+        "maxAfterInactivity",
+        "defaultAfterInactivity",
+    ] {
+        let errs = invalid(&policy(&format!("  autostop:\n    {field}: 3000000000h\n")));
+        assert_has(
+            &errs,
+            "lifecyclepolicies/org",
+            &format!("spec.autostop.{field}"),
+            &["longer than the maximum of 10 years"],
         );
     }
 }

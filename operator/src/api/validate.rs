@@ -139,6 +139,33 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("{s:?}: duration must be greater than zero"));
     }
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{s:?}: durations are whole seconds (at least 1s), e.g. 90s, 2h"
+        ));
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than the maximum of 10 years (87600h)"
+        ));
+    }
+    Ok(d)
+}
+
+/// The longest duration any field accepts: 10 years. Every time computed
+/// from a user's duration then stays far inside chrono's range.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The shortest inactivity threshold or lifetime that means anything: 1 minute.
+pub const MIN_LIFECYCLE_DURATION: Duration = Duration::from_secs(60);
+
+/// A lifecycle duration (afterInactivity, maxAfterInactivity, maxLifetime,
+/// `berth extend`): 1 minute to 10 years, whole seconds.
+pub fn lifecycle_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < MIN_LIFECYCLE_DURATION {
+        return Err(format!("{s:?} is too short; the minimum is 1m"));
+    }
     Ok(d)
 }
 
@@ -451,7 +478,7 @@ fn workspace_spec(errs: &mut Errors, s: &WorkspaceSpec) {
         }
         if let Some(a) = &sched.autostop {
             if let Some(d) = &a.after_inactivity {
-                if let Err(e) = duration(d) {
+                if let Err(e) = lifecycle_duration(d) {
                     errs.add("spec.schedule.autostop.afterInactivity", e);
                 }
                 if a.disabled {
@@ -737,7 +764,7 @@ fn policy_spec(errs: &mut Errors, s: &LifecyclePolicySpec) {
         ("maxLifetime", &s.autostop.max_lifetime),
     ] {
         if let Some(d) = v {
-            if let Err(e) = duration(d) {
+            if let Err(e) = lifecycle_duration(d) {
                 errs.add(format!("spec.autostop.{field}"), e);
             }
         }

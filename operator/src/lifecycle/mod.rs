@@ -126,7 +126,8 @@ pub fn autostop_at(
     let last = activity
         .map(|a| a.last_activity_at.max(started))
         .unwrap_or(started);
-    let mut at = last + chrono::Duration::from_std(after).ok()?;
+    // Checked: a duration that overflows the calendar means "never".
+    let mut at = last.checked_add_signed(chrono::Duration::from_std(after).ok()?)?;
     if let Some(ext) = activity
         .and_then(|a| a.extended_until)
         .filter(|e| *e > started)
@@ -138,7 +139,7 @@ pub fn autostop_at(
 
 /// When the maximum lifetime stops a running workspace.
 pub fn lifetime_end(eff: &Effective, started: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    Some(started + chrono::Duration::from_std(dur(&eff.max_lifetime)?).ok()?)
+    started.checked_add_signed(chrono::Duration::from_std(dur(&eff.max_lifetime)?).ok()?)
 }
 
 /// The next autostart strictly after `after`, in the schedule's time zone,
@@ -269,8 +270,14 @@ pub fn pending_autostart(
     }
     // Occurrences from the stop on; a missed one (operator down) is still
     // started within `grace`.
-    let from = intent.at.max(now - chrono::Duration::from_std(grace).ok()?);
-    next_autostart(i.spec, i.effective, from - chrono::Duration::seconds(1))
+    let from = intent
+        .at
+        .max(now.checked_sub_signed(chrono::Duration::from_std(grace).ok()?)?);
+    next_autostart(
+        i.spec,
+        i.effective,
+        from.checked_sub_signed(chrono::Duration::seconds(1))?,
+    )
 }
 
 /// An upcoming autostart to plan.
@@ -423,6 +430,35 @@ mod tests {
             message: String::new(),
             at,
         }
+    }
+
+    #[test]
+    fn a_duration_too_large_for_the_calendar_means_never_and_does_not_panic() {
+        // As if validation had been bypassed (written to the store directly).
+        let w = ws(
+            "owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 3000000000h}}\n",
+        );
+        let mut e = effective(&w, None);
+        e.max_lifetime = Some("3000000000h".into());
+        let t0 = la(2026, 5, 4, 9, 0);
+        assert_eq!(autostop_at(&e, t0, None), None);
+        assert_eq!(lifetime_end(&e, t0), None);
+        // Even a value under the validation bound near the end of time is checked.
+        e.after_inactivity = Some("87600h".into());
+        assert_eq!(autostop_at(&e, DateTime::<Utc>::MAX_UTC, None), None);
+        e.after_inactivity = Some("3000000000h".into());
+        let started = intent(1, PowerAction::Start, t0);
+        let i = Input {
+            uid: "u".into(),
+            spec: &w,
+            effective: &e,
+            intent: Some(&started),
+            activity: None,
+        };
+        assert_eq!(
+            evaluate_running(t0 + chrono::Duration::days(3650), &i),
+            Decision::None
+        );
     }
 
     #[test]

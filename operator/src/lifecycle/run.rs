@@ -28,6 +28,9 @@ pub struct LifecycleOptions {
     pub window: Duration,
     /// A missed autostart (operator down) still fires this long after its time.
     pub grace: Duration,
+    /// Where panics in one workspace's evaluation are counted
+    /// (`berth_reconciles_total{controller="lifecycle",outcome="panic"}`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for LifecycleOptions {
@@ -38,6 +41,7 @@ impl Default for LifecycleOptions {
             start_lead: Duration::from_secs(90),
             window: Duration::from_secs(4 * 3600),
             grace: Duration::from_secs(15 * 60),
+            metrics: None,
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct TickReport {
     pub started: usize,
     /// Autostarts planned for later.
     pub planned: usize,
+    /// Workspaces whose evaluation panicked (reported, then skipped).
+    pub panicked: usize,
 }
 
 #[derive(Clone)]
@@ -111,7 +117,41 @@ pub async fn tick(
             intent: intents.get(&uid),
             activity: activity.get(&uid),
         };
-        match evaluate_running(now, &input) {
+        // One workspace that cannot be evaluated must not stop the others.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (
+                evaluate_running(now, &input),
+                pending_autostart(now, &input, opts.grace),
+            )
+        }));
+        let (decision, pending) = match decided {
+            Ok(d) => d,
+            Err(p) => {
+                report.panicked += 1;
+                let why = panic_message(p.as_ref());
+                tracing::error!(workspace = %format!("{}/{}", ws.ns, ws.name), panic = %why, "lifecycle evaluation panicked; skipping this workspace");
+                if let Some(m) = &opts.metrics {
+                    m.reconciled("lifecycle", "panic", Duration::ZERO);
+                }
+                let involved = InvolvedObject {
+                    kind: "Workspace".into(),
+                    namespace: ws.ns.clone(),
+                    name: ws.name.clone(),
+                    uid: ws.uid,
+                };
+                let _ = store
+                    .event_record(
+                        &involved,
+                        EventType::Warning,
+                        "LifecycleError",
+                        &format!("the lifecycle could not evaluate this workspace ({why}); its autostop and autostart are not applied"),
+                        source,
+                    )
+                    .await;
+                continue;
+            }
+        };
+        match decision {
             Decision::Stop {
                 reason,
                 message,
@@ -131,8 +171,12 @@ pub async fn tick(
             }
             Decision::Start { .. } | Decision::None => {}
         }
-        if let Some(t) = pending_autostart(now, &input, opts.grace) {
-            if t <= now + chrono::Duration::from_std(opts.window).unwrap_or_default() {
+        if let Some(t) = pending {
+            let horizon = chrono::Duration::from_std(opts.window)
+                .ok()
+                .and_then(|w| now.checked_add_signed(w))
+                .unwrap_or(now);
+            if t <= horizon {
                 upcoming.push(Upcoming {
                     key: ws,
                     scheduled: t,
@@ -213,7 +257,19 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     loop {
-        match tick(&store, clock.now(), &opts, &source).await {
+        use futures_util::FutureExt as _;
+        let ticked = std::panic::AssertUnwindSafe(tick(&store, clock.now(), &opts, &source))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| {
+                let why = panic_message(p.as_ref());
+                tracing::error!(panic = %why, "lifecycle tick panicked; retrying next tick");
+                if let Some(m) = &opts.metrics {
+                    m.reconciled("lifecycle", "panic", Duration::ZERO);
+                }
+                Ok(TickReport::default())
+            });
+        match ticked {
             Ok(r) if r.stopped + r.started > 0 => tracing::info!(
                 stopped = r.stopped,
                 started = r.started,
@@ -228,4 +284,11 @@ pub async fn run(
             _ = tokio::time::sleep(opts.tick) => {}
         }
     }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }

@@ -252,7 +252,7 @@ async fn extend(
         })?;
     let req: ExtendBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("extend body: {e}")))?;
-    let d = crate::api::validate::duration(&req.duration)
+    let d = crate::api::validate::lifecycle_duration(&req.duration)
         .map_err(|e| ApiError::Invalid(format!("duration: {e}"), Vec::new()))?;
     let spec: WorkspaceSpec =
         serde_json::from_value(obj.spec.clone()).map_err(|e| ApiError::Internal(Box::new(e)))?;
@@ -286,7 +286,15 @@ async fn extend(
         ));
     }
     let now = chrono::Utc::now();
-    let until = now + chrono::Duration::from_std(d).unwrap_or_default();
+    let until = chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| {
+            ApiError::Invalid(
+                format!("duration: {} is too long", req.duration),
+                Vec::new(),
+            )
+        })?;
     st.store
         .activity_extend(obj.metadata.uid.unwrap_or_default(), until, now)
         .await?;

@@ -300,7 +300,10 @@ pub async fn run_operator_with(
         tokio::spawn(crate::lifecycle::run(
             store.clone(),
             ctx.clock.clone(),
-            setup.lifecycle.clone(),
+            crate::lifecycle::LifecycleOptions {
+                metrics: Some(metrics.clone()),
+                ..setup.lifecycle.clone()
+            },
             ctx.source.clone(),
             async move {
                 let _ = lifecycle_rx.wait_for(|v| *v).await;
