@@ -155,14 +155,17 @@ pub async fn agent_socket(
         .on_upgrade(move |socket| async move {
             let uid = obj.metadata.uid.unwrap_or_default();
             st.agents.connected.fetch_add(1, Ordering::Relaxed);
-            let r = Connection::new(st.clone(), obj, start).serve(socket).await;
+            let mut conn = Connection::new(st.clone(), obj, start);
+            let r = conn.serve(socket).await;
             st.agents.connected.fetch_sub(1, Ordering::Relaxed);
             match r {
                 Ok(()) => tracing::debug!(workspace = %format!("{ns}/{name}"), "agent disconnected"),
                 Err(e) => tracing::info!(workspace = %format!("{ns}/{name}"), error = %e, "agent connection ended"),
             }
-            if let Err(e) = st.store.agent_session_close(uid, start, &st.agents.replica).await {
-                tracing::warn!(workspace = %format!("{ns}/{name}"), error = %e, "could not record the agent's disconnect");
+            if let Some(at) = conn.opened {
+                if let Err(e) = st.store.agent_session_close(uid, start, at).await {
+                    tracing::warn!(workspace = %format!("{ns}/{name}"), error = %e, "could not record the agent's disconnect");
+                }
             }
             touch(&st.store, &ns, &name).await;
         })
@@ -189,6 +192,8 @@ struct Connection {
     start: i64,
     lifecycle: Lifecycle,
     scripts: BTreeMap<String, ScriptState>,
+    /// When this connection's session was opened (it closes only that one).
+    opened: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Connection {
@@ -201,6 +206,7 @@ impl Connection {
             start,
             lifecycle: Lifecycle::Starting,
             scripts: BTreeMap::new(),
+            opened: None,
         }
     }
 
@@ -250,7 +256,7 @@ impl Connection {
         }
     }
 
-    async fn serve(mut self, mut socket: WebSocket) -> Result<(), ConnError> {
+    async fn serve(&mut self, mut socket: WebSocket) -> Result<(), ConnError> {
         let hub = self.st.agents.clone();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, Self::next_text(&mut socket, &hub))
             .await
@@ -332,7 +338,7 @@ impl Connection {
             self.scripts.insert(s.name.clone(), s.state);
         }
         self.lifecycle = lifecycle;
-        let acked = self
+        let (opened, acked) = self
             .st
             .store
             .agent_session_open(
@@ -346,6 +352,7 @@ impl Connection {
                 &reported,
             )
             .await?;
+        self.opened = Some(opened);
         Self::send(
             &mut socket,
             &ServerMessage::Welcome {

@@ -165,15 +165,16 @@ impl Store {
         template_version: i32,
         manifest: &[ManifestScript],
         reported: &[ScriptStatus],
-    ) -> Result<BTreeMap<String, u64>> {
+    ) -> Result<(DateTime<Utc>, BTreeMap<String, u64>)> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let connected_at: DateTime<Utc> = sqlx::query_scalar(
             "INSERT INTO agent_sessions (workspace_uid, start_id, replica, connected_at, last_seen, agent_version, lifecycle, template_version)
              VALUES ($1, $2, $3, now(), now(), $4, $5, $6)
              ON CONFLICT (workspace_uid) DO UPDATE SET start_id = EXCLUDED.start_id, replica = EXCLUDED.replica,
                  connected_at = now(), disconnected_at = NULL, last_seen = now(),
                  agent_version = EXCLUDED.agent_version, lifecycle = EXCLUDED.lifecycle,
-                 template_version = EXCLUDED.template_version",
+                 template_version = EXCLUDED.template_version
+             RETURNING connected_at",
         )
         .bind(uid)
         .bind(start_id)
@@ -181,7 +182,7 @@ impl Store {
         .bind(agent_version)
         .bind(lifecycle)
         .bind(template_version)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         for (i, s) in manifest.iter().enumerate() {
             sqlx::query(
@@ -226,18 +227,24 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(acked)
+        Ok((connected_at, acked))
     }
 
-    /// Closes the session if `replica` still holds it for `start_id`.
-    pub async fn agent_session_close(&self, uid: Uuid, start_id: i64, replica: &str) -> Result<()> {
+    /// Closes the session opened at `connected_at` if it is still the
+    /// current one (a newer connection of the same agent is left alone).
+    pub async fn agent_session_close(
+        &self,
+        uid: Uuid,
+        start_id: i64,
+        connected_at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE agent_sessions SET replica = NULL, disconnected_at = now(), last_seen = now()
-             WHERE workspace_uid = $1 AND start_id = $2 AND replica = $3",
+             WHERE workspace_uid = $1 AND start_id = $2 AND connected_at = $3",
         )
         .bind(uid)
         .bind(start_id)
-        .bind(replica)
+        .bind(connected_at)
         .execute(&self.pool)
         .await?;
         Ok(())
