@@ -12,6 +12,7 @@ pub mod bench_gitops;
 pub mod controllers;
 pub mod gitops;
 pub mod lifecycle;
+pub mod localrt;
 pub mod metrics;
 pub mod server;
 

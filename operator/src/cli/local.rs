@@ -2,7 +2,7 @@
 //! (private PostgreSQL + operator) and `berth pg start|stop`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use super::CliError;
 use crate::controllers::ControllerOptions;
 use crate::localpg::{self, LocalPg};
+use crate::localrt::LocalRuntime;
 use crate::server::{run_operator_with, CloudSetup, OperatorOptions};
 
 /// The cloud the controllers drive.
@@ -73,6 +74,28 @@ pub struct SimArgs {
     /// Turn off the simulated AWS request-rate limits (injected throttling still applies).
     #[arg(long)]
     pub sim_no_rate_limits: bool,
+    /// Run no local process for RUNNING tasks (by default each runs `berth agent` as a child of the operator, with the workspace's home as HOME); for benchmarks with thousands of workspaces.
+    #[arg(long)]
+    pub sim_no_agents: bool,
+    /// Where the local agents' homes (DIR/efs/<file system>/<access point root>, kept across stop and start) and container logs (DIR/tasks/<task>.log) live [default: beside the PostgreSQL data directory: `sim` next to the default `postgres` one ($XDG_DATA_HOME/berth/sim, else ~/.local/share/berth/sim), or <--data-dir>-sim for `berth up --data-dir`].
+    #[arg(long, value_name = "DIR")]
+    pub sim_data_dir: Option<PathBuf>,
+}
+
+/// The local runtime's directory beside a PostgreSQL data directory: `sim`
+/// next to one named `postgres` (the default), else `<dir>-sim`; never
+/// inside it (`initdb` wants an empty directory).
+pub fn sim_data_dir_beside(pg_data_dir: &Path) -> PathBuf {
+    let name = pg_data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "berth".into());
+    let sibling = if name == "postgres" {
+        "sim".to_string()
+    } else {
+        format!("{name}-sim")
+    };
+    pg_data_dir.with_file_name(sibling)
 }
 
 fn parse_scale(s: &str) -> Result<f64, String> {
@@ -199,29 +222,51 @@ pub async fn cloud_setup(
                 pacer: Some(Arc::new(Pacer::default())),
                 controllers: ControllerOptions::default(),
                 lifecycle: Default::default(),
+                local_runtime: None,
             }))
         }
         CloudKind::Sim => {
             let cfg = sim.config();
             tracing::info!("simulated cloud: {}", describe_sim(&cfg));
+            let args = sim;
             let sim = Sim::new(cfg);
+            let local_runtime = if args.sim_no_agents {
+                tracing::info!("--sim-no-agents: RUNNING tasks run no local process");
+                None
+            } else {
+                let program = std::env::current_exe()
+                    .context("locating the berth binary that runs the workspace agents")?;
+                let dir = args
+                    .sim_data_dir
+                    .clone()
+                    .unwrap_or_else(|| sim_data_dir_beside(&localpg::default_data_dir()));
+                Some(LocalRuntime::new(
+                    sim.clone(),
+                    dir,
+                    program,
+                    vec!["agent".into()],
+                ))
+            };
             Ok(Some(CloudSetup {
                 cloud: berth_cloud::Cloud::from_sim(&sim),
                 pacer: Some(Arc::new(Pacer::default())),
                 controllers: ControllerOptions::default(),
                 lifecycle: Default::default(),
+                local_runtime,
             }))
         }
     }
 }
 
-/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
+/// Resolves when the process gets SIGINT (Ctrl-C), SIGTERM or SIGHUP (its
+/// terminal closed: the local agents, in their own process groups, would
+/// not get it and would outlive the operator).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let unix = |kind: tokio::signal::unix::SignalKind| async move {
+        match tokio::signal::unix::signal(kind) {
             Ok(mut s) => {
                 s.recv().await;
             }
@@ -230,7 +275,8 @@ pub async fn shutdown_signal() {
     };
     tokio::select! {
         _ = ctrl_c => {}
-        _ = term => {}
+        _ = unix(tokio::signal::unix::SignalKind::terminate()) => {}
+        _ = unix(tokio::signal::unix::SignalKind::hangup()) => {}
     }
     tracing::info!("shutting down");
 }
@@ -284,6 +330,22 @@ pub async fn up(
     cloud: Option<CloudSetup>,
     access: AccessArgs,
 ) -> Result<(), CliError> {
+    let mut cloud = cloud;
+    if let Some(runtime) = cloud.as_mut().and_then(|c| c.local_runtime.as_mut()) {
+        // Beside this PostgreSQL's data directory, unless --sim-data-dir
+        // chose a directory other than the default.
+        let default = sim_data_dir_beside(&localpg::default_data_dir());
+        if let Some(dir) = data_dir.as_deref() {
+            if runtime.data_dir() == crate::localrt::absolute(&default) {
+                runtime.set_data_dir(sim_data_dir_beside(dir));
+            }
+        }
+        eprintln!(
+            "berth: RUNNING workspaces run `berth agent` locally; homes in {}, container logs in {}",
+            runtime.data_dir().join("efs").display(),
+            runtime.data_dir().join("tasks").display()
+        );
+    }
     let (database_url, pg) = match database_url {
         Some(url) => (url, None),
         None => {
@@ -439,6 +501,8 @@ mod tests {
             sim_latency_ms: Some(30),
             sim_fail_image: vec!["broken".into()],
             sim_no_rate_limits: true,
+            sim_no_agents: true,
+            sim_data_dir: Some("/tmp/x".into()),
         };
         assert!(args.any());
         let cfg = args.config();
@@ -490,6 +554,18 @@ mod tests {
         assert!(parse_probability("1.5").is_err());
         assert!(parse_scale("-1").is_err());
         assert!(parse_marker("").is_err());
+    }
+
+    #[test]
+    fn the_local_runtime_lives_beside_the_postgresql_data_directory() {
+        assert_eq!(
+            sim_data_dir_beside(Path::new("/home/a/.local/share/berth/postgres")),
+            PathBuf::from("/home/a/.local/share/berth/sim")
+        );
+        assert_eq!(
+            sim_data_dir_beside(Path::new("/tmp/t1")),
+            PathBuf::from("/tmp/t1-sim")
+        );
     }
 
     #[test]

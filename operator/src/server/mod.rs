@@ -215,6 +215,9 @@ pub struct CloudSetup {
     pub controllers: ControllerOptions,
     /// Lifecycle loop tunables.
     pub lifecycle: crate::lifecycle::LifecycleOptions,
+    /// On the simulated cloud: runs RUNNING tasks' agents as local
+    /// processes until shutdown (None: tasks run nothing).
+    pub local_runtime: Option<crate::localrt::LocalRuntime>,
 }
 
 impl std::fmt::Debug for CloudSetup {
@@ -284,6 +287,16 @@ pub async fn run_operator_with(
     let metrics = state.metrics.clone();
     let app = router(state);
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut cloud = cloud;
+    let local_runtime = cloud
+        .as_mut()
+        .and_then(|setup| setup.local_runtime.take())
+        .map(|runtime| {
+            let mut rx = rx.clone();
+            tokio::spawn(runtime.run(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            }))
+        });
     let controller = cloud.map(|setup| {
         let budget = setup.pacer.as_ref().map(|p| p.observation_budget());
         let lifecycle_rx = rx.clone();
@@ -358,6 +371,10 @@ pub async fn run_operator_with(
             ),
             _ => {}
         }
+    }
+    if let Some(runtime) = local_runtime {
+        // Children get SIGTERM, then SIGKILL after their stop timeout.
+        let _ = runtime.await;
     }
     tracing::info!("operator stopped");
     result

@@ -2,7 +2,8 @@
 //! service scheduler.
 //!
 //! A service's tasks are records with a launch time, an optional stop
-//! request and an optional start failure; a task's status at any instant is
+//! request and an optional start failure (and, for process-backed tasks,
+//! the reported exit of their process); a task's status at any instant is
 //! a pure function of those and the [`Delays`]. The scheduler
 //! ([`SvcRec::schedule`]) runs at every instant where some task changes
 //! status (replayed lazily by [`EcsState::advance`]) and after every API
@@ -18,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::{hex, is_valid_name, last_segment, Clock, Delays, SimConfig, State};
+use super::{hex, is_valid_name, last_segment, Clock, Delays, SimConfig, SimTask, State};
 use crate::ecs::{
     CreateService, DeleteService, DeploymentStatus, DescribeServicesOutput, DescribeTasksOutput,
     DesiredStatus, Ecs, Failure, NetworkConfiguration, RegisterTaskDefinition, RolloutState,
@@ -40,6 +41,15 @@ const MAX_STOPPED_TASKS: usize = 20;
 const MIN_RESTART: std::time::Duration = std::time::Duration::from_millis(100);
 /// ECS limit on the idempotency token of CreateService.
 const MAX_CLIENT_TOKEN_LEN: usize = 36;
+/// A process-backed task whose exit is never reported stops this long
+/// after its stop timeout (the runtime SIGKILLs at the stop timeout and
+/// reports within a poll interval, so this only matters when no runtime
+/// watches the task).
+pub(super) const PROCESS_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Fargate's default `stopTimeout`.
+const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 30;
+/// `stoppedReason` of a task whose essential container exited by itself.
+pub(super) const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 
 /// What the scheduler needs from the rest of the simulated account.
 pub(super) struct Env<'a> {
@@ -124,6 +134,15 @@ struct TaskRec {
     fail: Option<String>,
     failure_counted: bool,
     running_seen: bool,
+    /// [`SimConfig::process_backed`] at launch: a local process runs the
+    /// container, and the task stops when that process exits.
+    process_backed: bool,
+    /// The containers' stop timeout (the largest), decided at launch.
+    stop_timeout: std::time::Duration,
+    /// When the container's process exited (reported by the local
+    /// runtime), and its exit code (None: killed by a signal or never
+    /// started).
+    exited: Option<(Instant, Option<i32>)>,
 }
 
 impl TaskRec {
@@ -131,22 +150,40 @@ impl TaskRec {
         self.created + d.provisioning + d.pending
     }
 
-    /// When the task begins stopping (stop request or start failure).
+    /// When the task begins stopping (stop request, start failure, or its
+    /// process exiting by itself).
     fn stop_begin(&self, d: &Delays) -> Option<Instant> {
         let fail_at = self.fail.as_ref().map(|_| self.started(d));
-        match (self.stop_requested, fail_at) {
-            (Some(s), Some(f)) => Some(s.min(f)),
-            (s, f) => s.or(f),
-        }
+        [self.stop_requested, fail_at, self.exited.map(|(at, _)| at)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
+    /// When the task is STOPPED: [`Delays::stopping`] after the stop began,
+    /// except for a process-backed task that reached RUNNING, which stops
+    /// when its process exits (or, if that is never reported, a grace
+    /// period after its stop timeout).
     fn stopped_at(&self, d: &Delays) -> Option<Instant> {
-        self.stop_begin(d).map(|s| s + d.stopping)
+        let begin = self.stop_begin(d)?;
+        if !self.process_backed || !self.may_have_run(d) {
+            return Some(begin + d.stopping);
+        }
+        Some(match self.exited {
+            Some((at, _)) => at.max(begin),
+            None => begin + self.stop_timeout + PROCESS_EXIT_GRACE,
+        })
     }
 
     /// True when the task failed to start (rather than being stopped first).
     fn failed(&self, d: &Delays) -> bool {
         self.fail.is_some() && self.stop_requested.is_none_or(|s| s >= self.started(d))
+    }
+
+    /// True when the task reaches RUNNING, or is stopped at the very instant
+    /// it does (a local process may have been started then).
+    fn may_have_run(&self, d: &Delays) -> bool {
+        self.fail.is_none() && self.stop_requested.is_none_or(|s| s >= self.started(d))
     }
 
     /// True when the task reaches RUNNING at some point.
@@ -161,7 +198,7 @@ impl TaskRec {
         }
         if let Some(begin) = self.stop_begin(d) {
             if t >= begin {
-                return Some(if t >= begin + d.stopping {
+                return Some(if self.stopped_at(d).is_some_and(|s| t >= s) {
                     TaskStatus::Stopped
                 } else {
                     TaskStatus::Deprovisioning
@@ -274,8 +311,16 @@ impl SvcRec {
             return;
         };
         let (dep_id, td_arn) = (dep.id.clone(), dep.task_definition.clone());
-        let fail =
-            find_task_definition(families, &td_arn).and_then(|td| start_failure(td, env, at));
+        let td = find_task_definition(families, &td_arn);
+        let fail = td.and_then(|td| start_failure(td, env, at));
+        let stop_timeout = td
+            .and_then(|td| {
+                td.container_definitions
+                    .iter()
+                    .map(|c| c.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT_SECONDS))
+                    .max()
+            })
+            .unwrap_or(DEFAULT_STOP_TIMEOUT_SECONDS);
         let mut started = Vec::with_capacity(n);
         for _ in 0..n {
             let id = hex(rng, 32);
@@ -295,6 +340,9 @@ impl SvcRec {
                 fail: fail.clone(),
                 failure_counted: false,
                 running_seen: false,
+                process_backed: env.cfg.process_backed,
+                stop_timeout: std::time::Duration::from_secs(u64::from(stop_timeout)),
+                exited: None,
             });
         }
         let message = format!(
@@ -839,6 +887,40 @@ impl EcsState {
         find_task_definition(&self.families, input).cloned()
     }
 
+    /// Every launched task that is not STOPPED at `now`.
+    pub(super) fn snapshot(&self, cfg: &SimConfig, now: Instant) -> Vec<SimTask> {
+        let d = &cfg.delays;
+        let mut out = Vec::new();
+        for svc in self.services.values().flatten() {
+            for task in &svc.tasks {
+                let Some(status) = task.status(now, d) else {
+                    continue;
+                };
+                if status == TaskStatus::Stopped {
+                    continue;
+                }
+                let Some(td) = find_task_definition(&self.families, &task.task_definition) else {
+                    continue;
+                };
+                out.push(SimTask {
+                    task_arn: task.arn.clone(),
+                    task_id: task.id.clone(),
+                    cluster: svc.cluster.clone(),
+                    service: svc.name.clone(),
+                    last_status: status,
+                    stopping_since: task.stop_begin(d).filter(|s| *s <= now),
+                    stop_requested: task.stop_requested.is_some_and(|s| s <= now),
+                    stop_reason: task.stop_reason.clone(),
+                    stop_timeout: task.stop_timeout,
+                    process_backed: task.process_backed,
+                    exit_reported: task.exited.is_some(),
+                    task_definition: td.clone(),
+                });
+            }
+        }
+        out
+    }
+
     fn current(&mut self, cluster: &str, name: &str) -> Option<&mut SvcRec> {
         self.services
             .get_mut(&(cluster.to_owned(), last_segment(name).to_owned()))?
@@ -847,6 +929,72 @@ impl EcsState {
 }
 
 impl State {
+    /// The local runtime reports that the process of `task_arn` exited at
+    /// `now`: a stopping task becomes STOPPED, a running one stops with
+    /// "Essential container in task exited" (and its service relaunches it
+    /// after [`Delays::restart`]). False when the task is unknown, not
+    /// process-backed, not started, already stopped or already reported.
+    pub(super) fn task_exited(
+        &mut self,
+        task_arn: &str,
+        exit_code: Option<i32>,
+        now: Instant,
+    ) -> bool {
+        let State {
+            cfg,
+            clock,
+            ids,
+            ecs,
+            efs,
+            secrets,
+            ..
+        } = self;
+        let env = Env {
+            cfg,
+            clock: *clock,
+            efs,
+            secrets,
+        };
+        let d = &cfg.delays;
+        let id = last_segment(task_arn);
+        let EcsState {
+            families, services, ..
+        } = ecs;
+        for svc in services.values_mut().flatten() {
+            let Some(task) = svc
+                .tasks
+                .iter_mut()
+                .find(|x| x.id == id && x.created <= now)
+            else {
+                continue;
+            };
+            let status = task.status(now, d);
+            if !task.process_backed
+                || task.exited.is_some()
+                || !task.may_have_run(d)
+                || !matches!(
+                    status,
+                    Some(TaskStatus::Running | TaskStatus::Deprovisioning)
+                )
+            {
+                return false;
+            }
+            task.exited = Some((now, exit_code));
+            if status == Some(TaskStatus::Running) {
+                task.stop_code = Some(StopCode::EssentialContainerExited);
+                task.stop_reason = Some(ESSENTIAL_EXITED.to_owned());
+                let deployment = task.deployment.clone();
+                if let Some(dep) = svc.deployments.iter_mut().find(|x| x.id == deployment) {
+                    // The relaunch waits, as after a failed start.
+                    dep.last_failure = Some(dep.last_failure.map_or(now, |l| l.max(now)));
+                }
+            }
+            svc.settle(now, &env, families, ids);
+            return true;
+        }
+        false
+    }
+
     /// Resolves a cluster name or ARN, creating it when permissive.
     fn cluster(&mut self, op: Operation, cluster: &str) -> CloudResult<String> {
         let name = last_segment(cluster);

@@ -92,6 +92,14 @@ impl EfsState {
         Some(out.into_iter().map(|ap| ap.view(now, d)).collect())
     }
 
+    /// An access point that is not gone yet, as it is at `now`.
+    pub(super) fn peek(&self, id: &str, now: Instant, d: &Delays) -> Option<AccessPoint> {
+        self.access_points
+            .get(id)
+            .map(|ap| ap.view(now, d))
+            .filter(|ap| ap.life_cycle_state != LifeCycleState::Deleted)
+    }
+
     pub(super) fn count(&self) -> usize {
         self.access_points.len()
     }

@@ -23,6 +23,21 @@
 //! * **Faults**: injected 5xx, throttling, lost responses (applied, then
 //!   reported as a 5xx) and latency, from a seeded RNG.
 //!
+//! # Process-backed tasks
+//! With [`SimConfig::process_backed`] (what the operator's local runtime
+//! turns on, [`Sim::set_process_backed`]), a task that reached RUNNING is
+//! taken to run a real local process, which the runtime starts from
+//! [`Sim::tasks_snapshot`] (the task definition, [`Sim::secret_value`],
+//! [`Sim::access_point`]) and whose exit it reports with
+//! [`Sim::task_exited`]. Such a task stays DEPROVISIONING after a stop
+//! request until its process has exited (instead of [`Delays::stopping`]),
+//! at the latest a grace period after its stop timeout; a process that
+//! exits while its task is RUNNING stops the task as an exited essential
+//! container does (`EssentialContainerExited`, "Essential container in task
+//! exited") and the service relaunches it after [`Delays::restart`]. Tasks
+//! launched while the flag is off behave as above, so tests and benchmarks
+//! without processes are unchanged.
+//!
 //! # Time
 //! All state is a function of `tokio::time::Instant`: every call first
 //! advances the simulation to "now" by replaying the task transitions that
@@ -188,6 +203,10 @@ pub struct SimConfig {
     pub rate_limits: RateLimits,
     /// Fault injection.
     pub faults: Faults,
+    /// When true, tasks launched from now on are backed by local processes
+    /// (see the module docs): they stop when [`Sim::task_exited`] says
+    /// their process exited, not after [`Delays::stopping`].
+    pub process_backed: bool,
 }
 
 impl Default for SimConfig {
@@ -204,6 +223,7 @@ impl Default for SimConfig {
             delays: Delays::default(),
             rate_limits: RateLimits::default(),
             faults: Faults::default(),
+            process_backed: false,
         }
     }
 }
@@ -276,6 +296,38 @@ impl CallCounts {
     pub fn iter(&self) -> impl Iterator<Item = (Operation, Outcome, u64)> + '_ {
         self.counts.iter().map(|((op, out), n)| (*op, *out, *n))
     }
+}
+
+/// A launched, not yet STOPPED task as the local runtime needs it
+/// ([`Sim::tasks_snapshot`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimTask {
+    /// `arn:aws:ecs:…:task/{cluster}/{id}`.
+    pub task_arn: String,
+    /// The task id (the ARN's last segment).
+    pub task_id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+    /// PROVISIONING, PENDING, RUNNING or DEPROVISIONING.
+    pub last_status: crate::ecs::TaskStatus,
+    /// When the task began stopping (a stop request, a failed start or
+    /// its process exiting), if it did.
+    pub stopping_since: Option<Instant>,
+    /// Whether the service scheduler asked the task to stop (SIGTERM).
+    pub stop_requested: bool,
+    /// Why it stops, as `DescribeTasks` will say.
+    pub stop_reason: Option<String>,
+    /// Time between SIGTERM and SIGKILL: the largest `stopTimeout` of its
+    /// containers (ECS's default 30 s when unset).
+    pub stop_timeout: Duration,
+    /// Whether the task was launched with [`SimConfig::process_backed`].
+    pub process_backed: bool,
+    /// Whether [`Sim::task_exited`] was already reported for it.
+    pub exit_reported: bool,
+    /// The task definition revision the task runs.
+    pub task_definition: TaskDefinition,
 }
 
 /// Maps the simulator's monotonic clock to wall-clock timestamps.
@@ -565,9 +617,53 @@ impl Sim {
         st.efs.count()
     }
 
-    /// The current value of secret `name`, if it exists.
-    pub fn secret_value(&self, name: &str) -> Option<SecretString> {
-        self.lock().secrets.value(name)
+    /// The current value of a secret, as ECS resolves a container's
+    /// `secrets[].valueFrom`: by name, full ARN, partial ARN (without the
+    /// random suffix) or full ARN with a JSON key
+    /// (`arn:…:secret:name-AbCdEf:key::`, the key's value in a JSON object
+    /// secret). None when nothing matches.
+    pub fn secret_value(&self, name_or_value_from: &str) -> Option<SecretString> {
+        self.lock().secrets.resolve(name_or_value_from)
+    }
+
+    /// An access point by `fsap-…` id as it is now (until it is gone after
+    /// deletion), without counting a call.
+    pub fn access_point(&self, access_point_id: &str) -> Option<AccessPoint> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        let st = &*st;
+        st.efs.peek(access_point_id, now, &st.cfg.delays)
+    }
+
+    /// Advances the simulation to now and returns every launched task that
+    /// is not STOPPED, with the task definition it runs, without counting a
+    /// call. What the local runtime polls.
+    pub fn tasks_snapshot(&self) -> Vec<SimTask> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        let st = &*st;
+        st.ecs.snapshot(&st.cfg, now)
+    }
+
+    /// Reports that the local process of a process-backed task exited now
+    /// (`exit_code` None: killed by a signal, or it never started): a
+    /// DEPROVISIONING task becomes STOPPED; a RUNNING one stops with
+    /// `EssentialContainerExited` and its service relaunches it. Returns
+    /// false (and changes nothing) for an unknown, stopped, not
+    /// process-backed or already reported task.
+    pub fn task_exited(&self, task_arn: &str, exit_code: Option<i32>) -> bool {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.advance(now);
+        st.task_exited(task_arn, exit_code, now)
+    }
+
+    /// Turns [`SimConfig::process_backed`] on or off for tasks launched
+    /// from now on (tasks already launched keep how they were launched).
+    pub fn set_process_backed(&self, on: bool) {
+        self.lock().cfg.process_backed = on;
     }
 }
 

@@ -41,8 +41,37 @@ impl SecretsState {
         })
     }
 
-    pub(super) fn value(&self, name: &str) -> Option<SecretString> {
-        self.secrets.get(name).map(|rec| rec.value.clone())
+    /// The value an ECS `valueFrom` resolves to (see [`Self::resolves`]);
+    /// with a JSON key suffix, that key of the JSON object value (a string
+    /// as it is, anything else as JSON text).
+    pub(super) fn resolve(&self, value_from: &str) -> Option<SecretString> {
+        if let Some(rec) = self.secrets.get(value_from) {
+            return Some(rec.value.clone());
+        }
+        for rec in self.secrets.values() {
+            if value_from == rec.arn
+                || rec
+                    .arn
+                    .rsplit_once('-')
+                    .is_some_and(|(partial, _)| value_from == partial)
+            {
+                return Some(rec.value.clone());
+            }
+            let Some(rest) = value_from.strip_prefix(&format!("{}:", rec.arn)) else {
+                continue;
+            };
+            // `json-key:version-stage:version-id`; one version is held.
+            let key = rest.split(':').next().unwrap_or_default();
+            if key.is_empty() {
+                return Some(rec.value.clone());
+            }
+            let json: serde_json::Value = serde_json::from_str(rec.value.expose()).ok()?;
+            return match json.get(key)? {
+                serde_json::Value::String(s) => Some(SecretString::new(s.clone())),
+                other => Some(SecretString::new(other.to_string())),
+            };
+        }
+        None
     }
 }
 

@@ -1028,3 +1028,193 @@ async fn chunked_describe_covers_any_number_of_services_ten_at_a_time() {
         3 + 1
     );
 }
+
+fn process_backed_sim() -> Sim {
+    Sim::new(SimConfig {
+        process_backed: true,
+        ..config()
+    })
+}
+
+fn only_task(sim: &Sim) -> SimTask {
+    let mut tasks = sim.tasks_snapshot();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    tasks.remove(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_shows_live_tasks_with_their_task_definition() {
+    let sim = sim();
+    assert!(sim.tasks_snapshot().is_empty());
+    running_service(&sim, "ws-snap").await;
+    let task = only_task(&sim);
+    assert_eq!(task.last_status, TaskStatus::Running);
+    assert_eq!(
+        (task.cluster.as_str(), task.service.as_str()),
+        (CLUSTER, "ws-snap")
+    );
+    assert!(task.task_arn.ends_with(&task.task_id));
+    assert_eq!(task.task_definition.family, "ws-snap");
+    assert_eq!(task.stop_timeout, Duration::from_secs(30));
+    assert!(!task.process_backed && !task.stop_requested && task.stopping_since.is_none());
+    sim.update_service(scale("ws-snap", 0))
+        .await
+        .expect("scale");
+    let task = only_task(&sim);
+    assert_eq!(task.last_status, TaskStatus::Deprovisioning);
+    assert!(task.stop_requested && task.stopping_since.is_some());
+    advance(Duration::from_secs(2)).await;
+    assert!(
+        sim.tasks_snapshot().is_empty(),
+        "stopped tasks are left out"
+    );
+    // Without process backing, exits are not taken.
+    assert!(!sim.task_exited(&task.task_arn, Some(0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_backed_task_stops_when_its_process_exits() {
+    let sim = process_backed_sim();
+    running_service(&sim, "ws-pb").await;
+    let task = only_task(&sim);
+    assert!(task.process_backed);
+    sim.update_service(scale("ws-pb", 0)).await.expect("scale");
+    // Far beyond Delays::stopping, the task still waits for its process.
+    advance(Duration::from_secs(20)).await;
+    let svc = describe(&sim, "ws-pb").await;
+    assert_eq!((svc.running_count, svc.pending_count), (0, 0));
+    assert_eq!(only_task(&sim).last_status, TaskStatus::Deprovisioning);
+    assert!(sim.task_exited(&task.task_arn, Some(0)));
+    assert!(!sim.task_exited(&task.task_arn, Some(0)), "reported once");
+    assert!(sim.tasks_snapshot().is_empty());
+    let tasks = task_statuses(&sim, "ws-pb").await;
+    assert_eq!(tasks[0].last_status, TaskStatus::Stopped);
+    assert_eq!(
+        tasks[0].stop_code,
+        Some(StopCode::ServiceSchedulerInitiated)
+    );
+    assert_eq!(
+        tasks[0]
+            .stopped_at
+            .and_then(|s| s.duration_since(tasks[0].stopping_at?).ok()),
+        Some(Duration::from_secs(20))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreported_process_backed_task_stops_a_grace_after_its_stop_timeout() {
+    let sim = process_backed_sim();
+    running_service(&sim, "ws-grace").await;
+    sim.update_service(scale("ws-grace", 0))
+        .await
+        .expect("scale");
+    advance(Duration::from_secs(30) + super::ecs::PROCESS_EXIT_GRACE - Duration::from_millis(1))
+        .await;
+    assert_eq!(only_task(&sim).last_status, TaskStatus::Deprovisioning);
+    advance(Duration::from_millis(1)).await;
+    assert!(sim.tasks_snapshot().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_backed_task_stopped_before_running_stops_after_the_usual_delay() {
+    let sim = process_backed_sim();
+    sim.register_task_definition(task_def("ws-early", "ghcr.io/berth/dev:1"))
+        .await
+        .expect("register");
+    sim.create_service(create("ws-early", "ws-early", 1))
+        .await
+        .expect("create");
+    advance(Duration::from_secs(1)).await;
+    sim.update_service(scale("ws-early", 0))
+        .await
+        .expect("scale");
+    advance(Duration::from_secs(2)).await;
+    assert!(sim.tasks_snapshot().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn exited_essential_container_stops_the_task_and_the_service_relaunches() {
+    let sim = process_backed_sim();
+    running_service(&sim, "ws-crash").await;
+    let first = only_task(&sim);
+    assert!(sim.task_exited(&first.task_arn, Some(3)));
+    let tasks = task_statuses(&sim, "ws-crash").await;
+    let stopped = tasks
+        .iter()
+        .find(|t| t.task_arn == first.task_arn)
+        .expect("first task");
+    assert_eq!(stopped.last_status, TaskStatus::Stopped);
+    assert_eq!(stopped.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(describe(&sim, "ws-crash").await.running_count, 0);
+    // Relaunched after Delays::restart, then provisioning and pending.
+    advance(Duration::from_secs(5 + 5)).await;
+    let second = only_task(&sim);
+    assert_ne!(second.task_arn, first.task_arn);
+    assert_eq!(second.last_status, TaskStatus::Running);
+    assert_eq!(describe(&sim, "ws-crash").await.running_count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn process_backing_applies_to_tasks_launched_after_it_is_turned_on() {
+    let sim = sim();
+    running_service(&sim, "ws-later").await;
+    sim.set_process_backed(true);
+    assert!(sim.config().process_backed);
+    assert!(!only_task(&sim).process_backed);
+    sim.update_service(scale("ws-later", 0))
+        .await
+        .expect("scale");
+    advance(Duration::from_secs(2)).await;
+    assert!(sim.tasks_snapshot().is_empty(), "stops as it was launched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn secret_values_resolve_as_ecs_value_from_does() {
+    let sim = sim();
+    let put = |name: &str, value: &str| PutSecret {
+        name: name.into(),
+        value: SecretString::new(value),
+        description: None,
+        tags: Tags::new(),
+    };
+    let plain = sim.put_secret_value(put("plain", "v1")).await.expect("put");
+    let json = sim
+        .put_secret_value(put("json", r#"{"user":"u","port":5432}"#))
+        .await
+        .expect("put");
+    let value = |from: &str| sim.secret_value(from).map(|v| v.expose().to_owned());
+    assert_eq!(value("plain").as_deref(), Some("v1"));
+    assert_eq!(value(&plain.arn).as_deref(), Some("v1"));
+    let partial = plain.arn.rsplit_once('-').expect("suffix").0;
+    assert_eq!(value(partial).as_deref(), Some("v1"));
+    assert_eq!(value(&format!("{}:user::", json.arn)).as_deref(), Some("u"));
+    assert_eq!(
+        value(&format!("{}:port::", json.arn)).as_deref(),
+        Some("5432")
+    );
+    assert_eq!(value(&format!("{}:::", plain.arn)).as_deref(), Some("v1"));
+    assert_eq!(value(&format!("{}:nope::", json.arn)), None);
+    assert_eq!(value("missing"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn access_point_is_readable_until_it_is_gone() {
+    let sim = sim();
+    let ap = sim
+        .create_access_point(access_point_input("t-peek", 1000))
+        .await
+        .expect("create");
+    let seen = sim.access_point(&ap.access_point_id).expect("exists");
+    assert_eq!(seen.file_system_id, FS);
+    assert_eq!(seen.root_directory, ap.root_directory);
+    assert!(sim.access_point("fsap-unknown").is_none());
+    sim.delete_access_point(&ap.access_point_id)
+        .await
+        .expect("delete");
+    advance(Duration::from_secs(1)).await;
+    assert!(sim.access_point(&ap.access_point_id).is_none());
+}
