@@ -298,6 +298,8 @@ pub enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the workspace agent (inside a workspace container), or report use to it.
+    Agent(crate::agent::cli::AgentArgs),
 }
 
 /// `berth token …`.
@@ -642,6 +644,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             local::bench(cmd).await?;
             Ok(0)
         }
+        Command::Agent(args) => Ok(crate::agent::cli::main(args, g.namespace.clone()).await?),
     }
 }
 
