@@ -105,6 +105,13 @@ impl Operator {
             ])
             .arg(&config)
             .args(extra)
+            // Agents of simulated tasks keep their homes and logs in the
+            // test's directory, never in the tester's home.
+            .args(if extra.contains(&"sim") {
+                vec!["--sim-data-dir".into(), dir.path().join("sim")]
+            } else {
+                vec![]
+            })
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -205,7 +212,20 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// SIGTERM first, so the operator stops the agents it runs; SIGKILL
+    /// only if it has not exited after 20 s.
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
