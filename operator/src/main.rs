@@ -6,7 +6,9 @@ fn main() -> std::process::ExitCode {
     let cli = berth::cli::Cli::parse();
     let serving = matches!(
         cli.command,
-        berth::cli::Command::Operator { .. } | berth::cli::Command::Up { .. }
+        berth::cli::Command::Operator { .. }
+            | berth::cli::Command::Up { .. }
+            | berth::cli::Command::Agent(_)
     );
     let default_filter = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
