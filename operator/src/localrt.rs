@@ -450,6 +450,7 @@ impl LocalRuntime {
         env.push(("HOME".into(), home.to_string_lossy().into_owned()));
         env.push(("BERTH_CONTAINER_HOME".into(), container_home));
         env.push(("BERTH_STOP_TIMEOUT".into(), stop_timeout.to_string()));
+        env.push((crate::agent::supervisor::LOCAL_ENV.into(), "1".into()));
         Ok(Launch {
             env,
             home,

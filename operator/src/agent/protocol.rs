@@ -121,6 +121,9 @@ pub enum ScriptState {
     Succeeded,
     /// Exited non-zero, was killed, or could not be started.
     Failed,
+    /// Not run: the local runtime runs a template's scripts on the host
+    /// only when the template allows it (`berth.dev/local-scripts`).
+    Skipped,
 }
 
 impl ScriptState {
@@ -131,23 +134,28 @@ impl ScriptState {
             ScriptState::Running => "Running",
             ScriptState::Succeeded => "Succeeded",
             ScriptState::Failed => "Failed",
+            ScriptState::Skipped => "Skipped",
         }
     }
 
     /// Whether the script finished.
     pub fn finished(self) -> bool {
-        matches!(self, ScriptState::Succeeded | ScriptState::Failed)
+        matches!(
+            self,
+            ScriptState::Succeeded | ScriptState::Failed | ScriptState::Skipped
+        )
     }
 
     /// Whether a script may go from `self` to `next`: Pending → Running →
-    /// Succeeded | Failed, or Pending → Failed (could not start). Staying
+    /// Succeeded | Failed, Pending → Failed (could not start) or Skipped. Staying
     /// is allowed; going back is not.
     pub fn may_become(self, next: ScriptState) -> bool {
         use ScriptState::*;
         self == next
             || matches!(
                 (self, next),
-                (Pending, Running | Failed | Succeeded) | (Running, Succeeded | Failed)
+                (Pending, Running | Failed | Succeeded | Skipped)
+                    | (Running, Succeeded | Failed)
             )
     }
 }
@@ -187,6 +195,11 @@ pub struct Manifest {
     /// agent hands them to scripts only, never to sessions or anything else.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// The template lets the local runtime (`berth up`) run its scripts on
+    /// the host (annotation `berth.dev/local-scripts: "true"`); an agent of
+    /// the local runtime skips them otherwise. Agents in containers ignore it.
+    #[serde(default)]
+    pub host_scripts: bool,
 }
 
 /// The state of one script, as the agent reports it.

@@ -153,6 +153,14 @@ impl Shared {
         });
     }
 
+    /// Script `idx` is not run (see [`ScriptState::Skipped`]).
+    pub fn script_skipped(&self, idx: usize) {
+        self.update(idx, |s| {
+            s.state = ScriptState::Skipped;
+            s.finished_at = Some(Utc::now());
+        });
+    }
+
     fn update(&self, idx: usize, f: impl FnOnce(&mut ScriptStatus)) {
         let mut st = self.lock();
         let Some(slot) = st.scripts.get_mut(idx) else {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::activity;
 use super::conn::{self, Target, Tuning};
-use super::protocol::{self, Lifecycle, ScriptStatus};
+use super::protocol::{self, Lifecycle, ScriptStatus, Stream};
 use super::scripts::{ChildEnv, Runner};
 use super::state::Shared;
 
@@ -42,6 +42,10 @@ pub const WORKSPACE_ENV: &str = "BERTH_WORKSPACE";
 pub const STOP_TIMEOUT_ENV: &str = "BERTH_STOP_TIMEOUT";
 /// The agent's private directory (optional).
 pub const AGENT_DIR_ENV: &str = "BERTH_AGENT_DIR";
+/// Set (to `1`) by the local runtime: the agent runs on the operator's
+/// host, not in a container, and runs the scripts only of templates that
+/// allow it ([`Manifest::host_scripts`]).
+pub const LOCAL_ENV: &str = "BERTH_AGENT_LOCAL";
 /// The stop timeout when none is given.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -74,6 +78,8 @@ pub struct AgentOptions {
     pub agent_dir: Option<PathBuf>,
     /// Connection timings (defaults suit production).
     pub tuning: Tuning,
+    /// Run by the local runtime, on the operator's host ([`LOCAL_ENV`]).
+    pub local: bool,
 }
 
 impl std::fmt::Debug for AgentOptions {
@@ -86,6 +92,7 @@ impl std::fmt::Debug for AgentOptions {
             .field("stop_timeout", &self.stop_timeout)
             .field("agent_dir", &self.agent_dir)
             .field("tuning", &self.tuning)
+            .field("local", &self.local)
             .finish()
     }
 }
@@ -159,6 +166,7 @@ impl AgentOptions {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             tuning: Tuning::default(),
+            local: get(LOCAL_ENV).is_some_and(|v| v == "1"),
         };
         opts.validate()?;
         Ok(opts)
@@ -334,12 +342,33 @@ pub async fn run(
     };
     let mut runner = None;
     if let Some(manifest) = manifest {
-        let env = ChildEnv::split(vars, &[TOKEN_ENV], &manifest.secret_env);
-        let r = Runner::new(shared.clone(), manifest.scripts, dir.path.clone(), env);
-        let start = tokio::spawn(r.clone().run_start());
-        shutdown.await;
-        start.abort();
-        runner = Some(r);
+        if opts.local && !manifest.host_scripts {
+            // Template scripts are written for the image's filesystem; on
+            // the operator's host they could touch the user's own files.
+            tracing::warn!(
+                "the local runtime does not run this template's scripts on this machine; annotate the template berth.dev/local-scripts=\"true\" to allow it"
+            );
+            for (i, s) in manifest.scripts.iter().enumerate() {
+                shared.log(
+                    i,
+                    Stream::Stderr,
+                    &format!(
+                        "berth: script {} skipped: the local runtime runs a template's scripts on this machine only when the template is annotated berth.dev/local-scripts=\"true\"",
+                        s.name
+                    ),
+                );
+                shared.script_skipped(i);
+            }
+            shared.set_lifecycle(Lifecycle::Ready);
+            shutdown.await;
+        } else {
+            let env = ChildEnv::split(vars, &[TOKEN_ENV], &manifest.secret_env);
+            let r = Runner::new(shared.clone(), manifest.scripts, dir.path.clone(), env);
+            let start = tokio::spawn(r.clone().run_start());
+            shutdown.await;
+            start.abort();
+            runner = Some(r);
+        }
     }
     let began = Instant::now();
     tracing::info!("stopping");
@@ -686,6 +715,7 @@ mod tests {
                 script("bye", &format!("echo bye >> {d}/runs; echo bye"), false, true),
             ],
             secret_env: vec![],
+            host_scripts: false,
         };
         let opts = AgentOptions {
             api_url: url,
@@ -701,6 +731,7 @@ mod tests {
                 flush_interval: Duration::from_millis(50),
                 ..Tuning::default()
             },
+            local: false,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let agent = tokio::spawn(run(opts, async move {
@@ -907,6 +938,7 @@ mod tests {
                 flush_interval: Duration::from_millis(20),
                 ..Tuning::default()
             },
+            local: false,
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let agent = tokio::spawn(run(opts, async move {

@@ -36,6 +36,7 @@ pub struct GitSourceSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// How often to fetch and sync (`30s`, `1m`, `5m`). Defaults to `1m`.
+    /// Whole seconds, from `10s` to 10 years (`87600h`).
     #[serde(default = "default_interval")]
     pub interval: String,
     /// Delete objects this source applied that are gone from the commit.
@@ -129,8 +130,9 @@ pub struct GitSourceStatus {
     pub inventory: Vec<String>,
 }
 
-/// The shortest interval accepted.
-pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The shortest interval accepted: a shorter one would only hammer the
+/// git server (a sync can be requested any time with `berth sync`).
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Checks a `GitSource` spec on its own.
 pub fn check_spec(errs: &mut Errors, s: &GitSourceSpec) {
@@ -146,7 +148,7 @@ pub fn check_spec(errs: &mut Errors, s: &GitSourceSpec) {
     match validate::duration(&s.interval) {
         Ok(d) if d < MIN_INTERVAL => errs.add(
             "spec.interval",
-            format!("{:?} is too short; the minimum is 1s", s.interval),
+            format!("{:?} is too short; the minimum is 10s", s.interval),
         ),
         Ok(_) => {}
         Err(e) => errs.add("spec.interval", e),

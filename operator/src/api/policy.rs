@@ -29,6 +29,7 @@ pub struct LifecyclePolicySpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutostopPolicy {
     /// Default inactivity threshold (`2h`); omitted = no default auto-off.
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_after_inactivity: Option<String>,
     /// Users may set their own `afterInactivity`.
@@ -38,9 +39,11 @@ pub struct AutostopPolicy {
     #[serde(default)]
     pub allow_user_disable: bool,
     /// Longest a user may choose or extend to (`8h`).
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_after_inactivity: Option<String>,
     /// A running workspace is stopped after this long whatever its activity (`12h`).
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lifetime: Option<String>,
 }

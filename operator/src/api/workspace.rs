@@ -94,6 +94,7 @@ fn default_tz() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Autostop {
     /// Stop after this long without activity (`90m`, `2h`); defaults to the policy's.
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_inactivity: Option<String>,
     /// Never stop for inactivity (if the lifecycle policy allows it).
@@ -178,6 +179,61 @@ pub struct WorkspaceStatus {
     /// Id of the newest power intent the controller has acted on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub observed_intent: i64,
+    /// The workspace agent of the current start, once it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
+}
+
+/// The workspace agent (`berth agent`) as the operator last heard of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// Whether the agent holds a connection to a live replica now.
+    #[serde(default)]
+    pub connected: bool,
+    /// The agent's version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// When the agent was last heard of (its connection is alive while `connected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// `Starting`, `Ready`, `StartError`, `ShuttingDown` or `Off`.
+    #[serde(default)]
+    pub lifecycle: String,
+    /// The template's scripts of this start, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<AgentScriptStatus>,
+}
+
+/// One script of the current start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentScriptStatus {
+    /// The script's name.
+    pub name: String,
+    /// Its label.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Skipped`.
+    pub state: String,
+    /// Whether logins wait for it (`Ready` needs it finished).
+    #[serde(default)]
+    pub blocks_login: bool,
+    /// Runs on stop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_on_stop: bool,
+    /// The exit code once finished (none when killed or never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Output lines dropped (oldest first) to keep within the size cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_lines: i64,
 }
 
 fn is_zero(v: &i64) -> bool {

@@ -223,6 +223,7 @@ pub async fn cloud_setup(
                 controllers: ControllerOptions::default(),
                 lifecycle: Default::default(),
                 local_runtime: None,
+                require_agent: true,
             }))
         }
         CloudKind::Sim => {
@@ -252,6 +253,7 @@ pub async fn cloud_setup(
                 pacer: Some(Arc::new(Pacer::default())),
                 controllers: ControllerOptions::default(),
                 lifecycle: Default::default(),
+                require_agent: local_runtime.is_some(),
                 local_runtime,
             }))
         }

@@ -80,6 +80,9 @@ pub struct Ctx {
     pub steady_requeue: Duration,
     /// How workspaces reach the API and get their agent binary.
     pub agent: workspace::render::AgentDelivery,
+    /// Whether `Ready` needs the workspace agent (false where no agent
+    /// runs: the simulated cloud with `--sim-no-agents`, controller tests).
+    pub require_agent: bool,
     /// Test hook (see [`CrashPoint`]).
     pub crash_point: Option<CrashPoint>,
     /// Metrics.
@@ -175,6 +178,7 @@ pub fn context(
             access_url: access_url.to_string(),
             digests: Default::default(),
         },
+        require_agent: true,
         crash_point: None,
         metrics,
         clock: Arc::new(crate::lifecycle::SystemClock),

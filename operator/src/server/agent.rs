@@ -602,7 +602,28 @@ pub async fn manifest(store: &Store, obj: &DynObject) -> Result<Manifest, Manife
         template_version: tv.version,
         scripts,
         secret_env: tspec.container.secrets.keys().cloned().collect(),
+        host_scripts: template_allows_host_scripts(store, ns, &spec.template.name).await?,
     })
+}
+
+/// The annotation with which a template lets the local runtime run its
+/// scripts on the host.
+pub const LOCAL_SCRIPTS_ANNOTATION: &str = "berth.dev/local-scripts";
+
+async fn template_allows_host_scripts(
+    store: &Store,
+    ns: &str,
+    template: &str,
+) -> Result<bool, ManifestError> {
+    Ok(store
+        .object_get(Kind::WorkspaceTemplate, ns, template)
+        .await?
+        .is_some_and(|t| {
+            t.metadata
+                .annotations
+                .get(LOCAL_SCRIPTS_ANNOTATION)
+                .is_some_and(|v| v == "true")
+        }))
 }
 
 /// Query of `GET …/workspaces/{name}/logs`.

@@ -218,6 +218,9 @@ pub struct CloudSetup {
     /// On the simulated cloud: runs RUNNING tasks' agents as local
     /// processes until shutdown (None: tasks run nothing).
     pub local_runtime: Option<crate::localrt::LocalRuntime>,
+    /// Whether `Ready` needs the workspace agent (false on the simulated
+    /// cloud with `--sim-no-agents`, where no agent runs).
+    pub require_agent: bool,
 }
 
 impl std::fmt::Debug for CloudSetup {
@@ -308,6 +311,7 @@ pub async fn run_operator_with(
             &access_url,
         );
         ctx.agent.digests = digests.clone();
+        ctx.require_agent = setup.require_agent;
         let ctx: Arc<Ctx> = Arc::new(ctx);
         let mut lifecycle_rx = lifecycle_rx;
         tokio::spawn(crate::lifecycle::run(
@@ -386,6 +390,20 @@ async fn replica_heartbeat(store: Store, replica: String, url: String) {
         tick.tick().await;
         if let Err(e) = store.replica_heartbeat(&replica, &url).await {
             tracing::warn!(error = %e, "replica heartbeat failed; agents held here may show as disconnected");
+        }
+        // Agents held by a replica that died: disconnected, so their
+        // workspaces say so.
+        match store.agent_sessions_reap().await {
+            Ok(gone) => {
+                for (ns, name) in gone {
+                    tracing::info!(workspace = %format!("{ns}/{name}"), "its agent's replica is gone; the agent counts as disconnected");
+                    match store.object_touch(crate::api::Kind::Workspace, &ns, &name).await {
+                        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not wake a workspace's controller"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not check for agents of dead replicas"),
         }
     }
 }

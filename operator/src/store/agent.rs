@@ -250,6 +250,29 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the sessions held by replicas that stopped proving alive (a
+    /// killed operator cannot close its own), as of their replica's last
+    /// heartbeat, and returns their workspaces (`namespace`, `name`), so
+    /// that their status is recomputed.
+    pub async fn agent_sessions_reap(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "WITH d AS (
+                 UPDATE agent_sessions s SET replica = NULL,
+                     disconnected_at = COALESCE((SELECT heartbeat_at FROM replicas r WHERE r.id = s.replica), now())
+                 WHERE s.replica IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM replicas r
+                     WHERE r.id = s.replica AND r.heartbeat_at > now() - make_interval(secs => $1))
+                 RETURNING s.workspace_uid)
+             SELECT o.namespace, o.name FROM objects o JOIN d ON o.uid = d.workspace_uid",
+        )
+        .bind(REPLICA_TIMEOUT.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("namespace")?, r.try_get("name")?)))
+            .collect()
+    }
+
     /// Records the agent's lifecycle.
     pub async fn agent_lifecycle_set(
         &self,

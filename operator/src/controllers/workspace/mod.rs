@@ -271,6 +271,9 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     };
     facts.followed_version = followed_version;
     facts.pinned = pinned.is_some();
+    facts.require_agent = ctx.require_agent;
+    status.agent = agent_status(ctx, ws.metadata.uid.unwrap_or_default()).await?;
+    facts.agent = status.agent.clone();
     if let Some(i) = &intent {
         status.observed_intent = status.observed_intent.max(i.id);
     }
@@ -285,14 +288,85 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             .set_hot(&ecs.cluster, &ecs.service_name, key, transitional);
     }
     write_status(&pass, lease, &status).await?;
+    let ready = |conds: &[crate::api::Condition]| {
+        conds
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.reason.clone())
+    };
+    let now_ready = ready(&status.conditions);
+    if now_ready.as_deref() == Some("AgentDisconnected")
+        && ready(&prev.conditions) != now_ready
+    {
+        let msg = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        pass.event(EventType::Warning, "AgentDisconnected", &msg).await;
+    }
     if facts.cloud_error.is_some() {
         return Ok(Action::requeue(PERMANENT_ERROR_RECHECK));
     }
-    Ok(if transitional {
-        Action::requeue(TRANSITION_REQUEUE)
+    // An agent that just disconnected: look again when its grace ends.
+    let grace_left = status
+        .agent
+        .as_ref()
+        .filter(|a| !a.connected && !status::agent_gone(a, now))
+        .and_then(|a| a.last_seen)
+        .and_then(|t| {
+            (t + chrono::Duration::from_std(status::AGENT_DISCONNECT_GRACE).ok()?)
+                .signed_duration_since(now)
+                .to_std()
+                .ok()
+        });
+    let next = if transitional {
+        TRANSITION_REQUEUE
     } else {
-        Action::requeue(ctx.steady_requeue)
-    })
+        ctx.steady_requeue
+    };
+    Ok(Action::requeue(match grace_left {
+        Some(left) => next.min(left + Duration::from_secs(1)),
+        None => next,
+    }))
+}
+
+/// The agent of the workspace's current start, as the store knows it.
+async fn agent_status(
+    ctx: &Ctx,
+    uid: uuid::Uuid,
+) -> Result<Option<crate::api::workspace::AgentStatus>, ReconcileError> {
+    let Some(s) = ctx.store.agent_session(uid).await? else {
+        return Ok(None);
+    };
+    let scripts = ctx.store.agent_scripts(uid, s.start_id).await?;
+    Ok(Some(crate::api::workspace::AgentStatus {
+        connected: s.connected,
+        version: s.agent_version,
+        // Connected: when it last connected or changed state (a heartbeat
+        // writes nothing); disconnected: when it went away.
+        last_seen: Some(if s.connected {
+            s.last_seen
+        } else {
+            s.disconnected_at.unwrap_or(s.last_seen)
+        }),
+        lifecycle: s.lifecycle,
+        scripts: scripts
+            .into_iter()
+            .map(|x| crate::api::workspace::AgentScriptStatus {
+                name: x.name,
+                display_name: x.display_name,
+                state: x.state,
+                blocks_login: x.blocks_login,
+                run_on_stop: x.run_on_stop,
+                exit_code: x.exit_code,
+                started_at: x.started_at,
+                finished_at: x.finished_at,
+                dropped_lines: x.dropped,
+            })
+            .collect(),
+    }))
 }
 
 /// Fills the lifecycle fields shown by `get -o wide` and `describe`: last

@@ -101,74 +101,68 @@ pub struct AgentDelivery {
     pub digests: BTreeMap<String, String>,
 }
 
-/// Quotes `s` for a POSIX shell: the result is one word whose value is `s`,
-/// whatever it contains.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// The container's command: starts `berth agent`, which runs the
+/// template's scripts (it gets them from the API), so no template value is
+/// ever part of shell text. The program is the same for every workspace.
+///
+/// It uses the image's own `berth` when its sha256 is the one pinned in
+/// `BERTH_AGENT_SHA256_<ARCH>` (or when nothing is pinned); otherwise it
+/// fetches `$BERTH_API_URL/bin/berth-linux-<arch>` with curl or wget,
+/// checks the digest, and retries (with a growing pause, at most 30 s)
+/// until it gets the right binary, as Coder's init script does. What it
+/// needs from the image: `/bin/sh`, `uname`, `sha256sum` (or `shasum`), and
+/// curl or wget when the image has no matching `berth`.
+pub const BOOTSTRAP: &str = r#"set -u
+case "$(uname -m)" in
+  x86_64|amd64) arch=amd64; want="${BERTH_AGENT_SHA256_AMD64:-}" ;;
+  aarch64|arm64) arch=arm64; want="${BERTH_AGENT_SHA256_ARM64:-}" ;;
+  *) echo "berth: unsupported architecture $(uname -m)" >&2; exit 1 ;;
+esac
+digest() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
+  elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$1" | cut -d' ' -f1
+  else echo none; fi
 }
-
-/// The startup program, until the workspace agent runs the scripts: the
-/// template's scripts in order (those whose `when` parameter is false are
-/// left out), `blocksLogin` ones one after another, the others in the
-/// background; on SIGTERM the `runOnStop` scripts run, then every script
-/// still running gets SIGTERM and is waited for (the container's stop
-/// timeout applies). Every template value enters the program as one
-/// single-quoted word (script bodies are written with `printf '%s'`, never
-/// through a heredoc), so no script text or display name is ever run by the
-/// top-level shell. The trap is installed before any script runs, and
-/// blocking scripts are waited for with `wait`, so a stop during a long
-/// blocking script is prompt; the PIDs are tracked explicitly, since
-/// `$(jobs -p)` is empty in a trap under dash.
-pub fn startup_program(ws: &WorkspaceSpec, template: &WorkspaceTemplateSpec) -> String {
-    let params = effective_parameters(ws, template);
-    let enabled = |s: &&crate::api::template::Script| {
-        s.when
-            .as_ref()
-            .is_none_or(|w| params.get(w) == Some(&Value::Bool(true)))
-    };
-    let mut out = String::from(
-        "set -u\nd=\"${BERTH_SCRIPTS_DIR:-/tmp/berth-scripts}\"\nmkdir -p \"$d\"\npids=''\nberth_stop() {\n  trap '' TERM INT\n",
-    );
-    let scripts: Vec<_> = template.scripts.iter().filter(enabled).collect();
-    for (i, s) in scripts.iter().enumerate().filter(|(_, s)| s.run_on_stop) {
-        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
-        out.push_str(&format!(
-            "  echo {}\n  /bin/sh \"$d\"/{file} || echo {}\n",
-            shell_quote(&format!("berth: running stop script {}", s.name)),
-            shell_quote(&format!("berth: stop script {} failed", s.name)),
-        ));
-    }
-    out.push_str("  for p in $pids; do kill -TERM \"$p\" 2>/dev/null || true; done\n  wait\n  exit 0\n}\ntrap berth_stop TERM INT\n");
-    for (i, s) in scripts.iter().enumerate() {
-        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
-        out.push_str(&format!(
-            "printf '%s\\n' {} > \"$d\"/{file}\n",
-            shell_quote(s.script.trim_end())
-        ));
-    }
-    for (i, s) in scripts.iter().enumerate().filter(|(_, s)| !s.run_on_stop) {
-        let file = shell_quote(&format!("{i:02}-{}.sh", s.name));
-        let label = if s.display_name.is_empty() {
-            &s.name
-        } else {
-            &s.display_name
-        };
-        out.push_str(&format!(
-            "echo {}\n",
-            shell_quote(&format!("berth: running script {label}"))
-        ));
-        if s.blocks_login {
-            out.push_str(&format!(
-                "/bin/sh \"$d\"/{file} & p=$!; pids=\"$pids $p\"; wait \"$p\" || echo {} \"$?\"\n",
-                shell_quote(&format!("berth: script {} failed with", s.name))
-            ));
-        } else {
-            out.push_str(&format!("/bin/sh \"$d\"/{file} & pids=\"$pids $!\"\n"));
-        }
-    }
-    out.push_str("echo 'berth: startup scripts done'\nwhile :; do sleep 3600 & p=$!; pids=\"$pids $p\"; wait \"$p\"; done\n");
-    out
-}
+own="$(command -v berth 2>/dev/null || true)"
+if [ -n "$own" ] && { [ -z "$want" ] || [ "$(digest "$own")" = "$want" ]; }; then
+  exec "$own" agent
+fi
+if [ -z "$want" ]; then
+  echo "berth: the image has no berth binary and the operator pins none for $arch (see --agent-binary-dir)" >&2
+  exit 1
+fi
+dir="${TMPDIR:-/tmp}/berth-agent"
+mkdir -p "$dir"
+bin="$dir/berth"
+url="${BERTH_API_URL%/}/bin/berth-linux-$arch"
+n=0
+while :; do
+  rm -f "$bin.part"
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL --connect-timeout 10 --max-time 300 -o "$bin.part" "$url"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -T 10 -O "$bin.part" "$url"
+  else
+    echo "berth: the image has neither curl nor wget to fetch the agent from $url" >&2
+    exit 1
+  fi
+  got=$?
+  if [ "$got" -eq 0 ]; then
+    sum="$(digest "$bin.part")"
+    if [ "$sum" = "$want" ]; then
+      chmod 0755 "$bin.part" && mv -f "$bin.part" "$bin" && exec "$bin" agent
+    fi
+    echo "berth: $url has sha256 $sum, not the pinned $want" >&2
+  else
+    echo "berth: fetching $url failed (exit $got)" >&2
+  fi
+  n=$((n + 1))
+  pause=$((n * 2))
+  [ "$pause" -gt 30 ] && pause=30
+  echo "berth: retrying in $pause s (attempt $n)" >&2
+  sleep "$pause"
+done
+"#;
 
 /// Parameter values with the template's defaults filled in.
 pub fn effective_parameters(
@@ -267,7 +261,7 @@ pub fn task_definition(
         image: template.container.image.clone(),
         essential: true,
         entry_point: vec!["/bin/sh".into(), "-c".into()],
-        command: vec![startup_program(ws, template)],
+        command: vec![BOOTSTRAP.into()],
         environment: env,
         secrets,
         mount_points: vec![MountPoint {
@@ -426,96 +420,130 @@ mod tests {
         assert_eq!((cpu.request.cpu, cpu.request.memory), (1024, 2048));
     }
 
-    fn run_program(program: &str, dir: &std::path::Path) -> std::process::Child {
-        std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(program)
-            .env("BERTH_SCRIPTS_DIR", dir.join("scripts"))
-            .env("MARK", dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_for(path: &std::path::Path) -> bool {
-        for _ in 0..100 {
-            if path.exists() {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        false
-    }
-
     #[test]
-    fn no_script_body_or_display_name_runs_in_the_top_level_shell() {
-        let dir = tempfile::tempdir().unwrap();
+    fn the_container_command_is_the_same_for_every_template_so_no_template_text_is_shell() {
         let mut t = template();
-        t.scripts.truncate(1);
         t.scripts[0].script =
             "echo one > \"$MARK/ran\"\nBERTH_SCRIPT_EOF\ntouch \"$MARK/last-line\"\n".into();
         t.scripts[0].display_name = "$(touch \"$MARK/pwned-too\") it's".into();
-        let program = startup_program(&ws(serde_json::json!({})), &t);
-        let mut child = run_program(&program, dir.path());
-        assert!(wait_for(&dir.path().join("ran")), "the script itself ran");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
+        let evil = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &t,
+            1,
+            "fsap-1",
+            "s",
+            &AgentDelivery::default(),
         );
-        let _ = child.wait();
-        assert!(
-            dir.path().join("last-line").exists(),
-            "the whole body is one script, its last lines included"
+        let plain = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &template(),
+            1,
+            "fsap-1",
+            "s",
+            &AgentDelivery::default(),
         );
-        assert!(
-            !dir.path().join("pwned-too").exists(),
-            "the display name was executed"
+        let c = &evil.request.container_definitions[0];
+        assert_eq!(c.entry_point, ["/bin/sh", "-c"]);
+        assert_eq!(c.command, [BOOTSTRAP]);
+        assert_eq!(
+            c.command,
+            plain.request.container_definitions[0].command,
+            "scripts reach the agent through the API, never the command"
         );
-        let written = std::fs::read_to_string(dir.path().join("scripts/00-persist.sh")).unwrap();
-        assert!(
-            written.contains("BERTH_SCRIPT_EOF\n"),
-            "the body is written verbatim"
-        );
+        assert!(!c.command[0].contains("pwned") && !c.command[0].contains("BERTH_SCRIPT_EOF"));
+        assert!(c.init_process_enabled, "an init process reaps and forwards signals");
+    }
+
+    /// A one-thread HTTP server answering each request with the next body.
+    fn serve(bodies: Vec<Vec<u8>>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for (i, stream) in l.incoming().enumerate() {
+                let Ok(mut s) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = &bodies[i.min(bodies.len() - 1)];
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(body);
+            }
+        });
+        (url, hits)
+    }
+
+    fn run_bootstrap(
+        dir: &std::path::Path,
+        path: &str,
+        url: &str,
+        want: &str,
+    ) -> std::process::Output {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(BOOTSTRAP)
+            .env_clear()
+            .env("PATH", path)
+            .env("TMPDIR", dir)
+            .env("MARK", dir)
+            .env("BERTH_API_URL", url)
+            .env("BERTH_AGENT_SHA256_AMD64", want)
+            .env("BERTH_AGENT_SHA256_ARM64", want);
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+
+    const FAKE_AGENT: &[u8] = b"#!/bin/sh\necho \"$0 $*\" > \"$MARK/exec\"\n";
+
+    #[test]
+    fn the_bootstrap_fetches_the_agent_refuses_a_wrong_digest_and_execs_the_right_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = hex::encode(Sha256::digest(FAKE_AGENT));
+        let (url, hits) = serve(vec![b"#!/bin/sh\necho tampered\n".to_vec(), FAKE_AGENT.to_vec()]);
+        let out = run_bootstrap(dir.path(), "/usr/bin:/bin", &format!("{url}/"), &want);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("not the pinned"), "{stderr}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "{stderr}");
+        let exec = std::fs::read_to_string(dir.path().join("exec")).unwrap();
+        assert!(exec.ends_with("berth-agent/berth agent\n"), "{exec:?}");
     }
 
     #[test]
-    fn sigterm_during_a_long_blocking_script_runs_the_stop_hooks_and_the_scripts_traps() {
+    fn the_bootstrap_uses_the_images_berth_when_its_digest_matches() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = template();
-        t.scripts.truncate(1);
-        t.scripts[0].script = "trap 'echo cleaned > \"$MARK/cleanup\"; exit 0' TERM\necho up > \"$MARK/up\"\nsleep 1000 & wait $!\n".into();
-        let mut stop = t.scripts[0].clone();
-        stop.name = "deregister".into();
-        stop.run_on_stop = true;
-        stop.script = "echo bye > \"$MARK/stop-hook\"".into();
-        t.scripts.push(stop);
-        let program = startup_program(&ws(serde_json::json!({})), &t);
-        let mut child = run_program(&program, dir.path());
-        assert!(
-            wait_for(&dir.path().join("up")),
-            "the blocking script started"
-        );
-        let started = std::time::Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "{status:?}");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "the stop was prompt"
-        );
-        assert!(
-            dir.path().join("stop-hook").exists(),
-            "the runOnStop script ran"
-        );
-        assert!(
-            dir.path().join("cleanup").exists(),
-            "the script's own TERM trap ran"
-        );
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("berth"), FAKE_AGENT).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("berth"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let want = hex::encode(Sha256::digest(FAKE_AGENT));
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        // Nothing listens there: a fetch would fail.
+        let out = run_bootstrap(dir.path(), &path, "http://127.0.0.1:9", &want);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let exec = std::fs::read_to_string(dir.path().join("exec")).unwrap();
+        assert_eq!(exec, format!("{} agent\n", bin.join("berth").display()));
     }
 
     #[test]

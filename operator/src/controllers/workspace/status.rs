@@ -4,8 +4,16 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::meta::ConditionStatus;
-use crate::api::workspace::Phase;
+use crate::api::workspace::{AgentStatus, Phase};
 use crate::api::Condition;
+
+/// How long an agent may be disconnected before `Ready=False,
+/// reason: AgentDisconnected`: long enough for an operator restart or a
+/// network blip (the agent reconnects within 10 s), short enough to say
+/// soon that nobody can get in. A silent connection is closed after 45 s
+/// and a dead replica's after 30 s, so an agent that stops reporting shows
+/// as disconnected within about 75 s.
+pub const AGENT_DISCONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The facts a status is computed from.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +44,106 @@ pub struct Facts {
     pub followed_version: i32,
     /// Whether the workspace is pinned.
     pub pinned: bool,
+    /// Whether `Ready` needs the agent (no agent runs on the simulated
+    /// cloud with `--sim-no-agents`: there a running task is ready).
+    pub require_agent: bool,
+    /// The agent of the current start, once it connected.
+    pub agent: Option<AgentStatus>,
+}
+
+/// Whether the agent counts as gone: disconnected for longer than
+/// [`AGENT_DISCONNECT_GRACE`].
+pub fn agent_gone(a: &AgentStatus, now: DateTime<Utc>) -> bool {
+    !a.connected
+        && a.last_seen.is_none_or(|t| {
+            now.signed_duration_since(t).to_std().unwrap_or_default() >= AGENT_DISCONNECT_GRACE
+        })
+}
+
+/// `Ready` of a workspace whose task runs: the agent is connected and every
+/// `blocksLogin` script finished.
+fn running_ready(f: &Facts, now: DateTime<Utc>) -> (String, ConditionStatus, String, String) {
+    if !f.require_agent {
+        return cond(
+            "Ready",
+            true,
+            "Running",
+            "the workspace's task is running (no agent runs here)".into(),
+        );
+    }
+    let Some(a) = &f.agent else {
+        return cond(
+            "Ready",
+            false,
+            "AgentConnecting",
+            "the task is running; waiting for its agent to connect (the container's log says why it cannot)".into(),
+        );
+    };
+    if agent_gone(a, now) {
+        let since = a
+            .last_seen
+            .map(|t| format!(" since {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .unwrap_or_default();
+        return cond(
+            "Ready",
+            false,
+            "AgentDisconnected",
+            format!("the agent has not reported{since}"),
+        );
+    }
+    if let Some(s) = a
+        .scripts
+        .iter()
+        .find(|s| s.blocks_login && s.state == "Failed")
+    {
+        let code = s
+            .exit_code
+            .map(|c| format!(" with exit code {c}"))
+            .unwrap_or_default();
+        return cond(
+            "Ready",
+            false,
+            "StartupScriptFailed",
+            format!(
+                "startup script {:?} failed{code} (berth logs --script {})",
+                s.name, s.name
+            ),
+        );
+    }
+    let waiting: Vec<&str> = a
+        .scripts
+        .iter()
+        .filter(|s| s.blocks_login && !matches!(s.state.as_str(), "Succeeded" | "Skipped"))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return cond(
+            "Ready",
+            false,
+            "StartupScriptsRunning",
+            format!("waiting for startup scripts: {}", waiting.join(", ")),
+        );
+    }
+    match a.lifecycle.as_str() {
+        "ShuttingDown" | "Off" => cond(
+            "Ready",
+            false,
+            "AgentShuttingDown",
+            format!("the agent is {}", a.lifecycle),
+        ),
+        "Starting" => cond(
+            "Ready",
+            false,
+            "AgentStarting",
+            "the agent is starting its scripts".into(),
+        ),
+        _ => cond(
+            "Ready",
+            true,
+            "AgentReady",
+            "the agent is connected and every blocking startup script finished".into(),
+        ),
+    }
 }
 
 /// The lifecycle phase.
@@ -87,12 +195,7 @@ pub fn conditions(
 ) -> Vec<Condition> {
     let p = phase(f);
     let ready = match p {
-        Phase::Running => cond(
-            "Ready",
-            true,
-            "Running",
-            "the workspace's task is running".into(),
-        ),
+        Phase::Running => running_ready(f, now),
         Phase::Starting => match &f.task_failure {
             Some(why) => cond("Ready", false, "TaskFailedToStart", why.clone()),
             None => cond(
@@ -263,6 +366,80 @@ mod tests {
             }),
             Phase::Stopped
         );
+    }
+
+    fn ready(f: &Facts, now: DateTime<Utc>) -> Condition {
+        conditions(&[], f, 1, now)
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+    }
+
+    fn script(name: &str, state: &str, blocks: bool) -> crate::api::workspace::AgentScriptStatus {
+        crate::api::workspace::AgentScriptStatus {
+            name: name.into(),
+            state: state.into(),
+            blocks_login: blocks,
+            exit_code: (state == "Failed").then_some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn with_an_agent_ready_means_connected_with_every_blocking_script_finished() {
+        let now = Utc::now();
+        let mut f = Facts {
+            require_agent: true,
+            ..running()
+        };
+        assert_eq!(ready(&f, now).reason, "AgentConnecting", "a running task is not enough");
+        let mut a = AgentStatus {
+            connected: true,
+            lifecycle: "Starting".into(),
+            last_seen: Some(now),
+            scripts: vec![script("persist", "Running", true), script("web", "Running", false)],
+            ..Default::default()
+        };
+        f.agent = Some(a.clone());
+        let r = ready(&f, now);
+        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "StartupScriptsRunning"));
+        assert!(r.message.contains("persist") && !r.message.contains("web"), "{}", r.message);
+        a.scripts[0].state = "Succeeded".into();
+        a.lifecycle = "Ready".into();
+        f.agent = Some(a.clone());
+        let r = ready(&f, now);
+        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::True, "AgentReady"), "a background script does not hold Ready");
+        a.scripts[0].state = "Failed".into();
+        a.scripts[0].exit_code = Some(3);
+        a.lifecycle = "StartError".into();
+        f.agent = Some(a.clone());
+        let r = ready(&f, now);
+        assert_eq!(r.reason, "StartupScriptFailed");
+        assert!(r.message.contains("\"persist\" failed with exit code 3"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_disconnected_agent_keeps_ready_through_the_grace_then_is_reported_gone() {
+        let now = Utc::now();
+        let a = AgentStatus {
+            connected: false,
+            lifecycle: "Ready".into(),
+            last_seen: Some(now - chrono::Duration::seconds(5)),
+            ..Default::default()
+        };
+        let mut f = Facts {
+            require_agent: true,
+            agent: Some(a.clone()),
+            ..running()
+        };
+        assert_eq!(ready(&f, now).reason, "AgentReady", "a reconnect in progress");
+        f.agent = Some(AgentStatus {
+            last_seen: Some(now - chrono::Duration::seconds(31)),
+            ..a
+        });
+        let r = ready(&f, now);
+        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "AgentDisconnected"));
+        assert!(r.message.contains("has not reported since"), "{}", r.message);
     }
 
     #[test]
