@@ -76,7 +76,9 @@ pub struct Operator {
     child: Child,
     dir: tempfile::TempDir,
     config: PathBuf,
-    _db: TestDb,
+    db: TestDb,
+    /// The arguments it was started with (a restart reuses them).
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Operator {
@@ -95,38 +97,66 @@ impl Operator {
             .local_addr()
             .unwrap()
             .port();
-        let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
-        let child = Command::new(BERTH)
-            .args([
-                "operator",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--write-cli-config",
-            ])
-            .arg(&config)
-            .args(extra)
-            // Agents of simulated tasks keep their homes and logs in the
-            // test's directory, never in the tester's home.
-            .args(if extra.contains(&"sim") {
-                vec!["--sim-data-dir".into(), dir.path().join("sim")]
-            } else {
-                vec![]
-            })
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "operator".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--write-cli-config".into(),
+            config.clone().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        // Agents of simulated tasks keep their homes and logs in the
+        // test's directory, never in the tester's home.
+        if extra.contains(&"sim") {
+            args.push("--sim-data-dir".into());
+            args.push(dir.path().join("sim").into());
+        }
+        let child = Self::spawn(&args, &db, dir.path());
+        let mut op = Operator {
+            child,
+            dir,
+            config,
+            db,
+            args,
+        };
+        op.wait_ready();
+        op
+    }
+
+    fn spawn(args: &[std::ffi::OsString], db: &TestDb, dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("operator.log"))
+            .unwrap();
+        Command::new(BERTH)
+            .args(args)
             .env("DATABASE_URL", &db.url)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("spawn berth operator");
-        let mut op = Operator {
-            child,
-            dir,
-            config,
-            _db: db,
-        };
-        op.wait_ready();
-        op
+            .expect("spawn berth operator")
+    }
+
+    /// Kills the operator with SIGKILL (as a crash would) and starts it
+    /// again with the same arguments, database and port.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, &self.db, self.dir.path());
+        self.wait_ready();
+    }
+
+    /// The operator's database.
+    pub fn database_url(&self) -> &str {
+        &self.db.url
+    }
+
+    /// The test's private directory (the simulated cloud's data is in `sim/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// What the operator has logged so far.

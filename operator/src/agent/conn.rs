@@ -431,9 +431,15 @@ async fn session(
         let now = Instant::now();
         let (events, batches, pending) = {
             let mut st = shared.lock();
-            let urgent = matches!(st.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Off);
+            // A script's final state goes after every line it wrote, so a
+            // reader who sees it finished sees its whole output.
+            let finishing = st
+                .queue
+                .iter()
+                .any(|m| matches!(m, AgentMessage::Script { status } if status.state.finished()));
+            let urgent =
+                finishing || matches!(st.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Off);
             let due = urgent || flush_at.is_some_and(|t| t <= now);
-            let events: Vec<AgentMessage> = st.queue.drain(..).collect();
             let mut batches = Vec::new();
             while batches.len() < BATCHES_PER_ROUND {
                 match st.next_batch(!due) {
@@ -442,6 +448,12 @@ async fn session(
                 }
             }
             let more = batches.len() == BATCHES_PER_ROUND;
+            // With lines still to send, a final state waits for the next round.
+            let events: Vec<AgentMessage> = if finishing && more {
+                Vec::new()
+            } else {
+                st.queue.drain(..).collect()
+            };
             if due && !more {
                 flush_at = None;
             }
@@ -453,9 +465,6 @@ async fn session(
         if pending && flush_at.is_none() {
             flush_at = Some(now + tuning.flush_interval);
         }
-        for m in &events {
-            send(&mut ws, m, limit).await?;
-        }
         for (script, lines, dropped) in batches {
             let m = AgentMessage::Logs {
                 script,
@@ -463,6 +472,9 @@ async fn session(
                 dropped,
             };
             send(&mut ws, &m, limit).await?;
+        }
+        for m in &events {
+            send(&mut ws, m, limit).await?;
         }
 
         tokio::select! {

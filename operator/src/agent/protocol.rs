@@ -154,8 +154,7 @@ impl ScriptState {
         self == next
             || matches!(
                 (self, next),
-                (Pending, Running | Failed | Succeeded | Skipped)
-                    | (Running, Succeeded | Failed)
+                (Pending, Running | Failed | Succeeded | Skipped) | (Running, Succeeded | Failed)
             )
     }
 }

@@ -637,24 +637,57 @@ impl Client {
             .query(&query);
         let resp = self.send(req).await?;
         Ok(Watch {
-            resp,
-            buf: Vec::new(),
-            server: self.server.clone(),
+            lines: NdJson::new(resp, &self.server),
         })
+    }
+
+    /// Opens a workspace's script output (`GET …/workspaces/{name}/logs`):
+    /// newline-delimited JSON, one line of output per item.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        script: Option<&str>,
+        follow: bool,
+        previous: bool,
+    ) -> Result<NdJson, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/logs");
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = script {
+            query.push(("script", s));
+        }
+        if follow {
+            query.push(("follow", "true"));
+        }
+        if previous {
+            query.push(("previous", "true"));
+        }
+        let resp = self
+            .send(self.request(reqwest::Method::GET, &path).query(&query))
+            .await?;
+        Ok(NdJson::new(resp, &self.server))
     }
 }
 
-/// An open watch stream (newline-delimited JSON).
+/// A stream of newline-delimited JSON values.
 #[derive(Debug)]
-pub struct Watch {
+pub struct NdJson {
     resp: reqwest::Response,
     buf: Vec<u8>,
     server: String,
 }
 
-impl Watch {
-    /// The next event; `None` when the server closed the stream.
-    pub async fn next(&mut self) -> Result<Option<WatchEvent>, ApiError> {
+impl NdJson {
+    fn new(resp: reqwest::Response, server: &str) -> NdJson {
+        NdJson {
+            resp,
+            buf: Vec::new(),
+            server: server.to_string(),
+        }
+    }
+
+    /// The next value; `None` when the server closed the stream.
+    pub async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ApiError> {
         loop {
             if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
@@ -663,16 +696,12 @@ impl Watch {
                 if text.is_empty() {
                     continue;
                 }
-                let ev: WatchEvent = serde_json::from_str(text).map_err(|e| ApiError::Decode {
-                    url: self.resp.url().to_string(),
-                    detail: e.to_string(),
-                })?;
-                if ev.type_ == "ERROR" {
-                    let status: Status =
-                        serde_json::from_value(ev.object.clone()).unwrap_or_default();
-                    return Err(ApiError::Status(status));
-                }
-                return Ok(Some(ev));
+                return serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|e| ApiError::Decode {
+                        url: self.resp.url().to_string(),
+                        detail: e.to_string(),
+                    });
             }
             match self.resp.chunk().await {
                 Ok(Some(bytes)) => self.buf.extend_from_slice(&bytes),
@@ -685,6 +714,26 @@ impl Watch {
                 }
             }
         }
+    }
+}
+
+/// An open watch stream (newline-delimited JSON).
+#[derive(Debug)]
+pub struct Watch {
+    lines: NdJson,
+}
+
+impl Watch {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, ApiError> {
+        let Some(ev) = self.lines.next::<WatchEvent>().await? else {
+            return Ok(None);
+        };
+        if ev.type_ == "ERROR" {
+            let status: Status = serde_json::from_value(ev.object.clone()).unwrap_or_default();
+            return Err(ApiError::Status(status));
+        }
+        Ok(Some(ev))
     }
 }
 

@@ -418,6 +418,64 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
         }
         None => out.field(1, "EFS", NONE),
     }
+    agent(out, st, &o.metadata.name);
+}
+
+/// The agent of the current start and its scripts.
+fn agent(out: &mut Doc, st: &Value, name: &str) {
+    let Some(a) = value_at(st, "agent") else {
+        out.field(1, "Agent", "<none> (no agent has connected in this start)");
+        return;
+    };
+    out.section(1, "Agent");
+    let connected = value_at(a, "connected").and_then(Value::as_bool) == Some(true);
+    let version = str_at(a, "version")
+        .map(|v| format!(", version {v}"))
+        .unwrap_or_default();
+    let seen = str_at(a, "lastSeen").unwrap_or(NONE);
+    out.field(
+        2,
+        "Connected",
+        if connected {
+            format!("yes{version}, since {seen}")
+        } else {
+            format!("no{version}, last seen {seen}")
+        },
+    );
+    out.field(2, "Lifecycle", cell(value_at(a, "lifecycle")));
+    let scripts = value_at(a, "scripts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if scripts.is_empty() {
+        out.field(2, "Scripts", NONE);
+        return;
+    }
+    out.section(2, "Scripts");
+    let mut t = render::Table::new(["NAME", "STATE", "EXIT", "BLOCKS", "STARTED", "FINISHED"]);
+    for s in &scripts {
+        let mut state = cell(value_at(s, "state"));
+        if value_at(s, "runOnStop").and_then(Value::as_bool) == Some(true) {
+            state.push_str(" (on stop)");
+        }
+        if let Some(n) = value_at(s, "droppedLines").and_then(Value::as_i64) {
+            state.push_str(&format!(" ({n} lines dropped)"));
+        }
+        t.push(vec![
+            cell(value_at(s, "name")),
+            state,
+            cell(value_at(s, "exitCode")),
+            if value_at(s, "blocksLogin").and_then(Value::as_bool) == Some(true) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            cell(value_at(s, "startedAt")),
+            cell(value_at(s, "finishedAt")),
+        ]);
+    }
+    out.raw(t.render_indented(6));
+    out.field(2, "Logs", format!("berth logs {name} [--script NAME] [-f]"));
 }
 
 /// The part of an ARN after its resource type: `family:3` for a task
@@ -706,7 +764,17 @@ mod tests {
                 "desiredCount": 1, "runningCount": 1, "pendingCount": 0
             },
             "efs": {"accessPointId": "fsap-0123", "rootDirectory": "/alice"},
-            "lastTransition": {"action": "start", "reason": "Manual", "at": "2024-06-01T10:00:00Z"}
+            "lastTransition": {"action": "start", "reason": "Manual", "at": "2024-06-01T10:00:00Z"},
+            "agent": {
+                "connected": true, "version": "0.1.0", "lastSeen": "2024-06-01T10:00:05Z", "lifecycle": "Ready",
+                "scripts": [
+                    {"name": "persist", "state": "Succeeded", "blocksLogin": true, "exitCode": 0,
+                     "startedAt": "2024-06-01T10:00:06Z", "finishedAt": "2024-06-01T10:00:07Z"},
+                    {"name": "runner", "state": "Running", "blocksLogin": false, "startedAt": "2024-06-01T10:00:07Z",
+                     "droppedLines": 12},
+                    {"name": "deregister", "state": "Pending", "blocksLogin": false, "runOnStop": true}
+                ]
+            }
         });
         let events = vec![Event {
             type_: "Normal".into(),
@@ -733,6 +801,15 @@ Status:
   EFS:
     Access Point:    fsap-0123
     Root Directory:  /alice
+  Agent:
+    Connected:  yes, version 0.1.0, since 2024-06-01T10:00:05Z
+    Lifecycle:  Ready
+    Scripts:
+      NAME         STATE                        EXIT     BLOCKS   STARTED                FINISHED
+      persist      Succeeded                    0        yes      2024-06-01T10:00:06Z   2024-06-01T10:00:07Z
+      runner       Running (12 lines dropped)   <none>   no       2024-06-01T10:00:07Z   <none>
+      deregister   Pending (on stop)            <none>   no       <none>                 <none>
+    Logs:  berth logs alice [--script NAME] [-f]
 Conditions:
   TYPE       STATUS   REASON         MESSAGE                                                                        AGE
   Ready      True     Running        the workspace's task is running                                                1m

@@ -266,6 +266,7 @@ pub fn table(kind: Kind, objects: &[DynObject], wide: bool, all_namespaces: bool
             "VERSION",
             "OUTDATED",
             "READY",
+            "AGENT",
             "LAST-ACTIVE",
             "AUTOSTOP-AT",
             "NEXT-START",
@@ -310,6 +311,7 @@ fn row(kind: Kind, o: &DynObject, wide: bool) -> Vec<String> {
                     cell(value_at(status, "templateVersion")),
                     condition_status(status, "Outdated"),
                     condition_status(status, "Ready"),
+                    agent_state(status),
                     relative(time_at(status, "lastActivityAt")),
                     relative(time_at(status, "autostopAt")),
                     relative(time_at(status, "nextAutostartAt")),
@@ -369,6 +371,18 @@ pub fn condition_message(status: &Value, type_: &str) -> String {
         .filter(|m| !m.is_empty())
         .unwrap_or(NONE)
         .to_string()
+}
+
+/// The AGENT column: the agent's lifecycle while it is connected,
+/// `Disconnected` once it is not, `<none>` before it first connected.
+pub fn agent_state(status: &Value) -> String {
+    match value_at(status, "agent") {
+        None => NONE.to_string(),
+        Some(a) if value_at(a, "connected").and_then(Value::as_bool) != Some(true) => {
+            "Disconnected".to_string()
+        }
+        Some(a) => cell(value_at(a, "lifecycle")),
+    }
 }
 
 /// `base` or `base@v3` when pinned.

@@ -13,6 +13,7 @@ pub mod crd;
 pub mod describe;
 pub mod get;
 pub mod local;
+pub mod logs;
 pub mod power;
 pub mod render;
 pub mod sync;
@@ -200,6 +201,27 @@ pub enum Command {
         /// What the activity was.
         #[arg(long, default_value = "manual", value_parser = ["ssh", "vscode", "app", "manual"])]
         kind: String,
+    },
+    /// Print the output of a workspace's scripts (current start, or --previous).
+    #[command(after_help = "Examples:\n  \
+        berth logs alice                      # every script, each line prefixed with [script]\n  \
+        berth logs alice --script persist -f  # one script, following new lines\n  \
+        berth logs alice --previous           # the start before the current one")]
+    Logs {
+        /// Workspace name (`alice` or `ws/alice`).
+        workspace: String,
+        /// Only this script's output.
+        #[arg(long, value_name = "NAME")]
+        script: Option<String>,
+        /// Keep printing new lines until the workspace's agent is off.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The start before the current one.
+        #[arg(short = 'p', long)]
+        previous: bool,
+        /// Prefix each line with when the agent read it.
+        #[arg(long)]
+        timestamps: bool,
     },
     /// Push a workspace's autostop out (`berth extend alice 2h`), within the lifecycle policy's limit.
     Extend {
@@ -530,6 +552,24 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Start { workspaces } => power(&g, PowerAction::Start, &workspaces).await,
         Command::Stop { workspaces } => power(&g, PowerAction::Stop, &workspaces).await,
         Command::Restart { workspaces } => power(&g, PowerAction::Restart, &workspaces).await,
+        Command::Logs {
+            workspace,
+            script,
+            follow,
+            previous,
+            timestamps,
+        } => {
+            let name =
+                power::workspace_name(&workspace, "logs").map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            let args = logs::LogsArgs {
+                script,
+                follow,
+                previous,
+                timestamps,
+            };
+            logs::run(&client, &ns, &name, &args).await
+        }
         Command::Activity { workspace, kind } => {
             let name = power::workspace_name(&workspace, "activity")
                 .map_err(|e| CliError::Many(vec![e]))?;

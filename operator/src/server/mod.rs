@@ -397,9 +397,14 @@ async fn replica_heartbeat(store: Store, replica: String, url: String) {
             Ok(gone) => {
                 for (ns, name) in gone {
                     tracing::info!(workspace = %format!("{ns}/{name}"), "its agent's replica is gone; the agent counts as disconnected");
-                    match store.object_touch(crate::api::Kind::Workspace, &ns, &name).await {
+                    match store
+                        .object_touch(crate::api::Kind::Workspace, &ns, &name)
+                        .await
+                    {
                         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
-                        Err(e) => tracing::warn!(error = %e, "could not wake a workspace's controller"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not wake a workspace's controller")
+                        }
                     }
                 }
             }

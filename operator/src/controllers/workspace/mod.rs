@@ -295,16 +295,15 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             .map(|c| c.reason.clone())
     };
     let now_ready = ready(&status.conditions);
-    if now_ready.as_deref() == Some("AgentDisconnected")
-        && ready(&prev.conditions) != now_ready
-    {
+    if now_ready.as_deref() == Some("AgentDisconnected") && ready(&prev.conditions) != now_ready {
         let msg = status
             .conditions
             .iter()
             .find(|c| c.type_ == "Ready")
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        pass.event(EventType::Warning, "AgentDisconnected", &msg).await;
+        pass.event(EventType::Warning, "AgentDisconnected", &msg)
+            .await;
     }
     if facts.cloud_error.is_some() {
         return Ok(Action::requeue(PERMANENT_ERROR_RECHECK));

@@ -448,12 +448,14 @@ mod tests {
         assert_eq!(c.entry_point, ["/bin/sh", "-c"]);
         assert_eq!(c.command, [BOOTSTRAP]);
         assert_eq!(
-            c.command,
-            plain.request.container_definitions[0].command,
+            c.command, plain.request.container_definitions[0].command,
             "scripts reach the agent through the API, never the command"
         );
         assert!(!c.command[0].contains("pwned") && !c.command[0].contains("BERTH_SCRIPT_EOF"));
-        assert!(c.init_process_enabled, "an init process reaps and forwards signals");
+        assert!(
+            c.init_process_enabled,
+            "an init process reaps and forwards signals"
+        );
     }
 
     /// A one-thread HTTP server answering each request with the next body.
@@ -518,12 +520,19 @@ mod tests {
     fn the_bootstrap_fetches_the_agent_refuses_a_wrong_digest_and_execs_the_right_binary() {
         let dir = tempfile::tempdir().unwrap();
         let want = hex::encode(Sha256::digest(FAKE_AGENT));
-        let (url, hits) = serve(vec![b"#!/bin/sh\necho tampered\n".to_vec(), FAKE_AGENT.to_vec()]);
+        let (url, hits) = serve(vec![
+            b"#!/bin/sh\necho tampered\n".to_vec(),
+            FAKE_AGENT.to_vec(),
+        ]);
         let out = run_bootstrap(dir.path(), "/usr/bin:/bin", &format!("{url}/"), &want);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("not the pinned"), "{stderr}");
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "{stderr}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "{stderr}"
+        );
         let exec = std::fs::read_to_string(dir.path().join("exec")).unwrap();
         assert!(exec.ends_with("berth-agent/berth agent\n"), "{exec:?}");
     }
@@ -541,7 +550,11 @@ mod tests {
         let path = format!("{}:/usr/bin:/bin", bin.display());
         // Nothing listens there: a fetch would fail.
         let out = run_bootstrap(dir.path(), &path, "http://127.0.0.1:9", &want);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let exec = std::fs::read_to_string(dir.path().join("exec")).unwrap();
         assert_eq!(exec, format!("{} agent\n", bin.join("berth").display()));
     }

@@ -82,7 +82,12 @@ fn running_ready(f: &Facts, now: DateTime<Utc>) -> (String, ConditionStatus, Str
     if agent_gone(a, now) {
         let since = a
             .last_seen
-            .map(|t| format!(" since {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .map(|t| {
+                format!(
+                    " since {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
             .unwrap_or_default();
         return cond(
             "Ready",
@@ -392,30 +397,52 @@ mod tests {
             require_agent: true,
             ..running()
         };
-        assert_eq!(ready(&f, now).reason, "AgentConnecting", "a running task is not enough");
+        assert_eq!(
+            ready(&f, now).reason,
+            "AgentConnecting",
+            "a running task is not enough"
+        );
         let mut a = AgentStatus {
             connected: true,
             lifecycle: "Starting".into(),
             last_seen: Some(now),
-            scripts: vec![script("persist", "Running", true), script("web", "Running", false)],
+            scripts: vec![
+                script("persist", "Running", true),
+                script("web", "Running", false),
+            ],
             ..Default::default()
         };
         f.agent = Some(a.clone());
         let r = ready(&f, now);
-        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "StartupScriptsRunning"));
-        assert!(r.message.contains("persist") && !r.message.contains("web"), "{}", r.message);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (ConditionStatus::False, "StartupScriptsRunning")
+        );
+        assert!(
+            r.message.contains("persist") && !r.message.contains("web"),
+            "{}",
+            r.message
+        );
         a.scripts[0].state = "Succeeded".into();
         a.lifecycle = "Ready".into();
         f.agent = Some(a.clone());
         let r = ready(&f, now);
-        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::True, "AgentReady"), "a background script does not hold Ready");
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (ConditionStatus::True, "AgentReady"),
+            "a background script does not hold Ready"
+        );
         a.scripts[0].state = "Failed".into();
         a.scripts[0].exit_code = Some(3);
         a.lifecycle = "StartError".into();
         f.agent = Some(a.clone());
         let r = ready(&f, now);
         assert_eq!(r.reason, "StartupScriptFailed");
-        assert!(r.message.contains("\"persist\" failed with exit code 3"), "{}", r.message);
+        assert!(
+            r.message.contains("\"persist\" failed with exit code 3"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
@@ -432,14 +459,25 @@ mod tests {
             agent: Some(a.clone()),
             ..running()
         };
-        assert_eq!(ready(&f, now).reason, "AgentReady", "a reconnect in progress");
+        assert_eq!(
+            ready(&f, now).reason,
+            "AgentReady",
+            "a reconnect in progress"
+        );
         f.agent = Some(AgentStatus {
             last_seen: Some(now - chrono::Duration::seconds(31)),
             ..a
         });
         let r = ready(&f, now);
-        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "AgentDisconnected"));
-        assert!(r.message.contains("has not reported since"), "{}", r.message);
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (ConditionStatus::False, "AgentDisconnected")
+        );
+        assert!(
+            r.message.contains("has not reported since"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

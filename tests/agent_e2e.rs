@@ -1,0 +1,497 @@
+//! The workspace agent end to end, through the built `berth` binary on a
+//! real PostgreSQL:
+//!
+//! * on the simulated cloud's local runtime (what `berth up` runs), a
+//!   template's scripts run in a real agent process: their states and exit
+//!   codes reach `status.agent`, their output `berth logs` (live with `-f`),
+//!   a stop runs the stop hook and the scripts' own TERM traps (under
+//!   `/bin/sh`, dash on Debian) within the stop timeout, and a new start
+//!   keeps the home's files and its logs apart from the previous start's;
+//! * a `berth agent` process (as in a container) outlives a crash of the
+//!   operator: it reconnects, no script runs twice and no output line is
+//!   lost or stored twice.
+
+#[path = "cli_common.rs"]
+mod cli_common;
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_common::{runtime, CliOutput, Operator, BERTH};
+use serde_json::Value;
+
+fn ok(op: &Operator, args: &[&str]) -> CliOutput {
+    let out = op.cli(args);
+    assert_eq!(
+        out.code,
+        0,
+        "berth {}:\n{}{}\n--- operator log (tail):\n{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr,
+        tail(&op.log(), 40)
+    );
+    out
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn apply(op: &Operator, yaml: &str) {
+    let file = op
+        .dir()
+        .join(format!("{}.yaml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, yaml).unwrap();
+    ok(op, &["apply", "-f", file.to_str().unwrap()]);
+}
+
+fn workspace(op: &Operator, name: &str) -> Value {
+    serde_json::from_str(&ok(op, &["get", "ws", name, "-o", "json"]).stdout).unwrap()
+}
+
+/// Polls the workspace until `done` holds (60 s).
+fn eventually(op: &Operator, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ws = workspace(op, name);
+        if done(&ws) {
+            return ws;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workspaces/{name}: not {what} within 60s:\n{:#}\n--- operator log (tail):\n{}",
+            ws["status"],
+            tail(&op.log(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn script<'a>(ws: &'a Value, name: &str) -> Option<&'a Value> {
+    ws.pointer("/status/agent/scripts")?
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+fn state(ws: &Value, name: &str) -> String {
+    script(ws, name)
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn ready(ws: &Value) -> (String, String, String) {
+    let c = ws
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+const LOCAL_TEMPLATE: &str = r#"
+apiVersion: berth.dev/v1alpha1
+kind: WorkspaceTemplate
+metadata:
+  name: e2e
+  annotations:
+    berth.dev/local-scripts: "true"
+spec:
+  infrastructure:
+    region: us-west-2
+    cluster: CoderCluster
+    subnets: [subnet-1]
+    securityGroups: [sg-1]
+    fileSystemId: fs-1
+    efsRootDirectory: /homes
+    executionRoleArn: arn:aws:iam::123456789012:role/exec
+  container:
+    image: ghcr.io/example/dev:1
+    homePath: /home/dev
+    stopTimeout: 20
+  resources:
+    default: {cpu: 1024, memory: 2048}
+  scripts:
+    - name: setup
+      script: |
+        n=$(cat "$HOME/starts" 2>/dev/null || echo 0)
+        n=$((n + 1))
+        echo "$n" > "$HOME/starts"
+        echo "start $n"
+    - name: ticker
+      blocksLogin: false
+      script: |
+        # Stands in for the GitHub runner: cleans up on SIGTERM.
+        trap 'echo cleaned > "$HOME/cleanup-ran"; exit 0' TERM
+        i=0
+        while :; do
+          i=$((i + 1))
+          echo "tick $i"
+          sleep 0.3 & wait $!
+        done
+    - name: broken
+      script: |
+        echo "about to fail" >&2
+        exit 3
+    - name: bye
+      runOnStop: true
+      script: |
+        echo bye > "$HOME/stop-marker"
+        echo "stop hook ran"
+---
+apiVersion: berth.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: erin
+spec:
+  owner: erin
+  template:
+    name: e2e
+"#;
+
+fn ticks(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("tick "))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn on_the_local_runtime_scripts_report_and_log_a_stop_runs_the_hooks_and_a_new_start_keeps_the_home(
+) {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(&op, LOCAL_TEMPLATE);
+    // The owner's directory: <data dir>/efs/<file system>/<access point root>.
+    let home: PathBuf = op.dir().join("sim/efs/fs-1/homes/erin");
+
+    let ws = eventually(&op, "erin", "reporting its scripts", |ws| {
+        state(ws, "setup") == "Succeeded"
+            && state(ws, "broken") == "Failed"
+            && state(ws, "ticker") == "Running"
+    });
+    assert_eq!(script(&ws, "setup").unwrap()["exitCode"], 0);
+    assert_eq!(script(&ws, "broken").unwrap()["exitCode"], 3);
+    assert_eq!(
+        state(&ws, "bye"),
+        "Pending",
+        "a stop hook waits for the stop"
+    );
+    assert!(script(&ws, "broken").unwrap()["finishedAt"].is_string());
+    assert_eq!(
+        ws.pointer("/status/agent/connected"),
+        Some(&Value::Bool(true))
+    );
+    let ws = eventually(&op, "erin", "StartupScriptFailed", |ws| {
+        ready(ws).1 == "StartupScriptFailed"
+    });
+    let (status, _, message) = ready(&ws);
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("\"broken\" failed with exit code 3"),
+        "{message}"
+    );
+    assert_eq!(ws.pointer("/status/phase"), Some(&Value::from("Running")));
+    assert_eq!(
+        std::fs::read_to_string(home.join("starts")).unwrap().trim(),
+        "1",
+        "the script ran with HOME = the owner's directory"
+    );
+
+    // berth logs: per script, stdout and stderr as written; all scripts prefixed.
+    let out = ok(&op, &["logs", "erin", "--script", "broken"]);
+    assert!(out.stderr.contains("about to fail"), "{}", out.stderr);
+    let out = ok(&op, &["logs", "erin"]);
+    assert!(out.stdout.contains("[setup] start 1\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("[ticker] tick 1\n"), "{}", out.stdout);
+    let seen = ticks(&ok(&op, &["logs", "erin", "--script", "ticker"]).stdout);
+    assert!(!seen.is_empty());
+    assert_eq!(
+        seen,
+        (1..=seen.len() as u64).collect::<Vec<_>>(),
+        "in order, none lost"
+    );
+
+    // -f follows: lines written after it started arrive live.
+    let mut follow = op
+        .command(&["logs", "erin", "--script", "ticker", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let last_seen = *seen.last().unwrap();
+    let mut followed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followed.iter().filter(|n| **n > last_seen + 1).count() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("berth logs -f printed only {followed:?}"));
+        followed.extend(ticks(&line));
+    }
+
+    // describe shows the scripts table; get -o wide the agent.
+    let out = ok(&op, &["describe", "ws", "erin"]);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("broken "))
+        .unwrap_or_else(|| panic!("no scripts row for broken:\n{}", out.stdout));
+    assert!(row.contains("Failed") && row.contains(" 3 "), "{row}");
+    assert!(out.stdout.contains("Scripts:"), "{}", out.stdout);
+    let out = ok(&op, &["get", "ws", "erin", "-o", "wide"]);
+    assert!(
+        out.stdout.lines().next().unwrap().contains("AGENT"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("StartError"), "{}", out.stdout);
+
+    // Stop: the stop hook and the ticker's own TERM trap run, promptly.
+    let stopped_at = Instant::now();
+    ok(&op, &["stop", "erin"]);
+    let ws = eventually(&op, "erin", "Stopped", |ws| {
+        ws.pointer("/status/phase") == Some(&Value::from("Stopped"))
+    });
+    let took = stopped_at.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the agent exited within the stop timeout (20 s): {took:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("stop-marker")).unwrap(),
+        "bye\n",
+        "the runOnStop script wrote its marker into the home"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("cleanup-ran")).unwrap(),
+        "cleaned\n",
+        "the background script's TERM trap ran (/bin/sh is {:?})",
+        std::fs::read_link("/bin/sh").ok()
+    );
+    assert_eq!(
+        state(&ws, "bye"),
+        "Succeeded",
+        "{:#}",
+        ws["status"]["agent"]
+    );
+    assert_eq!(
+        ws.pointer("/status/agent/lifecycle"),
+        Some(&Value::from("Off"))
+    );
+    // The follower ends with the agent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while follow.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "berth logs -f did not end after the stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ok(&op, &["logs", "erin", "--script", "bye"]);
+    assert_eq!(out.stdout, "stop hook ran\n");
+
+    // Start again: the home is kept, and logs are per start.
+    ok(&op, &["start", "erin"]);
+    eventually(&op, "erin", "running its second start's scripts", |ws| {
+        state(ws, "broken") == "Failed" && state(ws, "bye") == "Pending"
+    });
+    assert_eq!(
+        std::fs::read_to_string(home.join("starts")).unwrap().trim(),
+        "2"
+    );
+    assert!(
+        home.join("stop-marker").exists(),
+        "files survive stop and start"
+    );
+    let now = ok(&op, &["logs", "erin", "--script", "setup"]);
+    assert_eq!(now.stdout, "start 2\n");
+    let before = ok(&op, &["logs", "erin", "--script", "setup", "--previous"]);
+    assert_eq!(before.stdout, "start 1\n");
+    let before = ok(&op, &["logs", "erin", "--script", "bye", "--previous"]);
+    assert_eq!(before.stdout, "stop hook ran\n");
+    assert_eq!(ok(&op, &["logs", "erin", "--script", "bye"]).stdout, "");
+}
+
+const AGENT_TEMPLATE: &str = r#"
+apiVersion: berth.dev/v1alpha1
+kind: WorkspaceTemplate
+metadata:
+  name: counted
+spec:
+  infrastructure:
+    region: us-west-2
+    cluster: CoderCluster
+    subnets: [subnet-1]
+    securityGroups: [sg-1]
+    fileSystemId: fs-1
+    executionRoleArn: arn:aws:iam::123456789012:role/exec
+  container:
+    image: ghcr.io/example/dev:1
+    homePath: /home/dev
+  resources:
+    default: {cpu: 1024, memory: 2048}
+  scripts:
+    - name: count
+      script: |
+        echo run >> "$HOME/runs"
+        i=1
+        while [ $i -le 300 ]; do
+          echo "line $i"
+          i=$((i + 1))
+          sleep 0.02
+        done
+---
+apiVersion: berth.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: frank
+spec:
+  owner: frank
+  template:
+    name: counted
+"#;
+
+/// The stored lines of script `count` (text by sequence number) and its state.
+fn stored(db: &str) -> (Vec<(i64, String)>, String, i64) {
+    runtime().block_on(async {
+        use sqlx::Row as _;
+        let pool = sqlx::PgPool::connect(db).await.unwrap();
+        let lines =
+            sqlx::query("SELECT seq, line FROM agent_logs WHERE script = 'count' ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<i64, _>("seq"), r.get::<String, _>("line")))
+                .collect();
+        let (state, dropped) =
+            sqlx::query("SELECT state, dropped FROM agent_scripts WHERE name = 'count'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .map(|r| (r.get::<String, _>("state"), r.get::<i64, _>("dropped")))
+                .unwrap_or_default();
+        pool.close().await;
+        (lines, state, dropped)
+    })
+}
+
+#[test]
+fn a_berth_agent_outlives_an_operator_crash_without_rerunning_scripts_or_losing_lines() {
+    let mut op = Operator::start();
+    apply(&op, AGENT_TEMPLATE);
+    // The controller would hand the container its token; here the test does.
+    let token = "berth_agent_e2e_frank";
+    runtime().block_on(async {
+        let store = berth::store::Store::connect(op.database_url())
+            .await
+            .unwrap();
+        let uid = store
+            .object_get(berth::api::Kind::Workspace, "default", "frank")
+            .await
+            .unwrap()
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap();
+        store.agent_token_set(uid, token).await.unwrap();
+    });
+    let (server, _) = op.server_and_token();
+    let home = op.dir().join("frank-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = std::fs::File::create(op.dir().join("agent.log")).unwrap();
+    let mut agent = Command::new(BERTH)
+        .arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("BERTH_API_URL", &server)
+        .env("BERTH_AGENT_TOKEN", token)
+        .env("BERTH_NAMESPACE", "default")
+        .env("BERTH_WORKSPACE", "frank")
+        .env("BERTH_AGENT_DIR", op.dir().join("agent-dir"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    // Mid-script (some lines stored, most not yet written), the operator dies.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(op.database_url()).0.len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no output stored:\n{}",
+            agent_log(op.dir())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = stored(op.database_url()).0.len();
+    assert!(
+        before < 250,
+        "the crash must come mid-script ({before} lines)"
+    );
+    op.crash_and_restart();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (lines, state, dropped) = loop {
+        let s = stored(op.database_url());
+        if s.1 == "Succeeded" && s.0.len() >= 300 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the script did not finish with its 300 lines stored ({} lines, {}):\n{}",
+            s.0.len(),
+            s.1,
+            agent_log(op.dir())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state, "Succeeded");
+    assert_eq!(dropped, 0, "no line was dropped");
+    assert_eq!(lines.len(), 300, "every line stored exactly once");
+    for (i, (seq, text)) in lines.iter().enumerate() {
+        assert_eq!(*seq, i as i64);
+        assert_eq!(text, &format!("line {}", i + 1));
+    }
+    assert_eq!(
+        std::fs::read_to_string(home.join("runs")).unwrap(),
+        "run\n",
+        "the script ran once"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = agent.wait().unwrap();
+    assert!(
+        status.success(),
+        "the agent exits 0 on SIGTERM: {status:?}\n{}",
+        agent_log(op.dir())
+    );
+}
+
+fn agent_log(dir: &Path) -> String {
+    tail(
+        &std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default(),
+        40,
+    )
+}
