@@ -432,14 +432,20 @@ fn agent(out: &mut Doc, st: &Value, name: &str) {
     let version = str_at(a, "version")
         .map(|v| format!(", version {v}"))
         .unwrap_or_default();
-    let seen = str_at(a, "lastSeen").unwrap_or(NONE);
+    // Whole seconds: enough for people, and a table that fits.
+    let at = |v: &Value, k: &str| {
+        render::time_at(v, k)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| NONE.to_string())
+    };
+    let seen = at(a, "lastSeen");
     out.field(
         2,
         "Connected",
         if connected {
-            format!("yes{version}, since {seen}")
+            format!("yes{version}, last report {seen}")
         } else {
-            format!("no{version}, last seen {seen}")
+            format!("no{version}, gone since {seen}")
         },
     );
     out.field(2, "Lifecycle", cell(value_at(a, "lifecycle")));
@@ -470,8 +476,8 @@ fn agent(out: &mut Doc, st: &Value, name: &str) {
             } else {
                 "no".into()
             },
-            cell(value_at(s, "startedAt")),
-            cell(value_at(s, "finishedAt")),
+            at(s, "startedAt"),
+            at(s, "finishedAt"),
         ]);
     }
     out.raw(t.render_indented(6));
@@ -802,7 +808,7 @@ Status:
     Access Point:    fsap-0123
     Root Directory:  /alice
   Agent:
-    Connected:  yes, version 0.1.0, since 2024-06-01T10:00:05Z
+    Connected:  yes, version 0.1.0, last report 2024-06-01T10:00:05Z
     Lifecycle:  Ready
     Scripts:
       NAME         STATE                        EXIT     BLOCKS   STARTED                FINISHED
