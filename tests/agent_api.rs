@@ -438,3 +438,118 @@ async fn a_script_over_the_cap_keeps_its_newest_lines_and_counts_the_dropped_one
     assert_eq!(kept.last(), Some(&199), "the newest lines are kept");
     assert_eq!(kept.first(), Some(&dropped), "the oldest are dropped");
 }
+
+/// The controller's side: on the simulated cloud (no local runtime), a
+/// running task is not Ready until its agent connects and the blocking
+/// script finished; an agent that goes away is reported after the grace.
+#[tokio::test]
+async fn ready_waits_for_the_agent_and_its_blocking_script_and_a_gone_agent_is_reported() {
+    use common::sim::{condition, events, fast_sim, spawn_controller, wait_until};
+    let api = Api::start().await;
+    assert_eq!(
+        api.apply(&api.admin, TEMPLATE).await.status(),
+        StatusCode::OK
+    );
+    let alice = api.user("alice").await;
+    let r = api.apply(&alice, &workspace("alice", "alice", "")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let sim = fast_sim();
+    let mut ctx = common::sim::ctx(&api.store, &sim);
+    ctx.require_agent = true;
+    ctx.agent_disconnect_grace = std::time::Duration::from_secs(1);
+    let controller = spawn_controller(std::sync::Arc::new(ctx));
+
+    let st = wait_until(
+        &api.store,
+        "alice",
+        "a running task waiting for its agent",
+        |st| condition(st, "Ready").1 == "AgentConnecting",
+    )
+    .await;
+    assert_eq!(st.phase, berth::api::workspace::Phase::Running);
+    // The container would read its token from this secret.
+    let token = sim
+        .secret_value("berth/default/alice/agent-token")
+        .expect("the agent token's secret")
+        .expose()
+        .to_string();
+    let mut s = connect(&api, "alice", &token)
+        .await
+        .expect("the agent connects");
+    send(&mut s, &hello(vec![])).await;
+    assert!(matches!(recv(&mut s).await, ServerMessage::Welcome { .. }));
+    let st = wait_until(
+        &api.store,
+        "alice",
+        "waiting for the blocking script",
+        |st| condition(st, "Ready").1 == "StartupScriptsRunning",
+    )
+    .await;
+    let agent = st.agent.expect("status.agent");
+    assert!(agent.connected);
+    assert_eq!(agent.version, "test");
+    let names: Vec<(&str, &str)> = agent
+        .scripts
+        .iter()
+        .map(|s| (s.name.as_str(), s.state.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("setup", "Pending"), ("deregister", "Pending")],
+        "web's `when` is false"
+    );
+
+    let now = chrono::Utc::now();
+    for (state, code) in [
+        (ScriptState::Running, None),
+        (ScriptState::Succeeded, Some(0)),
+    ] {
+        send(
+            &mut s,
+            &AgentMessage::Script {
+                status: ScriptStatus {
+                    name: "setup".into(),
+                    state,
+                    exit_code: code,
+                    started_at: Some(now),
+                    finished_at: code.map(|_| now),
+                },
+            },
+        )
+        .await;
+    }
+    send(
+        &mut s,
+        &AgentMessage::Lifecycle {
+            state: Lifecycle::Ready,
+        },
+    )
+    .await;
+    let st = wait_until(&api.store, "alice", "AgentReady", |st| {
+        condition(st, "Ready")
+            == (
+                berth::api::meta::ConditionStatus::True,
+                "AgentReady".to_string(),
+            )
+    })
+    .await;
+    let agent = st.agent.unwrap();
+    assert_eq!(agent.lifecycle, "Ready");
+    assert_eq!(agent.scripts[0].exit_code, Some(0));
+
+    // The agent goes away: still Ready through the grace, then not.
+    drop(s);
+    let st = wait_until(&api.store, "alice", "AgentDisconnected", |st| {
+        condition(st, "Ready").1 == "AgentDisconnected"
+    })
+    .await;
+    assert!(!st.agent.unwrap().connected);
+    let evs = events(&api.store, "alice").await;
+    assert!(
+        evs.iter().any(
+            |(reason, m)| reason == "AgentDisconnected" && m.contains("has not reported since")
+        ),
+        "{evs:?}"
+    );
+    controller.stop().await;
+}

@@ -84,10 +84,17 @@ impl Api {
             .await
             .unwrap()
             .expect("first admin token");
-        let app = router(AppState {
+        let state = AppState {
             watch_poll: Duration::from_millis(200),
             ..AppState::new(store.clone())
-        });
+        };
+        // This replica proves itself alive, so the agents it holds count as connected.
+        tokio::spawn(berth::server::replica_heartbeat(
+            store.clone(),
+            state.agents.replica.clone(),
+            String::new(),
+        ));
+        let app = router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -83,6 +83,9 @@ pub struct Ctx {
     /// Whether `Ready` needs the workspace agent (false where no agent
     /// runs: the simulated cloud with `--sim-no-agents`, controller tests).
     pub require_agent: bool,
+    /// How long an agent may be disconnected before `Ready=False,
+    /// reason: AgentDisconnected` (tests shorten it).
+    pub agent_disconnect_grace: Duration,
     /// Test hook (see [`CrashPoint`]).
     pub crash_point: Option<CrashPoint>,
     /// Metrics.
@@ -179,6 +182,7 @@ pub fn context(
             digests: Default::default(),
         },
         require_agent: true,
+        agent_disconnect_grace: workspace::status::AGENT_DISCONNECT_GRACE,
         crash_point: None,
         metrics,
         clock: Arc::new(crate::lifecycle::SystemClock),

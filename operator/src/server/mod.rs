@@ -384,7 +384,9 @@ pub async fn run_operator_with(
     result
 }
 
-async fn replica_heartbeat(store: Store, replica: String, url: String) {
+/// Proves this replica alive every third of [`crate::store::REPLICA_TIMEOUT`]
+/// and closes the agent sessions of replicas that stopped doing so.
+pub async fn replica_heartbeat(store: Store, replica: String, url: String) {
     let mut tick = tokio::time::interval(crate::store::REPLICA_TIMEOUT / 3);
     loop {
         tick.tick().await;

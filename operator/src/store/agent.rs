@@ -401,7 +401,7 @@ impl Store {
     pub async fn agent_session(&self, uid: Uuid) -> Result<Option<AgentSession>> {
         let row = sqlx::query(
             "SELECT s.*, r.heartbeat_at AS replica_seen,
-                    (s.replica IS NOT NULL AND r.heartbeat_at > now() - make_interval(secs => $2)) AS alive
+                    COALESCE(s.replica IS NOT NULL AND r.heartbeat_at > now() - make_interval(secs => $2), false) AS alive
              FROM agent_sessions s
              JOIN agent_tokens t ON t.workspace_uid = s.workspace_uid AND t.start_id = s.start_id
              LEFT JOIN replicas r ON r.id = s.replica

@@ -272,6 +272,7 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     facts.followed_version = followed_version;
     facts.pinned = pinned.is_some();
     facts.require_agent = ctx.require_agent;
+    facts.agent_grace = ctx.agent_disconnect_grace;
     status.agent = agent_status(ctx, ws.metadata.uid.unwrap_or_default()).await?;
     facts.agent = status.agent.clone();
     if let Some(i) = &intent {
@@ -312,10 +313,10 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let grace_left = status
         .agent
         .as_ref()
-        .filter(|a| !a.connected && !status::agent_gone(a, now))
+        .filter(|a| !a.connected && !status::agent_gone(a, now, facts.grace()))
         .and_then(|a| a.last_seen)
         .and_then(|t| {
-            (t + chrono::Duration::from_std(status::AGENT_DISCONNECT_GRACE).ok()?)
+            (t + chrono::Duration::from_std(facts.grace()).ok()?)
                 .signed_duration_since(now)
                 .to_std()
                 .ok()

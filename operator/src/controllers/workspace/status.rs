@@ -49,15 +49,27 @@ pub struct Facts {
     pub require_agent: bool,
     /// The agent of the current start, once it connected.
     pub agent: Option<AgentStatus>,
+    /// How long the agent may be disconnected before it counts as gone
+    /// (zero = [`AGENT_DISCONNECT_GRACE`]).
+    pub agent_grace: std::time::Duration,
 }
 
-/// Whether the agent counts as gone: disconnected for longer than
-/// [`AGENT_DISCONNECT_GRACE`].
-pub fn agent_gone(a: &AgentStatus, now: DateTime<Utc>) -> bool {
+/// Whether the agent counts as gone: disconnected for longer than `grace`.
+pub fn agent_gone(a: &AgentStatus, now: DateTime<Utc>, grace: std::time::Duration) -> bool {
     !a.connected
-        && a.last_seen.is_none_or(|t| {
-            now.signed_duration_since(t).to_std().unwrap_or_default() >= AGENT_DISCONNECT_GRACE
-        })
+        && a.last_seen
+            .is_none_or(|t| now.signed_duration_since(t).to_std().unwrap_or_default() >= grace)
+}
+
+impl Facts {
+    /// The grace period of a disconnected agent.
+    pub fn grace(&self) -> std::time::Duration {
+        if self.agent_grace.is_zero() {
+            AGENT_DISCONNECT_GRACE
+        } else {
+            self.agent_grace
+        }
+    }
 }
 
 /// `Ready` of a workspace whose task runs: the agent is connected and every
@@ -79,7 +91,7 @@ fn running_ready(f: &Facts, now: DateTime<Utc>) -> (String, ConditionStatus, Str
             "the task is running; waiting for its agent to connect (the container's log says why it cannot)".into(),
         );
     };
-    if agent_gone(a, now) {
+    if agent_gone(a, now, f.grace()) {
         let since = a
             .last_seen
             .map(|t| {
