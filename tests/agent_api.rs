@@ -194,6 +194,34 @@ async fn an_old_starts_token_another_workspaces_token_and_a_user_token_are_refus
         Some(401),
         "an earlier start's token"
     );
+    // The activity endpoint, the other one an agent token opens, has the same rules.
+    let activity = |tok: &'static str| {
+        api.client
+            .post(format!(
+                "{}/namespaces/default/workspaces/alice/activity",
+                api.base
+            ))
+            .bearer_auth(tok)
+            .json(&serde_json::json!({"kind": "ssh"}))
+            .send()
+    };
+    let old: &'static str = "berth_agent_test_token_1";
+    assert_eq!(old, token);
+    for (tok, who) in [
+        (old, "an earlier start's token"),
+        ("berth_agent_other", "another workspace's token"),
+    ] {
+        assert_eq!(
+            activity(tok).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{who} on the activity endpoint"
+        );
+    }
+    assert!(activity("berth_agent_test_token_2")
+        .await
+        .unwrap()
+        .status()
+        .is_success());
     // Neither may the agent token act as a person.
     let r = api
         .get(
