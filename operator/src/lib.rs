@@ -14,6 +14,7 @@ pub mod gitops;
 pub mod lifecycle;
 pub mod localrt;
 pub mod metrics;
+pub mod relay;
 pub mod server;
 
 pub mod cli;

@@ -134,6 +134,8 @@ pub struct Target {
     pub url: String,
     /// The agent token (never logged: see the `Debug` impl).
     pub token: String,
+    /// How relayed streams reach their targets.
+    pub streams: super::streams::Opener,
 }
 
 impl std::fmt::Debug for Target {
@@ -141,6 +143,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("url", &self.url)
             .field("token", &"<redacted>")
+            .field("streams", &self.streams)
             .finish()
     }
 }
@@ -274,7 +277,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// A random `Sec-WebSocket-Key`: 16 random bytes, base64.
-fn websocket_key() -> String {
+pub(crate) fn websocket_key() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     base64(&bytes)
 }
@@ -339,8 +342,9 @@ async fn send(ws: &mut Ws, m: &AgentMessage, limit: Duration) -> Result<(), Conn
 enum Incoming {
     /// A protocol message.
     Message(ServerMessage),
-    /// A ping, pong or binary frame (pings are answered by the library as
-    /// the stream is read).
+    /// A relayed stream's data.
+    Data(Vec<u8>),
+    /// A ping or pong (pings are answered by the library as the stream is read).
     Control,
 }
 
@@ -352,6 +356,7 @@ async fn recv(ws: &mut Ws) -> Result<Option<Incoming>, ConnError> {
         Some(Ok(Message::Text(t))) => ServerMessage::decode(t.as_str())
             .map(|m| Some(Incoming::Message(m)))
             .map_err(|e| ConnError::Protocol(e.to_string())),
+        Some(Ok(Message::Binary(b))) => Ok(Some(Incoming::Data(b.to_vec()))),
         Some(Ok(_)) => Ok(Some(Incoming::Control)),
     }
 }
@@ -426,6 +431,15 @@ async fn session(
 
     let mut heard = Instant::now();
     let mut flush_at: Option<Instant> = None;
+    // Relayed streams live as long as this connection.
+    let (mux, mut mux_out) = crate::relay::Mux::new();
+    struct CloseAll(Arc<crate::relay::Mux>);
+    impl Drop for CloseAll {
+        fn drop(&mut self) {
+            self.0.close_all();
+        }
+    }
+    let _close_all = CloseAll(mux.clone());
     loop {
         // Send what is due.
         let now = Instant::now();
@@ -483,11 +497,29 @@ async fn session(
             _ = tokio::time::sleep_until(heard + limit) => {
                 return Err(ConnError::Silent(heard.elapsed()));
             }
+            Some(o) = mux_out.recv() => {
+                let m = match o {
+                    crate::relay::Out::Control(control) => Message::text(AgentMessage::Stream { control }.encode()),
+                    crate::relay::Out::Data(id, d) => Message::binary(crate::relay::data_frame(id, &d)),
+                };
+                match tokio::time::timeout(limit, ws.send(m)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(ConnError::Silent(limit)),
+                }
+            }
             m = recv(&mut ws) => {
                 heard = Instant::now();
                 match m? {
                     None => return Err(ConnError::Closed),
                     Some(Incoming::Control) => {}
+                    Some(Incoming::Data(frame)) => match crate::relay::parse_frame(&frame) {
+                        Some((id, data)) => mux.on_data(id, data),
+                        None => return Err(ConnError::Protocol("a binary frame without a stream id".into())),
+                    },
+                    Some(Incoming::Message(ServerMessage::Stream { control: crate::agent::protocol::StreamControl::Open { id, target: to } })) => {
+                        target.streams.open(&mux, id, to);
+                    }
+                    Some(Incoming::Message(ServerMessage::Stream { control })) => mux.on_control(control),
                     Some(Incoming::Message(ServerMessage::LogsAck { script, next_seq })) => {
                         shared.lock().ack(&script, next_seq);
                     }
@@ -543,6 +575,7 @@ mod tests {
         let t = Target {
             url: "https://x".into(),
             token: "sekrit".into(),
+            streams: Default::default(),
         };
         assert!(!format!("{t:?}").contains("sekrit"));
     }

@@ -30,6 +30,7 @@ pub mod logbuf;
 pub mod protocol;
 pub mod scripts;
 pub mod state;
+pub mod streams;
 pub mod supervisor;
 
 pub use conn::Tuning;

@@ -329,6 +329,88 @@ pub enum AgentMessage {
         /// What kind of use.
         kind: ActivityKind,
     },
+    /// A relayed stream's control message (data travels in binary frames,
+    /// see [`crate::relay`]).
+    Stream {
+        /// What happens to the stream.
+        control: StreamControl,
+    },
+}
+
+/// Control of one relayed byte stream between a client and the agent,
+/// multiplexed over the agent's connection. Data goes in binary frames
+/// (stream id, then bytes); a side sends at most the window the other
+/// granted (an initial [`crate::relay::WINDOW`], then `Window` credits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum StreamControl {
+    /// Operator → agent: open stream `id` to `target` inside the workspace.
+    Open {
+        /// The stream (chosen by the operator).
+        id: u32,
+        /// Where it goes.
+        target: StreamTarget,
+    },
+    /// Agent → operator: stream `id` is connected.
+    Opened {
+        /// The stream.
+        id: u32,
+    },
+    /// Either way: the sender consumed `bytes` more; that much more may be sent.
+    Window {
+        /// The stream.
+        id: u32,
+        /// Bytes granted.
+        bytes: u32,
+    },
+    /// Either way: the sender will send no more data (half close).
+    Eof {
+        /// The stream.
+        id: u32,
+    },
+    /// Either way: the stream is gone, or could not be opened.
+    Reset {
+        /// The stream.
+        id: u32,
+        /// Why (for people).
+        message: String,
+    },
+}
+
+impl StreamControl {
+    /// The stream this is about.
+    pub fn id(&self) -> u32 {
+        match self {
+            StreamControl::Open { id, .. }
+            | StreamControl::Opened { id }
+            | StreamControl::Window { id, .. }
+            | StreamControl::Eof { id }
+            | StreamControl::Reset { id, .. } => *id,
+        }
+    }
+}
+
+/// Where a relayed stream goes inside the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum StreamTarget {
+    /// The agent's SSH server.
+    Ssh,
+    /// A TCP port on the workspace's loopback (port-forward, apps).
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+}
+
+impl StreamTarget {
+    /// The activity source this use stands for (`ssh`, `port-forward:8080`).
+    pub fn activity_source(&self) -> String {
+        match self {
+            StreamTarget::Ssh => "ssh".into(),
+            StreamTarget::Tcp { port } => format!("port-forward:{port}"),
+        }
+    }
 }
 
 /// Operator → agent.
@@ -359,6 +441,11 @@ pub enum ServerMessage {
     Error {
         /// Why.
         message: String,
+    },
+    /// A relayed stream's control message.
+    Stream {
+        /// What happens to the stream.
+        control: StreamControl,
     },
 }
 
@@ -463,6 +550,15 @@ impl AgentMessage {
                 Ok(())
             }
             AgentMessage::Lifecycle { .. } | AgentMessage::Activity { .. } => Ok(()),
+            AgentMessage::Stream { control } => match control {
+                StreamControl::Open { .. } => {
+                    Err(invalid("control.op", "an agent cannot open streams"))
+                }
+                StreamControl::Reset { message, .. } if message.len() > 1024 => {
+                    Err(invalid("control.message", "longer than 1024 bytes"))
+                }
+                _ => Ok(()),
+            },
             AgentMessage::Script { status } => check_status("status", status),
             AgentMessage::Logs { script, lines, .. } => {
                 check_name("script", script)?;

@@ -317,6 +317,7 @@ pub async fn run(
     let target = Target {
         url: opts.url(),
         token: opts.token.clone(),
+        streams: super::streams::Opener::default(),
     };
     tracing::info!(url = %target.url, stop_timeout = ?opts.stop_timeout, "agent starting");
     let conn = tokio::spawn(conn::run(

@@ -382,6 +382,11 @@ impl Client {
         &self.server
     }
 
+    /// The bearer token, if any (for a child `berth` this one starts).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{path}", self.server));
         if let Some(t) = &self.token {
@@ -574,6 +579,76 @@ impl Client {
     ) -> Result<PowerResult, ApiError> {
         let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/{action}");
         self.json(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// Records a start asked for by connecting to a stopped workspace
+    /// (reason `Connect`).
+    pub async fn start_for_connect(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PowerResult, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/start");
+        self.json(
+            self.request(reqwest::Method::POST, &path)
+                .query(&[("reason", "connect")]),
+        )
+        .await
+    }
+
+    /// Opens a byte stream to `target` (`ssh`, or `tcp` with `port`) inside
+    /// a workspace, relayed by the operator over the workspace's agent.
+    pub async fn connect_stream(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: &str,
+        port: Option<u16>,
+    ) -> Result<tokio::io::DuplexStream, ApiError> {
+        let mut url = format!(
+            "{}{BASE}/namespaces/{namespace}/workspaces/{name}/connect?target={target}",
+            self.server
+        );
+        if let Some(p) = port {
+            url.push_str(&format!("&port={p}"));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let v =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                    ApiError::Status(Status {
+                        code: 0,
+                        reason: "BadToken".into(),
+                        message: "the token is not a valid header value".into(),
+                        details: None,
+                    })
+                })?;
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        // An upgrade needs HTTP/1.1 (TLS could negotiate HTTP/2).
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|source| ApiError::Transport {
+                server: self.server.clone(),
+                source,
+            })?;
+        match crate::relay::ws::dial(&http, &url, headers).await {
+            Ok(ws) => Ok(crate::relay::ws::tungstenite_io(ws)),
+            Err(crate::relay::ws::DialError::Http(source)) => Err(ApiError::Transport {
+                server: self.server.clone(),
+                source,
+            }),
+            Err(crate::relay::ws::DialError::Refused { status, message }) => {
+                Err(ApiError::Status(Status {
+                    code: status,
+                    reason: String::new(),
+                    message,
+                    details: None,
+                }))
+            }
+        }
     }
 
     /// Reports activity on a workspace (`ssh`, `vscode`, `app`, `manual`).

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod crd;
 pub mod describe;
 pub mod get;
@@ -201,6 +202,49 @@ pub enum Command {
         /// What the activity was.
         #[arg(long, default_value = "manual", value_parser = ["ssh", "vscode", "app", "manual"])]
         kind: String,
+    },
+    /// Open a shell in a workspace, or run a command (`berth ssh alice -- make test`).
+    #[command(after_help = "Examples:\n  \
+        berth ssh alice                      # an interactive shell\n  \
+        berth ssh alice -- sh -c 'exit 3'    # runs the command, exits with its status\n  \
+        ssh -o ProxyCommand='berth ssh --stdio %h' berth.alice   # what config-ssh sets up\n\n\
+        A stopped workspace is started first (reason Connect) and the command waits for Ready.")]
+    Ssh {
+        /// Workspace name (`alice`, `ws/alice` or `berth.alice`).
+        workspace: String,
+        /// Speak raw SSH on stdin/stdout (for OpenSSH's ProxyCommand).
+        #[arg(long)]
+        stdio: bool,
+        /// Refuse instead of starting a stopped workspace.
+        #[arg(long)]
+        no_start: bool,
+        /// Allocate a terminal even with a command.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command to run (after `--`); omitted = a login shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Write the `Host berth.*` block into ~/.ssh/config, so `ssh berth.alice`,
+    /// scp, rsync and VS Code Remote-SSH reach workspaces through Berth.
+    ConfigSsh {
+        /// The OpenSSH config file to edit.
+        #[arg(long, value_name = "FILE")]
+        ssh_config: Option<PathBuf>,
+        /// Show the change as a diff; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Forward local ports to ports inside a workspace (`8080`, `9000:3000`).
+    PortForward {
+        /// Workspace name.
+        workspace: String,
+        /// `LOCAL[:REMOTE]` (`:REMOTE` picks a free local port).
+        #[arg(required = true, value_name = "LOCAL[:REMOTE]", value_parser = connect::parse_port_map)]
+        ports: Vec<connect::PortMap>,
+        /// Refuse instead of starting a stopped workspace.
+        #[arg(long)]
+        no_start: bool,
     },
     /// Print the output of a workspace's scripts (current start, or --previous).
     #[command(after_help = "Examples:\n  \
@@ -552,6 +596,43 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Start { workspaces } => power(&g, PowerAction::Start, &workspaces).await,
         Command::Stop { workspaces } => power(&g, PowerAction::Stop, &workspaces).await,
         Command::Restart { workspaces } => power(&g, PowerAction::Restart, &workspaces).await,
+        Command::Ssh {
+            workspace,
+            stdio,
+            no_start,
+            tty,
+            command,
+        } => {
+            let name = power::workspace_name(connect::workspace_of_host(&workspace), "ssh")
+                .map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            connect::ensure_ready(&client, &ns, &name, no_start).await?;
+            if stdio {
+                connect::stdio(&client, &ns, &name).await
+            } else {
+                connect::ssh(&client, &ns, &name, &command, tty, g.config.as_deref()).await
+            }
+        }
+        Command::ConfigSsh {
+            ssh_config,
+            dry_run,
+        } => connect::config_ssh(
+            ssh_config,
+            dry_run,
+            g.config.as_deref(),
+            g.namespace.as_deref(),
+        ),
+        Command::PortForward {
+            workspace,
+            ports,
+            no_start,
+        } => {
+            let name = power::workspace_name(&workspace, "port-forward")
+                .map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            connect::ensure_ready(&client, &ns, &name, no_start).await?;
+            connect::port_forward(&client, &ns, &name, &ports).await
+        }
         Command::Logs {
             workspace,
             script,

@@ -80,6 +80,12 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         })
 }
 
+fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))
+}
+
 async fn person(st: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     match st.store.token_lookup(bearer(headers)?).await? {
         Some(id) => Ok(Caller(id)),
@@ -94,6 +100,14 @@ struct ActivityBody {
     kind: Option<String>,
 }
 
+/// Query of a power action: `?reason=connect` marks a start asked for by
+/// connecting to a stopped workspace (`berth ssh`, port-forward, apps).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerQuery {
+    reason: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExtendBody {
@@ -105,12 +119,23 @@ pub async fn workspace_action(
     State(st): State<AppState>,
     Path((ns, name, action)): Path<(String, String, String)>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     match action.as_str() {
         "start" | "stop" | "restart" => {
             let caller = person(&st, &headers).await?;
-            super::routes::power(st, caller, ns, name, &action).await
+            let q = query::<PowerQuery>(&uri)?;
+            let connect = match q.reason.as_deref() {
+                None => false,
+                Some("connect") if action == "start" => true,
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "reason: {other:?} is not supported (only `connect`, on start)"
+                    )))
+                }
+            };
+            super::routes::power(st, caller, ns, name, &action, connect).await
         }
         "activity" => activity(st, &headers, &ns, &name, &body).await,
         "extend" => {
@@ -217,7 +242,7 @@ pub async fn workspace_get_action(
     State(st): State<AppState>,
     Path((ns, name, action)): Path<(String, String, String)>,
     headers: HeaderMap,
-    query: axum::extract::Query<super::agent::LogsQuery>,
+    uri: axum::http::Uri,
     ws: Result<
         axum::extract::ws::WebSocketUpgrade,
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
@@ -227,10 +252,16 @@ pub async fn workspace_get_action(
         "agent" => super::agent::agent_socket(st, ns, name, headers, ws).await,
         "logs" => {
             let caller = person(&st, &headers).await?;
-            super::agent::logs(st, ns, name, query.0, caller).await
+            let q = query::<super::agent::LogsQuery>(&uri)?;
+            super::agent::logs(st, ns, name, q, caller).await
+        }
+        "connect" => {
+            let caller = person(&st, &headers).await?;
+            let q = query::<super::connect::ConnectQuery>(&uri)?;
+            super::connect::connect(st, ns, name, caller, headers, q, ws).await
         }
         other => Err(ApiError::NotFound(format!(
-            "no {other:?} of workspaces (agent, logs, status)"
+            "no {other:?} of workspaces (agent, logs, connect, status)"
         ))),
     }
 }

@@ -52,6 +52,8 @@ pub struct AgentHub {
     heartbeats: AtomicU64,
     messages: AtomicU64,
     logs: Mutex<HashMap<Uuid, Arc<Notify>>>,
+    /// The stream multiplexer of every agent connected to this replica.
+    links: Mutex<HashMap<Uuid, Arc<crate::relay::Mux>>>,
 }
 
 impl Default for AgentHub {
@@ -72,7 +74,32 @@ impl AgentHub {
             heartbeats: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             logs: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<crate::relay::Mux>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the agent of workspace `uid` is connected to this replica.
+    pub fn holds(&self, uid: Uuid) -> bool {
+        self.links().contains_key(&uid)
+    }
+
+    /// Opens a relayed stream to `target` in workspace `uid`, whose agent
+    /// is connected to this replica.
+    pub async fn open_stream(
+        &self,
+        uid: Uuid,
+        target: protocol::StreamTarget,
+    ) -> Result<crate::relay::StreamEnd, crate::relay::StreamError> {
+        let mux = self
+            .links()
+            .get(&uid)
+            .cloned()
+            .ok_or(crate::relay::StreamError::Gone)?;
+        mux.open(target).await
     }
 
     /// Agents connected to this replica now.
@@ -370,11 +397,35 @@ impl Connection {
         )
         .await;
 
+        // Relayed streams: registered for clients of this replica, and all
+        // ended when this connection ends.
+        let (mux, mut mux_out) = crate::relay::Mux::new();
+        hub.links().insert(self.uid, mux.clone());
+        struct Unlink(Arc<AgentHub>, Uuid, Arc<crate::relay::Mux>);
+        impl Drop for Unlink {
+            fn drop(&mut self) {
+                let mut links = self.0.links();
+                if links.get(&self.1).is_some_and(|m| Arc::ptr_eq(m, &self.2)) {
+                    links.remove(&self.1);
+                }
+                drop(links);
+                self.2.close_all();
+            }
+        }
+        let _unlink = Unlink(hub.clone(), self.uid, mux.clone());
+
         let mut ping = tokio::time::interval(protocol::HEARTBEAT);
         ping.tick().await;
         let mut heard = Instant::now();
         loop {
             tokio::select! {
+                Some(o) = mux_out.recv() => {
+                    let m = match o {
+                        crate::relay::Out::Control(control) => Message::Text(ServerMessage::Stream { control }.encode().into()),
+                        crate::relay::Out::Data(id, d) => Message::Binary(crate::relay::data_frame(id, &d).into()),
+                    };
+                    socket.send(m).await.map_err(|e| ConnError::Socket(e.to_string()))?;
+                }
                 _ = ping.tick() => {
                     let silent = heard.elapsed();
                     if silent > protocol::HEARTBEAT * 3 {
@@ -389,7 +440,13 @@ impl Connection {
                         Some(Err(e)) => return Err(ConnError::Socket(e.to_string())),
                         Some(Ok(Message::Pong(_))) => { hub.heartbeats.fetch_add(1, Ordering::Relaxed); continue }
                         Some(Ok(Message::Ping(_))) => continue,
-                        Some(Ok(Message::Binary(_))) => return Err(Self::refuse(&mut socket, "binary frames are not part of protocol 1".into()).await),
+                        Some(Ok(Message::Binary(b))) => {
+                            match crate::relay::parse_frame(&b) {
+                                Some((id, data)) => mux.on_data(id, data),
+                                None => return Err(Self::refuse(&mut socket, "a binary frame without a stream id".into()).await),
+                            }
+                            continue;
+                        }
                         Some(Ok(Message::Text(t))) => t,
                     };
                     hub.messages.fetch_add(1, Ordering::Relaxed);
@@ -397,6 +454,10 @@ impl Connection {
                         Ok(m) => m,
                         Err(e) => return Err(Self::refuse(&mut socket, e.to_string()).await),
                     };
+                    if let AgentMessage::Stream { control } = m {
+                        mux.on_control(control);
+                        continue;
+                    }
                     if let Err(why) = self.handle(&mut socket, m).await? {
                         return Err(Self::refuse(&mut socket, why).await);
                     }
@@ -435,6 +496,8 @@ impl Connection {
         );
         match m {
             AgentMessage::Hello { .. } => return Ok(Err("hello may be sent only once".into())),
+            // Handled by the connection's stream multiplexer.
+            AgentMessage::Stream { .. } => {}
             AgentMessage::Lifecycle { state } => {
                 if !self.lifecycle.may_become(state) {
                     return Ok(Err(format!(

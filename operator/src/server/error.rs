@@ -34,6 +34,10 @@ pub enum ApiError {
     /// 422: validation failed; every cause listed.
     #[error("{0}")]
     Invalid(String, Vec<FieldError>),
+    /// 503: what was asked for cannot be reached now (a workspace's agent
+    /// is not connected).
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: logged with an id; the client sees only the id.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,6 +68,7 @@ impl ApiError {
             ApiError::Conflict(..) => "Conflict",
             ApiError::Gone(_) => "Gone",
             ApiError::Invalid(..) => "Invalid",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
         }
     }

@@ -23,6 +23,7 @@ mod activity;
 pub mod agent;
 mod auth;
 pub mod binaries;
+pub mod connect;
 mod error;
 mod routes;
 

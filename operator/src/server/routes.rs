@@ -471,6 +471,7 @@ pub async fn power(
     ns: String,
     name: String,
     action: &str,
+    connect: bool,
 ) -> Result<Response, ApiError> {
     let action = match action {
         "start" => PowerAction::Start,
@@ -478,9 +479,14 @@ pub async fn power(
         _ => PowerAction::Restart,
     };
     visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
-    let message = format!("berth {} by {}", action.as_str(), caller.0.user);
+    let message = if connect {
+        format!("{} connected to the stopped workspace", caller.0.user)
+    } else {
+        format!("berth {} by {}", action.as_str(), caller.0.user)
+    };
     let intent = NewIntent {
         message: &message,
+        reason: if connect { "Connect" } else { "Manual" },
         ..NewIntent::manual(action, &caller.0.user)
     };
     let id = st.store.intent_record(&ns, &name, &intent).await?;

@@ -414,6 +414,23 @@ impl Store {
         row.as_ref().map(session_from_row).transpose()
     }
 
+    /// The replica holding the connection of the workspace's current agent
+    /// and the URL other replicas reach it at, while that replica is alive.
+    pub async fn agent_replica(&self, uid: Uuid) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT r.id, r.url FROM agent_sessions s
+             JOIN agent_tokens t ON t.workspace_uid = s.workspace_uid AND t.start_id = s.start_id
+             JOIN replicas r ON r.id = s.replica
+             WHERE s.workspace_uid = $1 AND r.heartbeat_at > now() - make_interval(secs => $2)",
+        )
+        .bind(uid)
+        .bind(REPLICA_TIMEOUT.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("url")?)))
+            .transpose()
+    }
+
     /// The starts of a workspace that have scripts kept, newest first.
     pub async fn agent_starts(&self, uid: Uuid) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(

@@ -226,7 +226,8 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let mut status = prev.clone();
     // A person's own start/stop (not yet acted on) goes ahead of bulk work
     // (autostarts, resyncs, rollouts) at the cloud pacer.
-    let interactive = new_intent.is_some_and(|i| matches!(i.reason.as_str(), "Manual" | "Spec"));
+    let interactive =
+        new_intent.is_some_and(|i| matches!(i.reason.as_str(), "Manual" | "Spec" | "Connect"));
     let priority = if interactive {
         PacerPriority::Interactive
     } else {

@@ -1,0 +1,210 @@
+//! `GET …/namespaces/{ns}/workspaces/{name}/connect?target=ssh|tcp&port=N`:
+//! a client's byte stream into a workspace, as a WebSocket of binary
+//! messages (see [`crate::relay::ws`]), relayed over the workspace agent's
+//! connection. Only the owner (or an admin) may connect, with a user token
+//! in the `Authorization` header.
+//!
+//! With several replicas, the agent is connected to one of them; a client
+//! that reached another is forwarded to it (over the URL that replica
+//! advertises, with the client's own credentials, so it checks them again).
+//! While a stream is open it counts as the workspace's activity, with its
+//! source (`ssh`, `port-forward:8080`); opening and closing are events.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::agent::protocol::StreamTarget;
+use crate::api::Kind;
+use crate::store::{EventType, InvolvedObject};
+
+/// Set on a request one replica forwards to another (which must not forward again).
+pub const FORWARDED_HEADER: &str = "x-berth-forwarded";
+/// How often an open stream renews the workspace's activity.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(30);
+
+/// Query of `…/connect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectQuery {
+    /// `ssh` (the agent's SSH server) or `tcp` (a port on the workspace's loopback).
+    target: String,
+    /// With `tcp`: the port.
+    port: Option<u16>,
+}
+
+impl ConnectQuery {
+    fn target(&self) -> Result<StreamTarget, ApiError> {
+        match (self.target.as_str(), self.port) {
+            ("ssh", None) => Ok(StreamTarget::Ssh),
+            ("tcp", Some(port)) if port > 0 => Ok(StreamTarget::Tcp { port }),
+            ("tcp", _) => Err(ApiError::BadRequest(
+                "target=tcp needs port=1..65535".into(),
+            )),
+            (other, _) => Err(ApiError::BadRequest(format!(
+                "target: {other:?} is not ssh or tcp"
+            ))),
+        }
+    }
+}
+
+/// Opens the stream, then upgrades: a refused stream is an HTTP error the
+/// client can show.
+pub async fn connect(
+    st: AppState,
+    ns: String,
+    name: String,
+    caller: Caller,
+    headers: HeaderMap,
+    q: ConnectQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let target = q.target()?;
+    let obj = st
+        .store
+        .object_get(Kind::Workspace, &ns, &name)
+        .await?
+        .filter(|o| caller.can_read(o))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"))
+        })?;
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
+    let uid = obj.metadata.uid.unwrap_or_default();
+    if !st.agents.holds(uid) {
+        return forward(&st, &ns, &name, uid, &headers, &q, ws).await;
+    }
+    let end = st
+        .agents
+        .open_stream(uid, target)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("workspaces/{name}: {e}")))?;
+    let user = caller.0.user.clone();
+    let source = target.activity_source();
+    Ok(ws
+        .on_upgrade(move |socket: WebSocket| async move {
+            let involved = InvolvedObject {
+                kind: "Workspace".into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid,
+            };
+            let _ = st
+                .store
+                .event_record(
+                    &involved,
+                    EventType::Normal,
+                    "Connected",
+                    &format!("{user} connected ({source})"),
+                    "relay",
+                )
+                .await;
+            let began = Instant::now();
+            let io = crate::relay::ws::axum_io(socket);
+            let pumping = crate::relay::pump(end, io);
+            tokio::pin!(pumping);
+            let mut tick = tokio::time::interval(ACTIVITY_EVERY);
+            let result = loop {
+                tokio::select! {
+                    r = &mut pumping => break r,
+                    _ = tick.tick() => {
+                        if let Err(e) = super::activity::record(&st, uid, &ns, &name, &source).await {
+                            tracing::warn!(workspace = %format!("{ns}/{name}"), error = %e, "cannot record activity");
+                        }
+                    }
+                }
+            };
+            let took = began.elapsed().as_secs();
+            let how = match &result {
+                Ok(m) => format!("{} bytes in, {} bytes out", m.sent, m.received),
+                Err(e) => e.to_string(),
+            };
+            let _ = st
+                .store
+                .event_record(
+                    &involved,
+                    EventType::Normal,
+                    "Disconnected",
+                    &format!("{user} disconnected ({source}) after {took}s: {how}"),
+                    "relay",
+                )
+                .await;
+        })
+        .into_response())
+}
+
+/// The agent is not connected here: forward to the replica that holds it,
+/// or say that nobody does.
+async fn forward(
+    st: &AppState,
+    ns: &str,
+    name: &str,
+    uid: uuid::Uuid,
+    headers: &HeaderMap,
+    q: &ConnectQuery,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let not_connected = || {
+        ApiError::Unavailable(format!(
+            "workspaces/{name}: its agent is not connected (start it with `berth start {name}`, or see `berth describe ws {name}`)"
+        ))
+    };
+    if headers.contains_key(FORWARDED_HEADER) {
+        return Err(not_connected());
+    }
+    let Some((replica, url)) = st.store.agent_replica(uid).await? else {
+        return Err(not_connected());
+    };
+    if replica == st.agents.replica || url.is_empty() {
+        return Err(not_connected());
+    }
+    let mut query = format!("target={}", q.target);
+    if let Some(p) = q.port {
+        query.push_str(&format!("&port={p}"));
+    }
+    let upstream_url = format!(
+        "{}/apis/berth.dev/v1alpha1/namespaces/{ns}/workspaces/{name}/connect?{query}",
+        url.trim_end_matches('/')
+    );
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        if let Ok(v) = reqwest::header::HeaderValue::from_bytes(auth.as_bytes()) {
+            h.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    h.insert(
+        FORWARDED_HEADER,
+        reqwest::header::HeaderValue::from_static("1"),
+    );
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let upstream = crate::relay::ws::dial(&client, &upstream_url, h)
+        .await
+        .map_err(|e| match e {
+            crate::relay::ws::DialError::Refused { status, message } if status < 500 => {
+                ApiError::BadRequest(message)
+            }
+            other => {
+                tracing::warn!(replica = %replica, error = %other, "cannot forward a connection to the replica holding the agent");
+                ApiError::Unavailable(format!(
+                    "workspaces/{name}: the replica holding its agent cannot be reached: {other}"
+                ))
+            }
+        })?;
+    tracing::debug!(replica = %replica, workspace = %format!("{ns}/{name}"), "forwarding a connection");
+    Ok(ws
+        .on_upgrade(move |socket: WebSocket| async move {
+            let mut client_io = crate::relay::ws::axum_io(socket);
+            let mut upstream_io = crate::relay::ws::tungstenite_io(upstream);
+            let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+        })
+        .into_response())
+}
