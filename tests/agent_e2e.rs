@@ -495,3 +495,206 @@ fn agent_log(dir: &Path) -> String {
         40,
     )
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A web app "inside the workspace" (the local runtime's workspace shares
+/// this machine's loopback): a page and a WebSocket echo under its base path.
+fn start_app(port: u16, base: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            use axum::extract::ws::{Message, WebSocketUpgrade};
+            use axum::routing::get;
+            let app = axum::Router::new()
+                .route(
+                    base,
+                    get(|headers: axum::http::HeaderMap| async move {
+                        let leaked = headers.contains_key("authorization")
+                            || headers
+                                .get("cookie")
+                                .and_then(|c| c.to_str().ok())
+                                .is_some_and(|c| c.contains("berth_app_session"));
+                        format!("hello from the app; berth credentials seen: {leaked}")
+                    }),
+                )
+                .route(
+                    &format!("{base}echo"),
+                    get(|ws: WebSocketUpgrade| async move {
+                        ws.on_upgrade(|mut s| async move {
+                            while let Some(Ok(m)) = s.recv().await {
+                                if let Message::Text(t) = m {
+                                    let _ =
+                                        s.send(Message::Text(format!("echo: {t}").into())).await;
+                                }
+                            }
+                        })
+                    }),
+                );
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(l, app).await.unwrap();
+        })
+    })
+}
+
+#[test]
+fn apps_port_forward_and_relay_paths_admit_the_owner_only() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    let port = free_port();
+    let _app = start_app(port, "/@gina/gina/apps/web/");
+    apply(
+        &op,
+        &LOCAL_TEMPLATE
+            .replace("name: e2e\n", "name: apps\n")
+            .replace("    name: e2e\n", "    name: apps\n")
+            .replace("name: erin", "name: gina")
+            .replace("owner: erin", "owner: gina")
+            .replace(
+                "  scripts:\n",
+                &format!("  apps:\n    - slug: web\n      displayName: Web\n      port: {port}\n  scripts:\n"),
+            ),
+    );
+    eventually(&op, "gina", "running its agent", |ws| {
+        ws.pointer("/status/agent/connected") == Some(&Value::Bool(true))
+    });
+    let (server, admin) = op.server_and_token();
+    let gina = ok(&op, &["token", "create", "gina"])
+        .stdout
+        .trim()
+        .to_string();
+    let mallory = ok(&op, &["token", "create", "mallory"])
+        .stdout
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let app_url = format!("{server}/@gina/gina/apps/web/");
+    runtime().block_on(async {
+        // Without a session: refused.
+        let r = http.get(&app_url).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        // The owner gets a one-time link; it becomes a cookie.
+        let open = http
+            .post(format!("{server}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/gina/open"))
+            .bearer_auth(&gina)
+            .json(&serde_json::json!({"app": "web"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(open.status(), 201);
+        let link: Value = open.json().await.unwrap();
+        let url = format!("{server}{}", link["url"].as_str().unwrap());
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/@gina/gina/apps/web/");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(cookie.contains("Path=/@gina/gina/apps/web/"), "{cookie}");
+        let session = cookie.split(';').next().unwrap().to_string();
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 401, "a link works once");
+        let page = http.get(&app_url).header("cookie", &session).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(
+            page.text().await.unwrap(),
+            "hello from the app; berth credentials seen: false"
+        );
+        // Cross-site requests are refused even with the cookie.
+        let r = http
+            .get(&app_url)
+            .header("cookie", &session)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        // A WebSocket through the app path, with the cookie.
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let ws_url = format!("{}echo", app_url.replace("http://", "ws://"));
+        let mut req = ws_url.clone().into_client_request().unwrap();
+        req.headers_mut().insert("cookie", session.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket with the cookie");
+        ws.send(tokio_tungstenite::tungstenite::Message::text("hi")).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.to_text().unwrap(), "echo: hi");
+        match tokio_tungstenite::connect_async(ws_url.clone()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("a websocket without the cookie must be refused: {other:?}"),
+        }
+        // Another user: refused on the app (token or ticket), the relay and port-forwards.
+        let r = http.get(&app_url).bearer_auth(&mallory).send().await.unwrap();
+        assert_eq!(r.status(), 404, "another user's token on the app");
+        let r = http
+            .post(format!("{server}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/gina/open"))
+            .bearer_auth(&mallory)
+            .json(&serde_json::json!({"app": "web"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "another user cannot mint a link");
+        for target in ["target=ssh", &format!("target=tcp&port={port}")] {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("authorization", format!("Bearer {mallory}").parse().unwrap());
+            let url = format!("{server}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/gina/connect?{target}");
+            match berth::relay::ws::dial(&reqwest::Client::new(), &url, h).await {
+                Err(berth::relay::ws::DialError::Refused { status, .. }) => assert_eq!(status, 404, "{target}"),
+                other => panic!("{target}: another user's token must be refused: {:?}", other.err()),
+            }
+        }
+        let _ = admin;
+    });
+
+    // berth port-forward reaches the same server inside the workspace.
+    let local = free_port();
+    let mut pf = op
+        .command(&["port-forward", "gina", &format!("{local}:{port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut lines = std::io::BufReader::new(pf.stdout.take().unwrap());
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(
+        first,
+        format!("Forwarding from 127.0.0.1:{local} -> {port}\n")
+    );
+    let body = runtime().block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{local}/@gina/gina/apps/web/"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(body.starts_with("hello from the app"), "{body}");
+    let mut second = String::new();
+    lines.read_line(&mut second).unwrap();
+    assert_eq!(second, format!("Handling connection for {local}\n"));
+    let _ = pf.kill();
+    let _ = pf.wait();
+    let out = ok(&op, &["describe", "ws", "gina"]);
+    assert!(
+        out.stdout
+            .contains(&format!("connected (port-forward:{port})")),
+        "{}",
+        out.stdout
+    );
+    let ws = workspace(&op, "gina");
+    let source = ws
+        .pointer("/status/lastActivitySource")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(
+        source == "app:web" || source.starts_with("port-forward:"),
+        "{source}"
+    );
+}

@@ -35,6 +35,40 @@ pub struct WorkspaceTemplateSpec {
     /// Startup scripts, run in order at container start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scripts: Vec<Script>,
+    /// Web apps inside the workspace that the operator serves under
+    /// `/@<owner>/<workspace>/apps/<slug>/` (VS Code Web, Jupyter, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<App>,
+}
+
+/// A web app served from inside the workspace, reached through the operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    /// Identifier in the app's path (a DNS label: `vscode`).
+    pub slug: String,
+    /// Label of the app's button.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// The port it listens on, on the workspace's loopback.
+    pub port: u16,
+    /// Offer it only when this bool parameter is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Who may open it: `owner` (and admins), or any `authenticated` user.
+    #[serde(default)]
+    pub share: AppShare,
+}
+
+/// Who may open an app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AppShare {
+    /// The workspace's owner and admins.
+    #[default]
+    Owner,
+    /// Anyone signed in to Berth.
+    Authenticated,
 }
 
 /// AWS infrastructure the workspaces run on.

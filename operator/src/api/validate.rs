@@ -611,6 +611,7 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
         }
         parameter_definition(errs, &path, p);
     }
+    apps(errs, s);
     let mut script_names = BTreeSet::new();
     for (i, sc) in s.scripts.iter().enumerate() {
         let path = format!("spec.scripts[{i}]");
@@ -630,6 +631,52 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             errs.add(format!("{path}.script"), "must not be empty");
         }
         if let Some(w) = &sc.when {
+            match s.parameters.iter().find(|p| &p.name == w) {
+                None => errs.add(format!("{path}.when"), format!("names no parameter {w:?}")),
+                Some(p) if p.type_ != ParameterType::Bool => errs.add(
+                    format!("{path}.when"),
+                    format!(
+                        "parameter {w:?} is {}, but `when` needs a bool parameter",
+                        p.type_.as_str()
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Apps: slugs are unique DNS labels, ports are not 0, `when` names a bool parameter.
+fn apps(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
+    let mut slugs = BTreeSet::new();
+    for (i, a) in s.apps.iter().enumerate() {
+        let path = format!("spec.apps[{i}]");
+        let label = !a.slug.is_empty()
+            && a.slug.len() <= 63
+            && a.slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !a.slug.starts_with('-')
+            && !a.slug.ends_with('-');
+        if !label {
+            errs.add(
+                format!("{path}.slug"),
+                format!(
+                    "{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)",
+                    a.slug
+                ),
+            );
+        }
+        if !slugs.insert(a.slug.as_str()) {
+            errs.add(
+                format!("{path}.slug"),
+                format!("duplicate app {:?}", a.slug),
+            );
+        }
+        if a.port == 0 {
+            errs.add(format!("{path}.port"), "must be from 1 to 65535");
+        }
+        if let Some(w) = &a.when {
             match s.parameters.iter().find(|p| &p.name == w) {
                 None => errs.add(format!("{path}.when"), format!("names no parameter {w:?}")),
                 Some(p) if p.type_ != ParameterType::Bool => errs.add(

@@ -581,6 +581,21 @@ impl Client {
         self.json(self.request(reqwest::Method::POST, &path)).await
     }
 
+    /// A one-time link to a workspace app (`{"url": "/@…?berth_ticket=…"}`).
+    pub async fn open_app(
+        &self,
+        namespace: &str,
+        name: &str,
+        app: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/open");
+        self.json(
+            self.request(reqwest::Method::POST, &path)
+                .json(&serde_json::json!({ "app": app })),
+        )
+        .await
+    }
+
     /// Records a start asked for by connecting to a stopped workspace
     /// (reason `Connect`).
     pub async fn start_for_connect(

@@ -400,6 +400,12 @@ pub fn parse_port_map(s: &str) -> Result<PortMap, String> {
     Ok(PortMap { local, remote })
 }
 
+/// A line on stdout; a closed stdout (`| head`) is not worth dying for.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// `berth port-forward WS 8080[:3000] …`: listens on 127.0.0.1 and forwards
 /// each connection to that port inside the workspace, until interrupted.
 pub async fn port_forward(
@@ -417,7 +423,10 @@ pub async fn port_forward(
             .local_addr()
             .map_err(|e| other(e.to_string()))?
             .port();
-        println!("Forwarding from 127.0.0.1:{local} -> {}", m.remote);
+        say(&format!(
+            "Forwarding from 127.0.0.1:{local} -> {}",
+            m.remote
+        ));
         let (client, ns, name, remote) =
             (client.clone(), ns.to_string(), name.to_string(), m.remote);
         tasks.spawn(async move {
@@ -425,7 +434,7 @@ pub async fn port_forward(
                 let Ok((mut tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                println!("Handling connection for {local}");
+                say(&format!("Handling connection for {local}"));
                 let (client, ns, name) = (client.clone(), ns.clone(), name.clone());
                 tokio::spawn(async move {
                     match client.connect_stream(&ns, &name, "tcp", Some(remote)).await {

@@ -235,6 +235,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a one-time link that opens a workspace app (VS Code Web, …) in a browser.
+    Open {
+        /// Workspace name.
+        workspace: String,
+        /// The app's slug (the template's `spec.apps[].slug`).
+        app: String,
+        /// Refuse instead of starting a stopped workspace.
+        #[arg(long)]
+        no_start: bool,
+    },
     /// Forward local ports to ports inside a workspace (`8080`, `9000:3000`).
     PortForward {
         /// Workspace name.
@@ -622,6 +632,26 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             g.config.as_deref(),
             g.namespace.as_deref(),
         ),
+        Command::Open {
+            workspace,
+            app,
+            no_start,
+        } => {
+            let name =
+                power::workspace_name(&workspace, "open").map_err(|e| CliError::Many(vec![e]))?;
+            let (client, ns) = connect(&g)?;
+            connect::ensure_ready(&client, &ns, &name, no_start).await?;
+            let r = client.open_app(&ns, &name, &app).await?;
+            println!(
+                "{}{}",
+                client.server(),
+                r["url"].as_str().unwrap_or_default()
+            );
+            eprintln!(
+                "(the link works once, within a minute; the app stays signed in for 12 hours)"
+            );
+            Ok(0)
+        }
         Command::PortForward {
             workspace,
             ports,

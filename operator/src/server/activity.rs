@@ -138,12 +138,16 @@ pub async fn workspace_action(
             super::routes::power(st, caller, ns, name, &action, connect).await
         }
         "activity" => activity(st, &headers, &ns, &name, &body).await,
+        "open" => {
+            let caller = person(&st, &headers).await?;
+            super::apps::open(st, caller, &ns, &name, &body).await
+        }
         "extend" => {
             let caller = person(&st, &headers).await?;
             extend(st, caller, &ns, &name, &body).await
         }
         other => Err(ApiError::NotFound(format!(
-            "no action {other:?} (start, stop, restart, activity, extend)"
+            "no action {other:?} (start, stop, restart, activity, extend, open)"
         ))),
     }
 }

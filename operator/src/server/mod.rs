@@ -21,6 +21,7 @@
 
 mod activity;
 pub mod agent;
+pub mod apps;
 mod auth;
 pub mod binaries;
 pub mod connect;
@@ -83,6 +84,20 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/bin/{file}", get(binaries::serve))
+        // Workspace apps: `/@owner/workspace/apps/slug/…` (the handler
+        // refuses an owner segment without its `@`).
+        .route(
+            "/{owner}/{workspace}/apps/{slug}",
+            axum::routing::any(apps::serve),
+        )
+        .route(
+            "/{owner}/{workspace}/apps/{slug}/{*rest}",
+            axum::routing::any(apps::serve),
+        )
+        .route(
+            "/{owner}/{workspace}/apps/{slug}/",
+            axum::routing::any(apps::serve),
+        )
         .route(&format!("{base}/apply"), post(routes::apply_many))
         .route(&format!("{base}/tokens"), post(routes::create_token))
         .route(&format!("{base}/whoami"), get(routes::whoami))

@@ -24,6 +24,7 @@ mod objects;
 mod templates;
 mod tokens;
 mod watch;
+mod web;
 
 pub use agent::{
     AgentScript, AgentSession, StoredLine, KEEP_STARTS, LOG_CAP_BYTES, REPLICA_TIMEOUT,
