@@ -215,6 +215,14 @@ pub fn task_definition(
         template_version.to_string(),
     );
     env.insert("HOME".into(), template.container.home_path.clone());
+    // Where the operator serves this workspace's apps (an app's base path
+    // is this plus its slug and `/`), e.g. for `code serve-web --server-base-path`.
+    env.insert(
+        "BERTH_APPS_PATH".into(),
+        crate::server::apps::app_path(&ws.owner, id.namespace, id.name, "")
+            .trim_end_matches('/')
+            .to_string(),
+    );
     if !agent.access_url.is_empty() {
         env.insert(
             "BERTH_API_URL".into(),
