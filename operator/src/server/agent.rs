@@ -48,6 +48,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AgentHub {
     /// This replica's id (as recorded in agent sessions and `replicas`).
     pub replica: String,
+    /// How often this replica pings each agent: [`protocol::HEARTBEAT`]
+    /// (`berth bench agents` shortens it to count heartbeats in a minute).
+    pub heartbeat: Duration,
     connected: AtomicUsize,
     heartbeats: AtomicU64,
     messages: AtomicU64,
@@ -68,6 +71,7 @@ impl AgentHub {
     pub fn new(replica: String) -> AgentHub {
         AgentHub {
             replica,
+            heartbeat: protocol::HEARTBEAT,
             connected: AtomicUsize::new(0),
             heartbeats: AtomicU64::new(0),
             messages: AtomicU64::new(0),
@@ -370,14 +374,14 @@ impl Connection {
         )
         .await;
 
-        let mut ping = tokio::time::interval(protocol::HEARTBEAT);
+        let mut ping = tokio::time::interval(hub.heartbeat);
         ping.tick().await;
         let mut heard = Instant::now();
         loop {
             tokio::select! {
                 _ = ping.tick() => {
                     let silent = heard.elapsed();
-                    if silent > protocol::HEARTBEAT * 3 {
+                    if silent > hub.heartbeat * 3 {
                         return Err(ConnError::Silent(silent));
                     }
                     socket.send(Message::Ping(Vec::new().into())).await.map_err(|e| ConnError::Socket(e.to_string()))?;

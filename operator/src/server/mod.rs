@@ -384,7 +384,9 @@ pub async fn run_operator_with(
     result
 }
 
-async fn replica_heartbeat(store: Store, replica: String, url: String) {
+/// Proves every `REPLICA_TIMEOUT / 3` that this replica (and so the agent
+/// connections it holds) is alive, and reaps agents of dead replicas.
+pub(crate) async fn replica_heartbeat(store: Store, replica: String, url: String) {
     let mut tick = tokio::time::interval(crate::store::REPLICA_TIMEOUT / 3);
     loop {
         tick.tick().await;
@@ -397,9 +399,14 @@ async fn replica_heartbeat(store: Store, replica: String, url: String) {
             Ok(gone) => {
                 for (ns, name) in gone {
                     tracing::info!(workspace = %format!("{ns}/{name}"), "its agent's replica is gone; the agent counts as disconnected");
-                    match store.object_touch(crate::api::Kind::Workspace, &ns, &name).await {
+                    match store
+                        .object_touch(crate::api::Kind::Workspace, &ns, &name)
+                        .await
+                    {
                         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
-                        Err(e) => tracing::warn!(error = %e, "could not wake a workspace's controller"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not wake a workspace's controller")
+                        }
                     }
                 }
             }
