@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod apply;
 pub mod bench;
+pub mod bench_agents;
 pub mod bench_gitops;
 pub mod controllers;
 pub mod gitops;

@@ -429,7 +429,8 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
     let url = match &cmd {
         BenchCommand::Apply { database_url, .. }
         | BenchCommand::Reconcile { database_url, .. }
-        | BenchCommand::Gitops { database_url, .. } => database_url.clone(),
+        | BenchCommand::Gitops { database_url, .. }
+        | BenchCommand::Agents { database_url, .. } => database_url.clone(),
     };
     let (url, pg) = match url {
         Some(u) => (u, None),
@@ -476,6 +477,18 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
                 let figures = crate::bench_gitops::bench_gitops(&url, n)
                     .await
                     .context("bench gitops")?;
+                print!("{}", figures.render());
+            }
+            BenchCommand::Agents {
+                agents,
+                duration,
+                heartbeat,
+                ..
+            } => {
+                let cfg = crate::bench_agents::AgentsBench::new(agents, duration, heartbeat);
+                let figures = crate::bench_agents::bench_agents(&url, &cfg)
+                    .await
+                    .context("bench agents")?;
                 print!("{}", figures.render());
             }
         }

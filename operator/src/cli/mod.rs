@@ -436,6 +436,22 @@ pub enum BenchCommand {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Keep N workspace agents connected to an in-process API server; print the heartbeats counted,
+    /// the database writes PostgreSQL counted meanwhile (goal ≤ 1% of heartbeats) and RSS per agent.
+    Agents {
+        /// Agents (one workspace each).
+        #[arg(long, default_value_t = 1_000)]
+        agents: usize,
+        /// How long all of them stay connected while heartbeats are counted.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The server's ping period for the run (production: 15s).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        heartbeat: Duration,
+        /// PostgreSQL server to use (a fresh database is created on it) [default: a private one].
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 /// `berth pg …`.
