@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod localrt;
 pub mod metrics;
 pub mod server;
+pub mod ssh;
 
 pub mod cli;
 pub mod localpg;

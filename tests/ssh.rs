@@ -1,0 +1,424 @@
+//! The embedded SSH server (`berth::ssh::serve`) on a real TCP listener,
+//! driven by the stock OpenSSH tools (ssh, scp, sftp, ssh-keyscan) and by
+//! Berth's own russh client (`berth::ssh::run_client`).
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use berth::ssh::{load_or_create_host_key, run_client, serve, ClientIo, ClientOptions, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Server {
+    port: u16,
+    home: PathBuf,
+    activity: Arc<Mutex<Vec<&'static str>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Serves every connection to 127.0.0.1:PORT with `serve`; the key lives at
+/// `key_path` (created on first use) and home is a fresh directory.
+async fn start_with_key(key_path: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let activity = Arc::new(Mutex::new(Vec::new()));
+    let mut cfg = ServerConfig::new(load_or_create_host_key(key_path).unwrap());
+    cfg.shell = PathBuf::from("/bin/sh");
+    cfg.home = home.clone();
+    cfg.env = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("BERTH_TEST_VAR".into(), "from-config".into()),
+    ];
+    let seen = activity.clone();
+    cfg.activity = Arc::new(move |kind| seen.lock().unwrap().push(kind));
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve(tcp, cfg).await {
+                    eprintln!("serve: {e}");
+                }
+            });
+        }
+    });
+    Server {
+        port,
+        home,
+        activity,
+        _dir: dir,
+    }
+}
+
+async fn start() -> (Server, tempfile::TempDir) {
+    let keys = tempfile::tempdir().unwrap();
+    let s = start_with_key(&keys.path().join(".berth/ssh_host_ed25519_key")).await;
+    (s, keys)
+}
+
+const SSH_OPTS: &[&str] = &[
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+];
+
+fn ssh(port: u16) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("ssh");
+    c.args(SSH_OPTS)
+        .arg("-p")
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn output(mut c: tokio::process::Command) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(60), c.output())
+        .await
+        .expect("command timed out")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_exec_prints_and_exits_with_the_status() {
+    let (s, _k) = start().await;
+    let mut c = ssh(s.port);
+    c.arg("dev@127.0.0.1").arg(r#"sh -c "echo hi; exit 3""#);
+    let out = output(c).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.activity.lock().unwrap().contains(&"ssh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_exec_gets_the_configured_environment_in_home() {
+    let (s, _k) = start().await;
+    let mut c = ssh(s.port);
+    c.arg("-o")
+        .arg("SetEnv=LANG=C.UTF-8")
+        .arg("dev@127.0.0.1")
+        .arg("echo $BERTH_TEST_VAR; echo $LANG; pwd; env | grep -c '^CARGO_' || true");
+    let out = output(c).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "from-config");
+    assert_eq!(lines[1], "C.UTF-8");
+    assert_eq!(
+        Path::new(lines[2]).canonicalize().unwrap(),
+        s.home.canonicalize().unwrap()
+    );
+    // The agent's own environment (here: cargo's) does not leak into sessions.
+    assert_eq!(lines[3], "0");
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_stdin_eof_reaches_the_command() {
+    let (s, _k) = start().await;
+    let mut c = ssh(s.port);
+    c.arg("dev@127.0.0.1").arg("wc -c").stdin(Stdio::piped());
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[0u8; 1000]).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_tty_session_has_a_pty() {
+    let (s, _k) = start().await;
+    let mut c = ssh(s.port);
+    c.arg("-tt")
+        .arg("dev@127.0.0.1")
+        .arg("tty; echo TERM=$TERM; stty size; exit 5");
+    c.env("TERM", "xterm-test");
+    let out = output(c).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("/dev/pts/"), "{text:?}");
+    assert!(text.contains("TERM=xterm-test"), "{text:?}");
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_shell_without_pty_reads_commands_from_stdin() {
+    let (s, _k) = start().await;
+    let mut c = ssh(s.port);
+    c.arg("-T").arg("dev@127.0.0.1").stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo from-shell\nexit 4\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-shell"));
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scp_and_sftp_copy_files_both_ways() {
+    let (s, _k) = start().await;
+    let local = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let src = local.path().join("up.bin");
+    std::fs::write(&src, &payload).unwrap();
+
+    // scp in SFTP mode, relative path = home.
+    let mut c = tokio::process::Command::new("scp");
+    c.args(SSH_OPTS)
+        .arg("-s")
+        .arg("-P")
+        .arg(s.port.to_string())
+        .arg(&src)
+        .arg("dev@127.0.0.1:up.bin")
+        .kill_on_drop(true);
+    let out = output(c).await;
+    assert!(out.status.success(), "scp up: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(s.home.join("up.bin")).unwrap(), payload);
+
+    let back = local.path().join("down.bin");
+    let mut c = tokio::process::Command::new("scp");
+    c.args(SSH_OPTS)
+        .arg("-s")
+        .arg("-P")
+        .arg(s.port.to_string())
+        .arg("dev@127.0.0.1:up.bin")
+        .arg(&back)
+        .kill_on_drop(true);
+    let out = output(c).await;
+    assert!(out.status.success(), "scp down: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&back).unwrap(), payload);
+
+    // sftp batch: mkdir, put, ls, rename, get, rm.
+    let batch = local.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir d\nput {} d/a.bin\nls -l d\nrename d/a.bin d/b.bin\nget d/b.bin {}\nrm d/b.bin\nrmdir d\n",
+            src.display(),
+            local.path().join("via-sftp.bin").display()
+        ),
+    )
+    .unwrap();
+    let mut c = tokio::process::Command::new("sftp");
+    c.args(SSH_OPTS)
+        .arg("-P")
+        .arg(s.port.to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg("dev@127.0.0.1")
+        .kill_on_drop(true);
+    let out = output(c).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sftp: {} {}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("a.bin"), "{text}");
+    assert_eq!(std::fs::read(local.path().join("via-sftp.bin")).unwrap(), payload);
+    assert!(!s.home.join("d").exists());
+    assert!(s.activity.lock().unwrap().contains(&"sftp"));
+}
+
+async fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects (retrying while ssh sets the forward up) and checks the echo.
+async fn check_echo(port: u16) {
+    for _ in 0..100 {
+        if let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)).await {
+            if tcp.write_all(b"ping through ssh").await.is_ok() {
+                let mut buf = [0u8; 16];
+                if tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut buf))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    assert_eq!(&buf, b"ping through ssh");
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no echo through port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_local_forward_reaches_a_port_inside_the_workspace() {
+    let (s, _k) = start().await;
+    let echo = echo_server().await;
+    let local = free_port();
+    let mut c = ssh(s.port);
+    c.arg("-N")
+        .arg("-o")
+        .arg("ExitOnForwardFailure=yes")
+        .arg("-L")
+        .arg(format!("{local}:127.0.0.1:{echo}"))
+        .arg("dev@127.0.0.1");
+    let _child = c.spawn().unwrap();
+    check_echo(local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_remote_forward_exposes_a_client_port_in_the_workspace() {
+    let (s, _k) = start().await;
+    let echo = echo_server().await;
+    let remote = free_port();
+    let mut c = ssh(s.port);
+    c.arg("-N")
+        .arg("-o")
+        .arg("ExitOnForwardFailure=yes")
+        .arg("-R")
+        .arg(format!("{remote}:127.0.0.1:{echo}"))
+        .arg("dev@127.0.0.1");
+    let _child = c.spawn().unwrap();
+    check_echo(remote).await;
+}
+
+/// An AsyncWrite into shared memory.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl AsyncWrite for Sink {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn russh_run(port: u16, command: &str, stdin: Vec<u8>) -> (i32, Vec<u8>, Vec<u8>) {
+    let out = Sink::default();
+    let err = Sink::default();
+    let opts = ClientOptions {
+        user: "dev".into(),
+        command: Some(command.into()),
+        pty: false,
+        term: "xterm".into(),
+        local_tty: false,
+        env: vec![],
+        io: ClientIo {
+            stdin: Box::new(std::io::Cursor::new(stdin)),
+            stdout: Box::new(out.clone()),
+            stderr: Box::new(err.clone()),
+        },
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(120), run_client(tcp, opts))
+        .await
+        .expect("client timed out")
+        .unwrap();
+    let o = out.0.lock().unwrap().clone();
+    let e = err.0.lock().unwrap().clone();
+    (code, o, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_client_gets_exit_code_and_separate_stderr() {
+    let (s, _k) = start().await;
+    let (code, out, err) = russh_run(s.port, "echo out; echo err >&2; exit 7", vec![]).await;
+    assert_eq!(code, 7);
+    assert_eq!(out, b"out\n");
+    assert_eq!(err, b"err\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_client_pipes_10_mib_through_cat_byte_identical() {
+    let (s, _k) = start().await;
+    let mut data = vec![0u8; 10 * 1024 * 1024];
+    let mut x: u32 = 0x1234_5678;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let (code, out, err) = russh_run(s.port, "cat", data.clone()).await;
+    assert_eq!(code, 0, "stderr: {}", String::from_utf8_lossy(&err));
+    assert_eq!(out.len(), data.len());
+    assert!(out == data, "output differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn russh_client_reports_a_signal_as_128_plus_n() {
+    let (s, _k) = start().await;
+    let (code, _, _) = russh_run(s.port, "kill -TERM $$", vec![]).await;
+    assert_eq!(code, 128 + 15);
+}
+
+async fn keyscan(port: u16) -> String {
+    let mut c = tokio::process::Command::new("ssh-keyscan");
+    c.arg("-t")
+        .arg("ed25519")
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("127.0.0.1")
+        .kill_on_drop(true);
+    let out = output(c).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let key = text
+        .lines()
+        .find(|l| l.contains("ssh-ed25519"))
+        .unwrap_or_else(|| panic!("no key from keyscan: {text:?}"));
+    key.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_key_persists_across_servers() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join(".berth/ssh_host_ed25519_key");
+    let a = start_with_key(&path).await;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let b = start_with_key(&path).await;
+    let ka = keyscan(a.port).await;
+    let kb = keyscan(b.port).await;
+    assert_eq!(ka, kb);
+    let other = tempfile::tempdir().unwrap();
+    let c = start_with_key(&other.path().join("key")).await;
+    assert_ne!(keyscan(c.port).await, ka);
+}
