@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use berth::ssh::{load_or_create_host_key, run_client, serve, ClientIo, ClientOptions, ServerConfig};
+use berth::ssh::{
+    load_or_create_host_key, run_client, serve, ClientIo, ClientOptions, ServerConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -101,7 +103,12 @@ async fn openssh_exec_prints_and_exits_with_the_status() {
     c.arg("dev@127.0.0.1").arg(r#"sh -c "echo hi; exit 3""#);
     let out = output(c).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.activity.lock().unwrap().contains(&"ssh"));
 }
 
@@ -163,7 +170,10 @@ async fn openssh_tty_session_has_a_pty() {
 async fn openssh_shell_without_pty_reads_commands_from_stdin() {
     let (s, _k) = start().await;
     let mut c = ssh(s.port);
-    c.arg("-T").arg("dev@127.0.0.1").stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.arg("-T")
+        .arg("dev@127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"echo from-shell\nexit 4\n").await.unwrap();
@@ -194,7 +204,11 @@ async fn scp_and_sftp_copy_files_both_ways() {
         .arg("dev@127.0.0.1:up.bin")
         .kill_on_drop(true);
     let out = output(c).await;
-    assert!(out.status.success(), "scp up: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scp up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(s.home.join("up.bin")).unwrap(), payload);
 
     let back = local.path().join("down.bin");
@@ -207,7 +221,11 @@ async fn scp_and_sftp_copy_files_both_ways() {
         .arg(&back)
         .kill_on_drop(true);
     let out = output(c).await;
-    assert!(out.status.success(), "scp down: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scp down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(&back).unwrap(), payload);
 
     // sftp batch: mkdir, put, ls, rename, get, rm.
@@ -231,9 +249,17 @@ async fn scp_and_sftp_copy_files_both_ways() {
         .kill_on_drop(true);
     let out = output(c).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sftp: {} {}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sftp: {} {}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("a.bin"), "{text}");
-    assert_eq!(std::fs::read(local.path().join("via-sftp.bin")).unwrap(), payload);
+    assert_eq!(
+        std::fs::read(local.path().join("via-sftp.bin")).unwrap(),
+        payload
+    );
     assert!(!s.home.join("d").exists());
     assert!(s.activity.lock().unwrap().contains(&"sftp"));
 }
@@ -318,7 +344,11 @@ async fn openssh_remote_forward_exposes_a_client_port_in_the_workspace() {
 struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl AsyncWrite for Sink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }

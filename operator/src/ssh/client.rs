@@ -159,7 +159,11 @@ where
         ..Default::default()
     };
     let mut session = client::connect_stream(Arc::new(config), stream, Client).await?;
-    if !session.authenticate_none(opts.user.clone()).await?.success() {
+    if !session
+        .authenticate_none(opts.user.clone())
+        .await?
+        .success()
+    {
         return Err(SshError::AuthRefused);
     }
     let channel = session.channel_open_session().await?;
@@ -177,7 +181,11 @@ where
         Some(cmd) => channel.exec(true, cmd.as_bytes()).await?,
         None => channel.request_shell(true).await?,
     }
-    tracing::debug!(exec = opts.command.is_some(), pty = opts.pty, "ssh session requested");
+    tracing::debug!(
+        exec = opts.command.is_some(),
+        pty = opts.pty,
+        "ssh session requested"
+    );
 
     let _raw = if tty { RawMode::enable() } else { None };
     let ClientIo {

@@ -553,15 +553,38 @@ async fn session_channel(
             ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
                 activity.open("sftp");
                 tracing::debug!("ssh sftp session");
-                let handler = super::sftp::Sftp::new(cfg.home.clone());
-                // Runs in its own task; the channel closes when it ends.
-                russh_sftp::server::run(channel.into_stream(), handler).await;
+                run_sftp(channel, &cfg, activity).await;
                 return;
             }
             ChannelMsg::Close => return,
             _ => {}
         }
     }
+}
+
+/// Runs the SFTP server on a session channel. russh-sftp runs in its own
+/// task and does not say when it is done, so it gets one end of a pipe and
+/// this end is copied to and from the channel; when its end closes, the
+/// channel gets exit-status 0 (as from sshd's sftp-server; scp and sftp
+/// treat a missing status as failure) and is closed.
+async fn run_sftp(channel: Channel<Msg>, cfg: &ServerConfig, activity: Arc<Activity>) {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    russh_sftp::server::run(theirs, super::sftp::Sftp::new(cfg.home.clone())).await;
+    let (mut ours_rd, mut ours_wr) = tokio::io::split(ours);
+    let (mut ch_rd, ch_wr) = channel.split();
+    let act = activity.clone();
+    let up = tokio::spawn(async move {
+        let mut reader = ch_rd.make_reader();
+        let _ = pump(&mut reader, &mut ours_wr, &act, "sftp").await;
+        let _ = ours_wr.shutdown().await;
+    });
+    let mut writer = ch_wr.make_writer();
+    let _ = pump(&mut ours_rd, &mut writer, &activity, "sftp").await;
+    up.abort();
+    let _ = ch_wr.exit_status(0).await;
+    let _ = ch_wr.eof().await;
+    let _ = ch_wr.close().await;
+    tracing::debug!("ssh sftp session ended");
 }
 
 /// Input for the child, handed to a writer task so that the channel's
@@ -652,7 +675,10 @@ fn build_command(
         cmd.env("SHELL", &cfg.shell);
     }
     if !has("PATH") {
-        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin");
+        cmd.env(
+            "PATH",
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+        );
     }
     if let Some(term) = term {
         cmd.env("TERM", term);

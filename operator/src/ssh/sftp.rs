@@ -116,7 +116,10 @@ async fn apply_attrs(path: &Path, attrs: &FileAttributes) -> std::io::Result<()>
         tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).await?;
     }
     if let (Some(atime), Some(mtime)) = (attrs.atime, attrs.mtime) {
-        let f = std::fs::File::options().write(true).open(path).or_else(|_| std::fs::File::open(path))?;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .or_else(|_| std::fs::File::open(path))?;
         let t = |s: u32| std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(s));
         let times = std::fs::FileTimes::new()
             .set_accessed(t(atime))
