@@ -452,3 +452,96 @@ async fn host_key_persists_across_servers() {
     let c = start_with_key(&other.path().join("key")).await;
     assert_ne!(keyscan(c.port).await, ka);
 }
+
+struct AcceptAnyKey;
+
+impl russh::client::Handler for AcceptAnyKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Reads channel data until `needle` shows up; returns everything read.
+async fn read_until(ch: &mut russh::Channel<russh::client::Msg>, buf: &mut Vec<u8>, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(buf).contains(needle) {
+        match tokio::time::timeout_at(deadline, ch.wait()).await {
+            Ok(Some(russh::ChannelMsg::Data { data })) => buf.extend_from_slice(&data),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!(
+                "channel closed before {needle:?}: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+            Err(_) => panic!(
+                "timed out waiting for {needle:?}: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_change_resizes_the_pty_and_a_signal_reaches_the_process() {
+    let (s, _k) = start().await;
+    let tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let config = Arc::new(russh::client::Config::default());
+    let mut session = russh::client::connect_stream(config, tcp, AcceptAnyKey)
+        .await
+        .unwrap();
+    assert!(session.authenticate_none("dev").await.unwrap().success());
+    let mut ch = session.channel_open_session().await.unwrap();
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    ch.exec(
+        true,
+        "stty size; echo READY; read x; stty size; echo READY2; sleep 30",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut ch, &mut buf, "READY\r\n").await;
+    assert!(
+        String::from_utf8_lossy(&buf).contains("24 80"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    ch.window_change(132, 50, 0, 0).await.unwrap();
+    ch.data(&b"\n"[..]).await.unwrap();
+    let mut buf = Vec::new();
+    read_until(&mut ch, &mut buf, "READY2").await;
+    assert!(
+        String::from_utf8_lossy(&buf).contains("50 132"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+
+    // `sleep 30` is killed with a signal request; the shell (the session's
+    // process) then reports it as an exit signal or as 128 + 15.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ch.signal(russh::Sig::TERM).await.unwrap();
+    let mut ended = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ended.is_none() {
+        match tokio::time::timeout_at(deadline, ch.wait())
+            .await
+            .expect("no exit after signal")
+        {
+            Some(russh::ChannelMsg::ExitSignal { signal_name, .. }) => {
+                ended = Some(format!("signal {signal_name:?}"))
+            }
+            Some(russh::ChannelMsg::ExitStatus { exit_status }) => {
+                ended = Some(format!("status {exit_status}"))
+            }
+            Some(_) => {}
+            None => panic!("closed without exit status"),
+        }
+    }
+    let ended = ended.unwrap();
+    assert!(ended == "signal TERM" || ended == "status 143", "{ended}");
+}

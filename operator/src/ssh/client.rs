@@ -245,11 +245,9 @@ where
                     break Err(e);
                 }
             }
-            ChannelMsg::ExtendedData { data, ext } => {
-                if ext == 1 {
-                    if let Err(e) = write_out(&mut stderr, &data).await {
-                        break Err(e);
-                    }
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                if let Err(e) = write_out(&mut stderr, &data).await {
+                    break Err(e);
                 }
             }
             ChannelMsg::ExitStatus { exit_status } => {
