@@ -545,3 +545,98 @@ async fn window_change_resizes_the_pty_and_a_signal_reaches_the_process() {
     let ended = ended.unwrap();
     assert!(ended == "signal TERM" || ended == "status 143", "{ended}");
 }
+
+/// Not a test by itself: `interactive_client_in_a_terminal` runs this test
+/// binary again on a pty with the variable set, making it `berth ssh WS` in a
+/// terminal (ClientOptions::for_terminal, the process's own stdio).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_client_helper() {
+    let Ok(port) = std::env::var("BERTH_SSH_TEST_HELPER_PORT") else {
+        return;
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+        .await
+        .unwrap();
+    let opts = ClientOptions::for_terminal("dev", None, false);
+    assert!(opts.pty && opts.local_tty);
+    let code = run_client(tcp, opts).await.unwrap();
+    let t = rustix::termios::tcgetattr(std::io::stdin()).unwrap();
+    if t.local_modes
+        .contains(rustix::termios::LocalModes::ICANON | rustix::termios::LocalModes::ECHO)
+    {
+        println!("TERMINAL-RESTORED");
+    }
+    std::process::exit(code);
+}
+
+async fn read_pty_until(pty: &mut pty_process::Pty, buf: &mut Vec<u8>, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(buf).contains(needle) {
+        match tokio::time::timeout_at(deadline, pty.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => panic!(
+                "pty closed before {needle:?}: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+            Err(_) => panic!(
+                "timed out waiting for {needle:?}: {:?}",
+                String::from_utf8_lossy(buf)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_client_in_a_terminal() {
+    let (s, _k) = start().await;
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(30, 90)).unwrap();
+    let mut child = pty_process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "interactive_client_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_SSH_TEST_HELPER_PORT", s.port.to_string())
+        .env("TERM", "xterm-256color")
+        .kill_on_drop(true)
+        .spawn(pts)
+        .unwrap();
+    let mut buf = Vec::new();
+    // A login shell on a remote pty, sized like the local terminal.
+    pty.write_all(b"tty; stty size; echo MARK$((1+1))\r")
+        .await
+        .unwrap();
+    read_pty_until(&mut pty, &mut buf, "MARK2").await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("30 90"), "{text:?}");
+    // Local raw mode while the session runs.
+    let t = rustix::termios::tcgetattr(&pty).unwrap();
+    assert!(!t.local_modes.contains(rustix::termios::LocalModes::ICANON));
+
+    // Resizing the local terminal (SIGWINCH) resizes the remote pty.
+    pty.resize(pty_process::Size::new(40, 100)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buf = Vec::new();
+    pty.write_all(b"stty size; echo MARK$((2+2))\r")
+        .await
+        .unwrap();
+    read_pty_until(&mut pty, &mut buf, "MARK4").await;
+    assert!(
+        String::from_utf8_lossy(&buf).contains("40 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+
+    let mut buf = Vec::new();
+    pty.write_all(b"exit 9\r").await.unwrap();
+    read_pty_until(&mut pty, &mut buf, "TERMINAL-RESTORED").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(9));
+}
