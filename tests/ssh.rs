@@ -640,3 +640,20 @@ async fn interactive_client_in_a_terminal() {
         .unwrap();
     assert_eq!(status.code(), Some(9));
 }
+
+#[test]
+fn an_unreadable_host_key_is_an_error_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ssh_host_ed25519_key");
+    std::fs::write(&path, "not a key").unwrap();
+    assert!(load_or_create_host_key(&path).is_err());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a key");
+    // A new key is created once and then loaded.
+    let fresh = dir.path().join("new/key");
+    let a = load_or_create_host_key(&fresh).unwrap();
+    let b = load_or_create_host_key(&fresh).unwrap();
+    assert_eq!(a.public_key(), b.public_key());
+    assert!(std::fs::read_to_string(&fresh)
+        .unwrap()
+        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+}

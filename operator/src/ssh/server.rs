@@ -166,9 +166,26 @@ where
         forwards: HashMap::new(),
     };
     let session = russh::server::run_stream(Arc::new(config), stream, handler).await?;
-    session.await?;
-    tracing::debug!("ssh connection closed");
+    match session.await {
+        Ok(()) => tracing::debug!("ssh connection closed"),
+        // Clients (and relays) often just drop the stream instead of sending
+        // a disconnect message: that is an ordinary end, not an error.
+        Err(e) if peer_went_away(&e) => tracing::debug!(error = %e, "ssh connection dropped"),
+        Err(e) => return Err(e),
+    }
     Ok(())
+}
+
+fn peer_went_away(e: &SshError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        SshError::Protocol(russh::Error::Disconnect) => true,
+        SshError::Protocol(russh::Error::IO(io)) | SshError::Io(io) => matches!(
+            io.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        ),
+        _ => false,
+    }
 }
 
 /// Rate-limited activity reporting, shared by a connection's channels.
