@@ -261,7 +261,7 @@ async fn scp_and_sftp_copy_files_both_ways() {
         payload
     );
     assert!(!s.home.join("d").exists());
-    assert!(s.activity.lock().unwrap().contains(&"sftp"));
+    assert!(s.activity.lock().unwrap().iter().all(|k| *k == "ssh"));
 }
 
 async fn echo_server() -> u16 {
@@ -321,6 +321,7 @@ async fn openssh_local_forward_reaches_a_port_inside_the_workspace() {
         .arg("dev@127.0.0.1");
     let _child = c.spawn().unwrap();
     check_echo(local).await;
+    assert!(s.activity.lock().unwrap().contains(&"port-forward"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,4 +657,74 @@ fn an_unreadable_host_key_is_an_error_and_left_alone() {
     assert!(std::fs::read_to_string(&fresh)
         .unwrap()
         .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_connection_ends_the_sessions_processes() {
+    let (s, _k) = start().await;
+    for tty in [false, true] {
+        let pid_file = s.home.join(format!("pid-{tty}"));
+        let mut c = ssh(s.port);
+        if tty {
+            c.arg("-tt");
+        }
+        c.arg("dev@127.0.0.1")
+            .arg(format!("echo $$ > {}; exec sleep 100", pid_file.display()));
+        let mut child = c.spawn().unwrap();
+        let mut pid = None;
+        for _ in 0..200 {
+            if let Some(p) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                pid = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = pid.expect("the session did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        // SIGKILL: the client cannot say goodbye, the stream just ends.
+        child.kill().await.unwrap();
+        let mut gone = false;
+        for _ in 0..200 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "process {pid} (tty: {tty}) outlived the connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_client_restores_the_terminal_on_sigterm() {
+    let (s, _k) = start().await;
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(24, 80)).unwrap();
+    let mut child = pty_process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "interactive_client_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_SSH_TEST_HELPER_PORT", s.port.to_string())
+        .kill_on_drop(true)
+        .spawn(pts)
+        .unwrap();
+    let mut buf = Vec::new();
+    pty.write_all(b"echo MARK$((3+3))\r").await.unwrap();
+    read_pty_until(&mut pty, &mut buf, "MARK6").await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut buf = Vec::new();
+    read_pty_until(&mut pty, &mut buf, "TERMINAL-RESTORED").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
 }

@@ -234,9 +234,29 @@ where
         None
     };
 
+    // In raw mode, SIGTERM and SIGHUP end the session here (rather than the
+    // process) so that the terminal is restored.
+    let mut term_signals = if tty {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    } else {
+        None
+    };
+
     let mut status: Option<i32> = None;
     let result = loop {
-        let Some(msg) = rx.wait().await else {
+        let msg = tokio::select! {
+            msg = rx.wait() => msg,
+            signo = termination(&mut term_signals) => {
+                tracing::debug!(signo, "ssh session ended by a local signal");
+                status = Some(128 + signo);
+                break Ok(());
+            }
+        };
+        let Some(msg) = msg else {
             break Ok(());
         };
         match msg {
@@ -281,6 +301,20 @@ where
         .await;
     result?;
     Ok(status.unwrap_or(255))
+}
+
+/// The number of the first of SIGTERM and SIGHUP to arrive; never, if not
+/// listening.
+async fn termination(
+    signals: &mut Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+) -> i32 {
+    match signals {
+        Some((term, hup)) => tokio::select! {
+            _ = term.recv() => nix::sys::signal::Signal::SIGTERM as i32,
+            _ = hup.recv() => nix::sys::signal::Signal::SIGHUP as i32,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_out(w: &mut (dyn AsyncWrite + Unpin + Send), data: &[u8]) -> Result<(), SshError> {

@@ -41,10 +41,19 @@ use tokio::task::JoinHandle;
 
 use super::SshError;
 
-/// Called with an activity kind ("ssh", "vscode", "sftp", "port-forward")
-/// when a session opens and then at most every [`ACTIVITY_INTERVAL`] while
+/// Called with an activity kind when a session opens and then at most every [`ACTIVITY_INTERVAL`] while
 /// data flows.
+///
+/// Kinds are names the agent's activity reports accept
+/// (`agent::activity::parse_kind`): `vscode` for sessions whose command
+/// mentions VS Code (its server install/start scripts; VS Code's plain
+/// `bash` sessions cannot be told apart and count as `ssh`), `port-forward`
+/// for `direct-tcpip` and `tcpip-forward` connections, `ssh` for everything
+/// else (shells, commands, SFTP).
 pub type ActivityFn = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// Every kind [`ActivityFn`] is called with.
+pub const ACTIVITY_KINDS: [&str; 3] = ["ssh", "vscode", "port-forward"];
 
 /// How often, at most, the activity callback fires while data flows.
 pub const ACTIVITY_INTERVAL: Duration = Duration::from_secs(30);
@@ -568,7 +577,7 @@ async fn session_channel(
                 return;
             }
             ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
-                activity.open("sftp");
+                activity.open("ssh");
                 tracing::debug!("ssh sftp session");
                 run_sftp(channel, &cfg, activity).await;
                 return;
@@ -592,11 +601,11 @@ async fn run_sftp(channel: Channel<Msg>, cfg: &ServerConfig, activity: Arc<Activ
     let act = activity.clone();
     let up = tokio::spawn(async move {
         let mut reader = ch_rd.make_reader();
-        let _ = pump(&mut reader, &mut ours_wr, &act, "sftp").await;
+        let _ = pump(&mut reader, &mut ours_wr, &act, "ssh").await;
         let _ = ours_wr.shutdown().await;
     });
     let mut writer = ch_wr.make_writer();
-    let _ = pump(&mut ours_rd, &mut writer, &activity, "sftp").await;
+    let _ = pump(&mut ours_rd, &mut writer, &activity, "ssh").await;
     up.abort();
     let _ = ch_wr.exit_status(0).await;
     let _ = ch_wr.eof().await;
@@ -919,4 +928,14 @@ async fn run_process(
     }
     let _ = tx.eof().await;
     let _ = tx.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn activity_kinds_are_kinds_the_agent_reports() {
+        for k in super::ACTIVITY_KINDS {
+            assert!(crate::agent::activity::parse_kind(k).is_some(), "{k}");
+        }
+    }
 }
