@@ -728,3 +728,44 @@ async fn interactive_client_restores_the_terminal_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(128 + 15));
 }
+
+/// The relay's case: no socket at all, client and server on the two ends of
+/// an in-memory pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_over_an_in_memory_stream() {
+    let keys = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(load_or_create_host_key(&keys.path().join("k")).unwrap());
+    cfg.shell = PathBuf::from("/bin/sh");
+    cfg.home = home.path().to_path_buf();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(serve(a, Arc::new(cfg)));
+    let out = Sink::default();
+    let err = Sink::default();
+    let opts = ClientOptions {
+        user: "dev".into(),
+        command: Some("read line; echo got:$line; echo oops >&2; exit 42".into()),
+        pty: false,
+        term: "xterm".into(),
+        local_tty: false,
+        env: vec![],
+        io: ClientIo {
+            stdin: Box::new(std::io::Cursor::new(b"hello\n".to_vec())),
+            stdout: Box::new(out.clone()),
+            stderr: Box::new(err.clone()),
+        },
+    };
+    let code = tokio::time::timeout(Duration::from_secs(60), run_client(b, opts))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 42);
+    assert_eq!(out.0.lock().unwrap().as_slice(), b"got:hello\n");
+    assert_eq!(err.0.lock().unwrap().as_slice(), b"oops\n");
+    // The client disconnects; the server's end returns cleanly.
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

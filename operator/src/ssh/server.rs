@@ -17,7 +17,7 @@
 //!
 //! Commands run as the agent's own user, with the configured environment
 //! only (plus what the client sends with `env` requests, `TERM` when a pty is
-//! requested, and `HOME`/`SHELL`/`USER` defaults when absent).
+//! requested, and `HOME`, `SHELL` and a standard `PATH` when absent).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
