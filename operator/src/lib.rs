@@ -17,6 +17,7 @@ pub mod localrt;
 pub mod metrics;
 pub mod relay;
 pub mod server;
+pub mod ssh;
 
 pub mod cli;
 pub mod localpg;
