@@ -288,6 +288,70 @@ impl Drop for AgentDir {
     }
 }
 
+/// Where the SSH host key lives: in the home directory, so the workspace
+/// keeps its host key across restarts.
+pub const HOST_KEY_PATH: &str = ".berth/ssh_host_ed25519_key";
+
+/// The embedded SSH server that relayed `ssh` streams reach. Sessions get
+/// the agent's environment without the agent token and without template
+/// secrets (those are for scripts only); they start in `$HOME` with
+/// `$SHELL` (else `/bin/sh`). `None` when the host key cannot be had.
+fn ssh_server(
+    vars: &[(OsString, OsString)],
+    shared: Arc<Shared>,
+    secret_names: Arc<std::sync::OnceLock<Vec<String>>>,
+) -> Option<super::streams::SshServer> {
+    let home = vars
+        .iter()
+        .find(|(k, _)| k == "HOME")
+        .map(|(_, v)| PathBuf::from(v))
+        .filter(|h| !h.as_os_str().is_empty())?;
+    let key_path = home.join(HOST_KEY_PATH);
+    let host_key = match crate::ssh::load_or_create_host_key(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(path = %key_path.display(), error = %e, "no SSH host key: SSH into this workspace is off");
+            return None;
+        }
+    };
+    let shell = vars
+        .iter()
+        .find(|(k, _)| k == "SHELL")
+        .map(|(_, v)| PathBuf::from(v))
+        .filter(|s| !s.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    let vars = vars.to_vec();
+    let config: Arc<std::sync::OnceLock<Arc<crate::ssh::ServerConfig>>> = Arc::default();
+    Some(Arc::new(move |io: tokio::io::DuplexStream| {
+        let Some(secrets) = secret_names.get() else {
+            tracing::info!("an SSH connection before the manifest came: refused");
+            return;
+        };
+        let cfg = config
+            .get_or_init(|| {
+                let env = ChildEnv::split(vars.clone(), &[TOKEN_ENV], secrets).base;
+                let shared = shared.clone();
+                Arc::new(crate::ssh::ServerConfig {
+                    host_key: host_key.clone(),
+                    shell: shell.clone(),
+                    home: home.clone(),
+                    env,
+                    activity: Arc::new(move |kind| {
+                        if let Some(k) = activity::parse_kind(kind) {
+                            shared.activity(k);
+                        }
+                    }),
+                })
+            })
+            .clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::ssh::serve(io, cfg).await {
+                tracing::debug!(error = %e, "SSH connection ended");
+            }
+        });
+    }))
+}
+
 /// Runs the agent until `shutdown` resolves (the CLI passes SIGTERM or
 /// SIGINT), then stops within `opts.stop_timeout` of it and returns.
 pub async fn run(
@@ -314,10 +378,14 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (manifest_tx, manifest_rx) = oneshot::channel();
+    // Template secrets are named by the manifest; until it came, SSH waits.
+    let secret_names: Arc<std::sync::OnceLock<Vec<String>>> = Arc::default();
     let target = Target {
         url: opts.url(),
         token: opts.token.clone(),
-        streams: super::streams::Opener::default(),
+        streams: super::streams::Opener {
+            ssh: ssh_server(&vars, shared.clone(), secret_names.clone()),
+        },
     };
     tracing::info!(url = %target.url, stop_timeout = ?opts.stop_timeout, "agent starting");
     let conn = tokio::spawn(conn::run(
@@ -343,6 +411,7 @@ pub async fn run(
     };
     let mut runner = None;
     if let Some(manifest) = manifest {
+        let _ = secret_names.set(manifest.secret_env.clone());
         if opts.local && !manifest.host_scripts {
             // Template scripts are written for the image's filesystem; on
             // the operator's host they could touch the user's own files.

@@ -193,51 +193,33 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// `berth ssh WS [-- CMD…]`: runs the stock OpenSSH client through the
-/// relay (`ProxyCommand berth ssh --stdio`), so terminals, resizes, exit
-/// codes and escape sequences behave as with any SSH server.
+/// `berth ssh WS [-- CMD…]`: Berth's own SSH client over the relay (no
+/// OpenSSH needed): a shell with a terminal, or the command (its words
+/// quoted, so they reach the remote shell as given) with stdin, stdout and
+/// stderr kept apart and binary-safe; exits with the remote status.
 pub async fn ssh(
     client: &Client,
     ns: &str,
     name: &str,
     command: &[String],
     tty: bool,
-    config: Option<&Path>,
 ) -> Result<u8, CliError> {
-    let berth = std::env::current_exe().map_err(|e| other(format!("locating berth: {e}")))?;
-    let mut cmd = std::process::Command::new("ssh");
-    cmd.arg("-F").arg("/dev/null");
-    for (k, v) in ssh_options() {
-        cmd.arg("-o").arg(format!("{k}={v}"));
-    }
-    cmd.arg("-o").arg(format!(
-        "ProxyCommand={}",
-        proxy_command(&berth, config, Some(ns))
-    ));
-    if tty {
-        cmd.arg("-t");
-    } else if !command.is_empty() {
-        cmd.arg("-T");
-    }
-    cmd.arg(format!("{HOST_PREFIX}{name}"));
-    if !command.is_empty() {
-        cmd.arg("--");
-        cmd.args(command);
-    }
-    // The ProxyCommand authenticates with the same server and token.
-    cmd.env("BERTH_SERVER", client.server());
-    if let Some(t) = client.token() {
-        cmd.env("BERTH_TOKEN", t);
-    }
-    let status = tokio::process::Command::from(cmd)
-        .status()
+    let stream = client.connect_stream(ns, name, "ssh", None).await?;
+    let cmd = (!command.is_empty()).then(|| {
+        command
+            .iter()
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let user = std::env::var("USER").unwrap_or_else(|_| "berth".into());
+    let opts = crate::ssh::ClientOptions::for_terminal(user, cmd, tty);
+    let code = crate::ssh::run_client(stream, opts)
         .await
-        .map_err(|e| {
-            other(format!(
-                "running ssh (the OpenSSH client; install openssh-client): {e}"
-            ))
-        })?;
-    Ok(status.code().map_or(255, |c| c.clamp(0, 255) as u8))
+        .map_err(|e| other(format!("ssh: {e}")))?;
+    // stdin is read on a blocking thread that would hold the process up.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code.clamp(0, 255));
 }
 
 /// The `Host berth.*` block `config-ssh` writes.

@@ -636,7 +636,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             if stdio {
                 connect::stdio(&client, &ns, &name).await
             } else {
-                connect::ssh(&client, &ns, &name, &command, tty, g.config.as_deref()).await
+                connect::ssh(&client, &ns, &name, &command, tty).await
             }
         }
         Command::ConfigSsh {
