@@ -698,3 +698,159 @@ fn apps_port_forward_and_relay_paths_admit_the_owner_only() {
         "{source}"
     );
 }
+
+/// The local template under another name, for a workspace `name` owned by `name`.
+fn local_template(template: &str, name: &str) -> String {
+    LOCAL_TEMPLATE
+        .replace("name: e2e\n", &format!("name: {template}\n"))
+        .replace("name: erin", &format!("name: {name}"))
+        .replace("owner: erin", &format!("owner: {name}"))
+}
+
+#[test]
+fn berth_ssh_and_openssh_through_config_ssh_reach_the_workspace_and_a_stopped_one_is_started() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(&op, &local_template("sshy", "hank"));
+    eventually(&op, "hank", "running its agent", |ws| {
+        ws.pointer("/status/agent/connected") == Some(&Value::Bool(true))
+    });
+    let home = op.dir().join("sim/efs/fs-1/homes/hank");
+
+    // A command: its output, its exit status; words reach the shell as given.
+    let out = op.cli(&["ssh", "hank", "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(
+        (out.stdout.as_str(), out.code),
+        ("hi\n", 3),
+        "{}",
+        out.stderr
+    );
+    // 10 MiB through cat, byte for byte.
+    let blob: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut cat = op
+        .command(&["ssh", "hank", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cat.stdin.take().unwrap();
+    let sent = blob.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        stdin.write_all(&sent).unwrap();
+    });
+    let back = cat.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_eq!(back.stdout.len(), blob.len());
+    assert!(back.stdout == blob, "10 MiB come back identical");
+    // A file written through ssh lands in the owner's home.
+    let out = op.cli(&["ssh", "hank", "--", "sh", "-c", "echo kept > notes.txt"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(home.join("notes.txt")).unwrap(),
+        "kept\n"
+    );
+
+    // The stock OpenSSH client through the ProxyCommand config-ssh writes.
+    let ssh_config = op.dir().join("ssh_config");
+    std::fs::write(&ssh_config, "Host other\n  User me\n").unwrap();
+    let (server, token) = op.server_and_token();
+    let cfg = |args: &[&str]| {
+        let out = Command::new(BERTH)
+            .args([
+                "--server",
+                &server,
+                "--token",
+                &token,
+                "config-ssh",
+                "--ssh-config",
+            ])
+            .arg(&ssh_config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(cfg(&["--dry-run"]).contains("+Host berth.*"));
+    assert_eq!(
+        std::fs::read_to_string(&ssh_config).unwrap(),
+        "Host other\n  User me\n",
+        "a dry run writes nothing"
+    );
+    cfg(&[]);
+    let written = std::fs::read_to_string(&ssh_config).unwrap();
+    assert!(written.starts_with("Host other\n  User me\n"), "{written}");
+    assert!(cfg(&[]).contains("up to date"));
+    // The ProxyCommand's berth finds the server and token in its environment.
+    let openssh = |args: &[&str]| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&ssh_config)
+            .args(args)
+            .env("BERTH_SERVER", &server)
+            .env("BERTH_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let out = openssh(&["berth.hank", "true"]);
+    assert!(
+        out.status.success(),
+        "ssh berth.hank true: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = op.dir().join("upload.txt");
+    std::fs::write(&local, "through scp\n").unwrap();
+    let out = Command::new("scp")
+        .arg("-F")
+        .arg(&ssh_config)
+        .arg(&local)
+        .arg("berth.hank:uploaded.txt")
+        .env("BERTH_SERVER", &server)
+        .env("BERTH_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("uploaded.txt")).unwrap(),
+        "through scp\n"
+    );
+
+    // A stopped workspace: --no-start refuses; a plain ssh starts it (reason Connect).
+    ok(&op, &["stop", "hank"]);
+    eventually(&op, "hank", "Stopped", |ws| {
+        ws.pointer("/status/phase") == Some(&Value::from("Stopped"))
+    });
+    let out = op.cli(&["ssh", "hank", "--no-start", "--", "true"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("is Stopped"), "{}", out.stderr);
+    let out = op.cli(&["ssh", "hank", "--", "cat", "notes.txt"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "kept\n", "the file survived stop and start");
+    assert!(
+        out.stderr.contains("Starting workspace hank"),
+        "{}",
+        out.stderr
+    );
+    let ws = workspace(&op, "hank");
+    assert_eq!(
+        ws.pointer("/status/lastTransition/reason"),
+        Some(&Value::from("Connect")),
+        "{:#}",
+        ws["status"]["lastTransition"]
+    );
+}
