@@ -854,3 +854,126 @@ fn berth_ssh_and_openssh_through_config_ssh_reach_the_workspace_and_a_stopped_on
         ws["status"]["lastTransition"]
     );
 }
+
+/// A one-backend TCP load balancer whose backend can be switched.
+fn balancer(backend: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((mut client, _)) = l.accept().await else {
+                    continue;
+                };
+                let to = backend.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        })
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn with_two_replicas_a_client_on_either_reaches_the_agent_and_a_dead_replicas_agent_moves() {
+    let mut op = Operator::start();
+    apply(
+        &op,
+        AGENT_TEMPLATE.replace("sleep 0.02", "sleep 0.001").as_str(),
+    );
+    let (b, b_url) = op.start_replica(&[]);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _b = Kill(b);
+    let token = "berth_agent_e2e_frank_2";
+    runtime().block_on(async {
+        let store = berth::store::Store::connect(op.database_url())
+            .await
+            .unwrap();
+        let uid = store
+            .object_get(berth::api::Kind::Workspace, "default", "frank")
+            .await
+            .unwrap()
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap();
+        store.agent_token_set(uid, token).await.unwrap();
+    });
+    let (a_url, admin) = op.server_and_token();
+    // The agent reaches "the operator" through a balancer that sends it to A.
+    let backend = std::sync::Arc::new(std::sync::Mutex::new(
+        a_url.trim_start_matches("http://").to_string(),
+    ));
+    let lb = balancer(backend.clone());
+    let home = op.dir().join("frank-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = std::fs::File::create(op.dir().join("agent.log")).unwrap();
+    let agent = Command::new(BERTH)
+        .arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("BERTH_API_URL", &lb)
+        .env("BERTH_AGENT_TOKEN", token)
+        .env("BERTH_NAMESPACE", "default")
+        .env("BERTH_WORKSPACE", "frank")
+        .env("BERTH_AGENT_DIR", op.dir().join("agent-dir"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _agent = Kill(agent);
+    let dir = op.dir().to_path_buf();
+    let ssh_via = |server: &str, what: &str| {
+        Command::new(BERTH)
+            .args([
+                "--server", server, "--token", &admin, "ssh", "frank", "--", "echo", what,
+            ])
+            .env_remove("BERTH_CONFIG")
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let until_ok = |server: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let out = ssh_via(server, what);
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssh via {server}: {}\n--- agent:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                agent_log(&dir)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // Agent on A; the client on A, then on B (forwarded to A).
+    assert_eq!(until_ok(&a_url, "via-a"), "via-a\n");
+    assert_eq!(until_ok(&b_url, "via-b"), "via-b\n");
+    // A dies; the balancer sends the agent to B, and B serves new sessions.
+    op.kill();
+    *backend.lock().unwrap() = b_url.trim_start_matches("http://").to_string();
+    let moved = Instant::now();
+    assert_eq!(until_ok(&b_url, "after-failover"), "after-failover\n");
+    println!(
+        "ssh through B works {:?} after A was killed",
+        moved.elapsed()
+    );
+}

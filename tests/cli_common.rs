@@ -149,6 +149,47 @@ impl Operator {
         self.wait_ready();
     }
 
+    /// Another replica on the same database (its own port, `extra` flags);
+    /// returns its child process and URL. The caller kills it.
+    pub fn start_replica(&self, extra: &[&str]) -> (Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("replica-{port}.log")))
+            .unwrap();
+        let child = Command::new(BERTH)
+            .args(["operator", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn a second replica");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_ok(&format!("{url}/readyz")) {
+            assert!(
+                Instant::now() < deadline,
+                "the second replica did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (child, url)
+    }
+
+    /// Kills the operator (SIGKILL), as a crash would; it is not restarted.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The operator's database.
     pub fn database_url(&self) -> &str {
         &self.db.url
@@ -275,4 +316,14 @@ impl From<std::process::Output> for CliOutput {
             code: out.status.code().unwrap_or(-1),
         }
     }
+}
+
+/// Whether a GET of `url` answers 2xx.
+pub fn http_ok(url: &str) -> bool {
+    runtime().block_on(async {
+        match reqwest::get(url).await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    })
 }

@@ -95,7 +95,12 @@ pub async fn ensure_ready(
         .pointer("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("");
-    if matches!(phase, "Stopped" | "Stopping" | "Failed" | "") || reason == "Stopped" {
+    if phase.is_empty() {
+        // No controller has looked at it (an operator with `--cloud none`):
+        // nothing would start it; the relay says whether its agent is there.
+        return Ok(());
+    }
+    if matches!(phase, "Stopped" | "Stopping" | "Failed") || reason == "Stopped" {
         if no_start {
             return Err(other(format!(
                 "workspaces/{name} is {}; start it with `berth start {name}` (or connect without --no-start)",
