@@ -977,3 +977,69 @@ fn with_two_replicas_a_client_on_either_reaches_the_agent_and_a_dead_replicas_ag
         moved.elapsed()
     );
 }
+
+/// Real activity: an open `berth ssh` session keeps a workspace with
+/// `afterInactivity: 1m` running past its minute; once it ends, the
+/// workspace stops about a minute later. (About 3 minutes of wall time.)
+#[test]
+fn an_open_session_holds_off_autostop_and_the_workspace_stops_a_minute_after_it_ends() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(
+        &op,
+        &local_template("idle", "ivan").replace(
+            "    name: idle\n",
+            "    name: idle\n  schedule:\n    autostop:\n      afterInactivity: 1m\n",
+        ),
+    );
+    eventually(&op, "ivan", "running its agent", |ws| {
+        ws.pointer("/status/agent/connected") == Some(&Value::Bool(true))
+    });
+    let began = Instant::now();
+    let session = op
+        .command(&["ssh", "ivan", "--", "sleep", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = session.wait_with_output().unwrap();
+    assert!(out.status.success(), "the session ran to its end");
+    let ws = workspace(&op, "ivan");
+    assert_eq!(
+        ws.pointer("/status/phase"),
+        Some(&Value::from("Running")),
+        "still running {:?} after the session began, with afterInactivity 1m",
+        began.elapsed()
+    );
+    assert_eq!(
+        ws.pointer("/status/lastActivitySource"),
+        Some(&Value::from("ssh"))
+    );
+    let ended = Instant::now();
+    let deadline = ended + Duration::from_secs(150);
+    loop {
+        let ws = workspace(&op, "ivan");
+        if matches!(
+            ws.pointer("/status/phase").and_then(Value::as_str),
+            Some("Stopping" | "Stopped")
+        ) {
+            assert_eq!(
+                ws.pointer("/status/lastTransition/reason"),
+                Some(&Value::from("AutoStop")),
+                "{:#}",
+                ws["status"]["lastTransition"]
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stopped 150 s after the session ended"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let idle = ended.elapsed();
+    println!("stopped {idle:?} after the session ended");
+    assert!(
+        idle >= Duration::from_secs(30),
+        "stopped too early: {idle:?}"
+    );
+}

@@ -39,9 +39,9 @@ pub struct ActivityCache {
 }
 
 impl ActivityCache {
-    fn recently_written(&self, uid: uuid::Uuid) -> bool {
+    fn recently_written(&self, uid: uuid::Uuid, within: Duration) -> bool {
         let g = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        g.get(&uid).is_some_and(|t| t.elapsed() < COALESCE)
+        g.get(&uid).is_some_and(|t| t.elapsed() < within)
     }
 
     fn mark_written(&self, uid: uuid::Uuid) {
@@ -222,12 +222,27 @@ pub(super) async fn record(
     name: &str,
     kind: &str,
 ) -> Result<bool, crate::store::StoreError> {
-    if st.activity.recently_written(uid) {
+    record_within(st, uid, ns, name, kind, COALESCE).await
+}
+
+/// [`record`], coalescing over `within` (at most [`COALESCE`]): an open
+/// session of a workspace with a short `afterInactivity` must be written
+/// often enough that autostop never falls between two writes.
+pub(super) async fn record_within(
+    st: &AppState,
+    uid: uuid::Uuid,
+    ns: &str,
+    name: &str,
+    kind: &str,
+    within: Duration,
+) -> Result<bool, crate::store::StoreError> {
+    let within = within.min(COALESCE);
+    if st.activity.recently_written(uid, within) {
         return Ok(false);
     }
     let wrote = st
         .store
-        .activity_report(uid, chrono::Utc::now(), kind, COALESCE)
+        .activity_report(uid, chrono::Utc::now(), kind, within)
         .await?;
     st.activity.mark_written(uid);
     if wrote {

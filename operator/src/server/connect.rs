@@ -86,6 +86,14 @@ pub async fn connect(
         .map_err(|e| ApiError::Unavailable(format!("workspaces/{name}: {e}")))?;
     let user = caller.0.user.clone();
     let source = target.activity_source();
+    // Renew activity well within the workspace's inactivity threshold.
+    let coalesce = obj
+        .status
+        .pointer("/lifecycle/afterInactivity")
+        .and_then(|v| v.as_str())
+        .and_then(|d| crate::api::validate::duration(d).ok())
+        .map(|d| (d / 4).clamp(Duration::from_secs(10), super::activity::COALESCE))
+        .unwrap_or(super::activity::COALESCE);
     Ok(ws
         .on_upgrade(move |socket: WebSocket| async move {
             let involved = InvolvedObject {
@@ -108,12 +116,12 @@ pub async fn connect(
             let io = crate::relay::ws::axum_io(socket);
             let pumping = crate::relay::pump(end, io);
             tokio::pin!(pumping);
-            let mut tick = tokio::time::interval(ACTIVITY_EVERY);
+            let mut tick = tokio::time::interval(ACTIVITY_EVERY.min(coalesce / 2));
             let result = loop {
                 tokio::select! {
                     r = &mut pumping => break r,
                     _ = tick.tick() => {
-                        if let Err(e) = super::activity::record(&st, uid, &ns, &name, &source).await {
+                        if let Err(e) = super::activity::record_within(&st, uid, &ns, &name, &source, coalesce).await {
                             tracing::warn!(workspace = %format!("{ns}/{name}"), error = %e, "cannot record activity");
                         }
                     }
