@@ -265,10 +265,15 @@ fn on_the_local_runtime_scripts_report_and_log_a_stop_runs_the_hooks_and_a_new_s
     // Stop: the stop hook and the ticker's own TERM trap run, promptly.
     let stopped_at = Instant::now();
     ok(&op, &["stop", "erin"]);
-    let ws = eventually(&op, "erin", "Stopped", |ws| {
+    eventually(&op, "erin", "Stopped", |ws| {
         ws.pointer("/status/phase") == Some(&Value::from("Stopped"))
     });
     let took = stopped_at.elapsed();
+    // The agent's last reports reach the status right after.
+    let ws = eventually(&op, "erin", "reporting its stop", |ws| {
+        ws.pointer("/status/agent/lifecycle") == Some(&Value::from("Off"))
+            && state(ws, "bye") == "Succeeded"
+    });
     assert!(
         took < Duration::from_secs(20),
         "the agent exited within the stop timeout (20 s): {took:?}"

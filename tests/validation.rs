@@ -2415,3 +2415,90 @@ fn an_unknown_field_named_like_its_parent_is_reported_below_it() {
         &["unknown field `metadata`"],
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hostile values that reached ECS verbatim before
+// ---------------------------------------------------------------------------
+
+#[test]
+fn values_that_would_reach_ecs_verbatim_are_refused_with_their_field() {
+    let t = |body: &str| invalid(&template(body));
+    let image = invalid(
+        &(TEMPLATE_HEAD.replace("ghcr.io/acme/dev:1", "\"ghcr.io/acme/dev:1\\nRUN x\"")
+            + DEFAULT_RESOURCES),
+    );
+    assert_has(
+        &image,
+        "workspacetemplates/dev",
+        "spec.container.image",
+        &["not an image reference"],
+    );
+    let spaced = invalid(
+        &(TEMPLATE_HEAD.replace("ghcr.io/acme/dev:1", "\"ghcr.io/acme/dev 1\"")
+            + DEFAULT_RESOURCES),
+    );
+    assert_has(
+        &spaced,
+        "workspacetemplates/dev",
+        "spec.container.image",
+        &["no spaces"],
+    );
+    let root = invalid(
+        &(TEMPLATE_HEAD.replace(
+            "    fileSystemId: fs-1\n",
+            "    fileSystemId: fs-1\n    efsRootDirectory: /../..\n",
+        ) + DEFAULT_RESOURCES),
+    );
+    assert_has(
+        &root,
+        "workspacetemplates/dev",
+        "spec.infrastructure.efsRootDirectory",
+        &["'..'"],
+    );
+    let group = invalid(
+        &(TEMPLATE_HEAD.replace(
+            "    fileSystemId: fs-1\n",
+            "    fileSystemId: fs-1\n    logGroup: \"/ecs/x\\ny\"\n",
+        ) + DEFAULT_RESOURCES),
+    );
+    assert_has(
+        &group,
+        "workspacetemplates/dev",
+        "spec.infrastructure.logGroup",
+        &["log group name"],
+    );
+    for reserved in ["BERTH_AGENT_TOKEN", "HOME", "BERTH_API_URL"] {
+        let e = invalid(
+            &(TEMPLATE_HEAD.replace(
+                "    homePath: /home/dev\n",
+                &format!("    homePath: /home/dev\n    env:\n      {reserved}: x\n"),
+            ) + DEFAULT_RESOURCES),
+        );
+        assert_has(
+            &e,
+            "workspacetemplates/dev",
+            &format!("spec.container.env.{reserved}"),
+            &["set by Berth"],
+        );
+    }
+    let params = t("  parameters:\n    - {name: a-b, type: string, default: x}\n    - {name: a_b, type: string, default: y}\n");
+    assert_has(
+        &params,
+        "workspacetemplates/dev",
+        "spec.parameters[1].name",
+        &["BERTH_PARAM_A_B"],
+    );
+    let never = invalid(&workspace(
+        "  schedule:\n    autostart:\n      cron: \"0 8 30 2 *\"\n",
+    ));
+    assert_has(
+        &never,
+        "workspaces/alice",
+        "spec.schedule.autostart.cron",
+        &["never fires"],
+    );
+    // February 29th does fire (every four years).
+    valid(&workspace(
+        "  schedule:\n    autostart:\n      cron: \"0 8 29 2 *\"\n",
+    ));
+}

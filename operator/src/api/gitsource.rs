@@ -160,8 +160,22 @@ pub fn repository(r: &str) -> Result<(), String> {
     if r.trim().is_empty() {
         return Err("required: a local path or a URL (https://, ssh://, file://, git://)".into());
     }
-    if r.starts_with('-') {
-        return Err(format!("{r:?} must not start with '-'"));
+    if r.starts_with('-') || r.starts_with(char::is_whitespace) || r.ends_with(char::is_whitespace)
+    {
+        return Err(format!(
+            "{r:?} must not start with '-' or start or end with a space"
+        ));
+    }
+    // `ssh://-oProxyCommand=…`: a host that git would pass to ssh as an option.
+    let host = match r.split_once("://") {
+        Some((_, rest)) => rest.rsplit_once('@').map_or(rest, |(_, h)| h),
+        None => r
+            .split_once(':')
+            .filter(|(h, _)| !h.contains('/'))
+            .map_or("", |(h, _)| h.rsplit_once('@').map_or(h, |(_, h)| h)),
+    };
+    if host.starts_with('-') {
+        return Err(format!("{r:?}: a host must not start with '-'"));
     }
     if r.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -241,7 +255,16 @@ mod tests {
         ] {
             assert!(repository(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-uupload-pack=x", "ext::sh -c x", "ftp://x/y"] {
+        for bad in [
+            "",
+            "-uupload-pack=x",
+            "ext::sh -c x",
+            "ftp://x/y",
+            " https://github.com/acme/ws.git",
+            "ssh://-oProxyCommand=touch%20x/repo",
+            "ssh://git@-oProxyCommand=x/repo",
+            "-oProxyCommand=x:repo",
+        ] {
             assert!(repository(bad).is_err(), "{bad}");
         }
     }

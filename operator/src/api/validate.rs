@@ -176,11 +176,25 @@ pub fn cron(s: &str) -> Result<croner::Cron, String> {
             "{s:?} is not a cron expression: expected 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 8 * * 1-5\""
         ));
     }
-    croner::parser::CronParser::builder()
+    let c = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .build()
         .parse(s)
-        .map_err(|e| format!("{s:?} is not a valid cron expression: {e}"))
+        .map_err(|e| format!("{s:?} is not a valid cron expression: {e}"))?;
+    // `0 8 30 2 *` parses but never fires; February 29th fires every 4 years.
+    let from = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap_or_default();
+    match c.find_next_occurrence(&from, false) {
+        Ok(t) if t.signed_duration_since(from) < chrono::Duration::days(8 * 366) => Ok(c),
+        _ => Err(format!(
+            "{s:?} never fires (no such date, e.g. February 30th)"
+        )),
+    }
+}
+
+/// Environment variables Berth sets in every workspace container: a
+/// template may not set them (they would be silently overridden).
+pub fn reserved_env(name: &str) -> bool {
+    name == "HOME" || name.starts_with("BERTH_")
 }
 
 /// Parses an IANA time zone name.
@@ -523,9 +537,41 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             "spec.infrastructure.efsRootDirectory",
             "must be an absolute path",
         );
+    } else if inf
+        .efs_root_directory
+        .split('/')
+        .any(|seg| seg == "." || seg == "..")
+        || inf.efs_root_directory.chars().any(|c| c.is_control())
+        || inf.efs_root_directory.len() > 90
+    {
+        errs.add(
+            "spec.infrastructure.efsRootDirectory",
+            format!(
+                "{:?} must be a plain absolute path (no '.' or '..' segments, at most 90 characters: EFS access point paths are at most 100 with the owner's name)",
+                inf.efs_root_directory
+            ),
+        );
     }
-    if s.container.image.trim().is_empty() {
+    if let Some(g) = &inf.log_group {
+        let ok = !g.is_empty()
+            && g.len() <= 512
+            && g.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c));
+        if !ok {
+            errs.add(
+                "spec.infrastructure.logGroup",
+                format!("{g:?} is not a CloudWatch log group name (1 to 512 of letters, digits and . _ - / #)"),
+            );
+        }
+    }
+    let image = &s.container.image;
+    if image.trim().is_empty() {
         errs.add("spec.container.image", "required");
+    } else if image.len() > 255 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errs.add(
+            "spec.container.image",
+            format!("{image:?} is not an image reference (no spaces or control characters, at most 255)"),
+        );
     }
     if !s.container.home_path.starts_with('/') {
         errs.add(
@@ -548,6 +594,11 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
                 format!("spec.container.env.{k}"),
                 "not a valid environment variable name",
             );
+        } else if reserved_env(k) {
+            errs.add(
+                format!("spec.container.env.{k}"),
+                "is set by Berth (HOME and BERTH_* are reserved)",
+            );
         }
     }
     for (k, arn) in &s.container.secrets {
@@ -555,6 +606,11 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             errs.add(
                 format!("spec.container.secrets.{k}"),
                 "not a valid environment variable name",
+            );
+        } else if reserved_env(k) {
+            errs.add(
+                format!("spec.container.secrets.{k}"),
+                "is set by Berth (HOME and BERTH_* are reserved)",
             );
         }
         if !arn.starts_with("arn:") {
@@ -598,8 +654,19 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
         );
     }
     let mut names = BTreeSet::new();
+    let mut env_names = std::collections::BTreeMap::new();
     for (i, p) in s.parameters.iter().enumerate() {
         let path = format!("spec.parameters[{i}]");
+        // Parameters reach the container as BERTH_PARAM_<NAME> ('-' as '_').
+        let env = p.name.to_ascii_uppercase().replace('-', "_");
+        if let Some(other) = env_names.insert(env.clone(), p.name.clone()) {
+            if other != p.name {
+                errs.add(
+                    format!("{path}.name"),
+                    format!("{:?} and {other:?} would both be the environment variable BERTH_PARAM_{env}", p.name),
+                );
+            }
+        }
         if !is_identifier(&p.name) {
             errs.add(format!("{path}.name"), format!("{:?} is not a valid parameter name (letters, digits, '_' and '-', starting with a letter)", p.name));
         }
