@@ -423,7 +423,7 @@ async fn extend_pushes_autostop_out_within_the_policy_limit() {
 }
 
 #[tokio::test]
-async fn activity_is_accepted_from_the_agent_token_and_the_owner_and_coalesced() {
+async fn activity_is_accepted_from_the_agent_token_and_the_owner_batched_and_never_lost() {
     let api = common::Api::start().await;
     api.apply(&api.admin, common::TEMPLATE).await;
     let alice = api.user("alice").await;
@@ -465,12 +465,38 @@ async fn activity_is_accepted_from_the_agent_token_and_the_owner_and_coalesced()
     assert_eq!(
         api.store.revision_current().await.unwrap(),
         rev,
-        "coalesced reports write nothing"
+        "batched reports write no object"
     );
-    assert_eq!(
-        api.store.activity_get(id).await.unwrap().unwrap().source,
-        "ssh"
-    );
+    let first = api.store.activity_get(id).await.unwrap().unwrap();
+    assert_eq!(first.source, "ssh");
+    // ... but the newest report is not lost: it is written with the next batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = api.store.activity_get(id).await.unwrap().unwrap();
+        if a.source == "vscode" {
+            assert!(
+                a.last_activity_at > first.last_activity_at,
+                "the time moved forward"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batched report never landed: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // An unknown token is refused alike for existing and missing workspaces.
+    let missing = format!("{}/namespaces/default/workspaces/nope/activity", api.base);
+    let r = api
+        .client
+        .post(&missing)
+        .bearer_auth("berth_agent_wrong")
+        .json(&serde_json::json!({"kind": "ssh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no existence oracle");
     assert_eq!(
         post(alice.clone(), "manual").await.status(),
         StatusCode::ACCEPTED

@@ -94,6 +94,7 @@ impl Api {
             state.agents.replica.clone(),
             String::new(),
         ));
+        tokio::spawn(berth::server::activity_flush_loop(state.clone()));
         let app = router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();

@@ -702,10 +702,10 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 .map_err(|e| CliError::Many(vec![e]))?;
             let (client, ns) = connect(&g)?;
             let r = client.activity(&ns, &name, &kind).await?;
-            let how = if r["recorded"] == true {
-                "recorded"
+            let how = if r["batched"] == true {
+                "recorded (written with the next batch, within seconds)"
             } else {
-                "noted (coalesced with a report less than a minute old)"
+                "recorded"
             };
             println!("workspace/{name} activity {how}");
             Ok(0)

@@ -114,6 +114,12 @@ pub fn run_started(intent: &PowerIntent) -> Option<DateTime<Utc>> {
     intent.action.runs().then_some(intent.at)
 }
 
+/// How long after its autostop time a workspace is actually stopped:
+/// activity reports are written in batches every few seconds
+/// ([`crate::server`]'s activity flush), and one still in a batch must not
+/// be missed.
+pub const REPORT_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// When inactivity stops a running workspace: the last activity since the
 /// start (or the start itself) plus the threshold, and not before an
 /// extension. `None` when auto-off is off.
@@ -235,7 +241,9 @@ pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
         }
     }
     if let Some(at) = autostop_at(i.effective, started, i.activity) {
-        if now >= at {
+        // Reports of the last few seconds may still be in a replica's batch.
+        let slack = chrono::Duration::from_std(REPORT_SLACK).unwrap_or_default();
+        if at.checked_add_signed(slack).is_some_and(|due| now >= due) {
             let last = i
                 .activity
                 .map(|a| a.last_activity_at.max(started))

@@ -2,12 +2,14 @@
 //! intents), `activity` (from the workspace's agent or its owner) and
 //! `extend` (push autostop out within the policy's limits).
 //!
-//! Activity reports are cheap: a replica drops reports that arrive within
-//! [`COALESCE`] of the last one it wrote for the workspace without touching
-//! the database, agent tokens it has verified are cached, and the database
-//! write itself is conditional on the deadline moving meaningfully. A burst
-//! of heartbeats from 10,000 agents is thus a few writes per second, not
-//! 10,000.
+//! Activity reports are cheap but never lost: a replica writes a
+//! workspace's first report at once; one that arrives within [`COALESCE`]
+//! of the last write is kept in memory (the newest per workspace) and all
+//! of those are written together every [`FLUSH_EVERY`], in one statement.
+//! Autostop allows for that delay ([`crate::lifecycle::REPORT_SLACK`]), so
+//! a workspace reporting more often than its threshold is never stopped.
+//! Agent tokens a replica has verified are cached. 10,000 busy agents thus
+//! cost one write per workspace per minute plus one batch every 5 s.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,8 +29,18 @@ use super::AppState;
 use crate::api::{Kind, WorkspaceSpec};
 use crate::store::Identity;
 
-/// Reports closer together than this are one report.
+/// A workspace's activity is written at once at most this often; reports
+/// in between are batched.
 pub const COALESCE: Duration = Duration::from_secs(60);
+/// How often the batched reports are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// The newest report of a workspace not written yet.
+#[derive(Clone, Debug)]
+struct Pending {
+    at: chrono::DateTime<chrono::Utc>,
+    kind: String,
+}
 const AGENT_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// In-memory coalescing state of one API replica.
@@ -36,9 +48,31 @@ const AGENT_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub struct ActivityCache {
     written: Mutex<HashMap<uuid::Uuid, Instant>>,
     agents: Mutex<HashMap<String, (uuid::Uuid, Instant)>>,
+    pending: Mutex<HashMap<uuid::Uuid, Pending>>,
 }
 
 impl ActivityCache {
+    fn keep(&self, uid: uuid::Uuid, at: chrono::DateTime<chrono::Utc>, kind: &str) {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let e = g.entry(uid).or_insert_with(|| Pending {
+            at,
+            kind: kind.to_string(),
+        });
+        if at >= e.at {
+            e.at = at;
+            e.kind = kind.to_string();
+        }
+    }
+
+    fn take_pending(&self) -> Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>, String)> {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        g.drain().map(|(u, p)| (u, p.at, p.kind)).collect()
+    }
+
+    fn forget_pending(&self, uid: uuid::Uuid) {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        g.remove(&uid);
+    }
     fn recently_written(&self, uid: uuid::Uuid, within: Duration) -> bool {
         let g = self.written.lock().unwrap_or_else(|p| p.into_inner());
         g.get(&uid).is_some_and(|t| t.elapsed() < within)
@@ -160,26 +194,43 @@ async fn activity(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let token = bearer(headers)?;
+    // Who is asking comes first, so a missing and a forbidden workspace
+    // answer alike (no existence oracle).
+    let hash = crate::store::token_hash(token);
+    let agent_of = match st.activity.agent(&hash) {
+        Some(u) => Some(u),
+        None => match st.store.agent_token_lookup(token).await? {
+            Some((u, _)) => {
+                st.activity.remember_agent(hash, u);
+                Some(u)
+            }
+            None => None,
+        },
+    };
+    let person = match agent_of {
+        Some(_) => None,
+        None => Some(
+            st.store
+                .token_lookup(token)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?,
+        ),
+    };
+    let not_found =
+        || ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"));
     let obj = st
         .store
         .object_get(Kind::Workspace, ns, name)
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("workspaces/{name} not found in namespace {ns:?}"))
-        })?;
+        .ok_or_else(not_found)?;
     let uid = obj.metadata.uid.unwrap_or_default();
-    let hash = crate::store::token_hash(token);
-    let authorized = if st.activity.agent(&hash) == Some(uid) {
-        true
-    } else if st.store.agent_token_check(uid, token).await? {
-        st.activity.remember_agent(hash, uid);
-        true
-    } else {
-        match st.store.token_lookup(token).await? {
-            Some(Identity { admin: true, .. }) => true,
-            Some(id) => obj.spec.get("owner").and_then(|o| o.as_str()) == Some(id.user.as_str()),
-            None => return Err(ApiError::Unauthorized("unknown or revoked token".into())),
+    let authorized = match (agent_of, &person) {
+        (Some(u), _) => u == uid,
+        (None, Some(Identity { admin: true, .. })) => true,
+        (None, Some(id)) => {
+            obj.spec.get("owner").and_then(|o| o.as_str()) == Some(id.user.as_str())
         }
+        (None, None) => false,
     };
     if !authorized {
         return Err(ApiError::NotFound(format!(
@@ -208,9 +259,33 @@ async fn activity(
     let wrote = record(&st, uid, ns, name, &kind).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"recorded": wrote, "coalesced": !wrote})),
+        Json(json!({"recorded": true, "written": wrote, "batched": !wrote})),
     )
         .into_response())
+}
+
+/// Writes the batched reports every [`FLUSH_EVERY`] until the process ends;
+/// a failed batch is kept for the next round.
+pub async fn flush_loop(st: AppState) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        flush(&st).await;
+    }
+}
+
+/// Writes the batched reports now (also at shutdown).
+pub async fn flush(st: &AppState) {
+    let batch = st.activity.take_pending();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = st.store.activity_report_many(&batch).await {
+        tracing::warn!(error = %e, reports = batch.len(), "cannot write batched activity; retrying");
+        for (uid, at, kind) in batch {
+            st.activity.keep(uid, at, &kind);
+        }
+    }
 }
 
 /// Records activity of kind `kind` for an authorized caller (a person or
@@ -237,13 +312,14 @@ pub(super) async fn record_within(
     within: Duration,
 ) -> Result<bool, crate::store::StoreError> {
     let within = within.min(COALESCE);
+    let now = chrono::Utc::now();
     if st.activity.recently_written(uid, within) {
+        // Kept, and written with the next batch.
+        st.activity.keep(uid, now, kind);
         return Ok(false);
     }
-    let wrote = st
-        .store
-        .activity_report(uid, chrono::Utc::now(), kind, within)
-        .await?;
+    st.activity.forget_pending(uid);
+    let wrote = st.store.activity_report(uid, now, kind, within).await?;
     st.activity.mark_written(uid);
     if wrote {
         // The workspace's deadline moved: let the controller refresh its status.

@@ -20,6 +20,7 @@
 //! - `/healthz`, `/readyz` (no auth)
 
 mod activity;
+pub use activity::{flush as flush_activity, flush_loop as activity_flush_loop};
 pub mod agent;
 pub mod apps;
 mod auth;
@@ -299,11 +300,13 @@ pub async fn run_operator_with(
         state.agents.replica.clone(),
         opts.advertise_url.clone(),
     ));
+    let activity_flusher = tokio::spawn(activity::flush_loop(state.clone()));
     let access_url = opts
         .access_url
         .clone()
         .unwrap_or_else(|| opts.advertise_url.clone());
     let metrics = state.metrics.clone();
+    let state_for_flush = state.clone();
     let app = router(state);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut cloud = cloud;
@@ -381,6 +384,9 @@ pub async fn run_operator_with(
     };
     compactor.abort();
     heartbeat.abort();
+    activity_flusher.abort();
+    // Batched activity reports are written before the replica goes.
+    activity::flush(&state_for_flush).await;
     let _ = gitops.await;
     if let Some(c) = controller {
         // In-flight reconciles finish (or are abandoned after the grace period).

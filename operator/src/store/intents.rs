@@ -290,6 +290,30 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Writes many reports in one statement; each moves its workspace's
+    /// last activity forward only (an older report changes nothing).
+    pub async fn activity_report_many(
+        &self,
+        reports: &[(Uuid, DateTime<Utc>, String)],
+    ) -> Result<u64> {
+        let uids: Vec<Uuid> = reports.iter().map(|r| r.0).collect();
+        let ats: Vec<DateTime<Utc>> = reports.iter().map(|r| r.1).collect();
+        let kinds: Vec<String> = reports.iter().map(|r| r.2.clone()).collect();
+        let n = sqlx::query(
+            "INSERT INTO workspace_activity (workspace_uid, last_activity_at, source)
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[])
+             ON CONFLICT (workspace_uid) DO UPDATE SET last_activity_at = EXCLUDED.last_activity_at, source = EXCLUDED.source
+             WHERE workspace_activity.last_activity_at < EXCLUDED.last_activity_at",
+        )
+        .bind(&uids)
+        .bind(&ats)
+        .bind(&kinds)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
     /// Sets the `berth extend` deadline.
     pub async fn activity_extend(
         &self,
