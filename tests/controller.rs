@@ -498,3 +498,44 @@ async fn with_throttling_and_server_errors_200_workspaces_still_converge_without
     }
     assert!(sim.calls().total_outcome(Outcome::InjectedThrottle) > 0);
 }
+
+#[tokio::test]
+async fn a_panicking_reconcile_is_a_warning_event_and_a_metric_and_the_controller_goes_on() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let mut c = base_ctx(&store, &sim);
+    c.crash_point = Some(CrashPoint::Panic);
+    let metrics = c.metrics.clone();
+    let running = spawn_controller(Arc::new(c));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("alice", "alice", "")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let evs = common::sim::events(&store, "alice").await;
+        if let Some((_, m)) = evs.iter().find(|(r, _)| r == "ReconcilePanicked") {
+            assert!(m.contains("injected panic"), "{m}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ReconcilePanicked event: {evs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Retried with backoff: still panicking, counted, and one event only.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = metrics.render();
+    assert!(
+        text.lines().any(|l| l.contains("controller=\"workspace\"")
+            && l.contains("outcome=\"panic\"")
+            && !l.ends_with(" 0")),
+        "{text}"
+    );
+    let n = common::sim::events(&store, "alice")
+        .await
+        .iter()
+        .filter(|(r, _)| r == "ReconcilePanicked")
+        .count();
+    assert_eq!(n, 1, "one event per run of panics");
+    running.stop().await;
+}

@@ -199,7 +199,10 @@ fn error_policy(_key: &WsKey, err: &ReconcileError, retry: Retry) -> Action {
     }
 }
 
-struct MetricsObserver(Arc<Metrics>);
+/// Counts reconciles; a panicking one is also a Warning event on its
+/// workspace (once per run of panics) and an error log, so a bug in one
+/// workspace's reconcile is seen, while the controller goes on.
+struct MetricsObserver(Arc<Metrics>, Store);
 
 impl berth_runtime::Observer<WsKey> for MetricsObserver {
     fn reconciled(&self, event: &ReconcileEvent<'_, WsKey>) {
@@ -209,6 +212,42 @@ impl berth_runtime::Observer<WsKey> for MetricsObserver {
             _ => "panic",
         };
         self.0.reconciled("workspace", outcome, event.duration);
+        if let ReconcileOutcome::Panicked {
+            message,
+            failures,
+            retry_after,
+        } = &event.outcome
+        {
+            let key = event.key.clone();
+            tracing::error!(workspace = %format!("{}/{}", key.namespace, key.name), panic = %message, failures, "reconcile panicked; retrying");
+            if *failures > 1 {
+                return;
+            }
+            let (store, message, retry) = (self.1.clone(), message.to_string(), *retry_after);
+            tokio::spawn(async move {
+                let Ok(Some(obj)) = store
+                    .object_get(Kind::Workspace, &key.namespace, &key.name)
+                    .await
+                else {
+                    return;
+                };
+                let involved = crate::store::InvolvedObject {
+                    kind: "Workspace".into(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    uid: obj.metadata.uid.unwrap_or_default(),
+                };
+                let _ = store
+                    .event_record(
+                        &involved,
+                        crate::store::EventType::Warning,
+                        "ReconcilePanicked",
+                        &format!("the controller hit a bug reconciling this workspace ({message}); retrying in {}s, other workspaces are unaffected", retry.as_secs()),
+                        "controller",
+                    )
+                    .await;
+            });
+        }
     }
 }
 
@@ -381,7 +420,7 @@ pub async fn run_workspace_controller(
                 Ok::<_, StoreError>(keys)
             }
         })
-        .observer(MetricsObserver(ctx.metrics.clone()));
+        .observer(MetricsObserver(ctx.metrics.clone(), ctx.store.clone()));
     let report = controller
         .run(workspace::reconcile, error_policy, ctx, shutdown)
         .await;

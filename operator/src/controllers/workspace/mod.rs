@@ -78,6 +78,8 @@ pub enum CrashPoint {
     AfterRegister,
     /// After CreateService.
     AfterCreateService,
+    /// Panic at the start of the reconcile (a bug's stand-in).
+    Panic,
 }
 
 struct Pass<'a> {
@@ -99,7 +101,11 @@ impl Pass<'_> {
         }
     }
 
+    #[allow(clippy::panic)]
     fn crash(&self, at: CrashPoint) -> Result<(), ReconcileError> {
+        if at == CrashPoint::Panic && self.ctx.crash_point == Some(at) {
+            panic!("injected panic (test hook)");
+        }
         if self.ctx.crash_point == Some(at) {
             return Err(ReconcileError::Crash(at));
         }
@@ -160,6 +166,7 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             uid: &uid,
         },
     };
+    pass.crash(CrashPoint::Panic)?;
     if ws.metadata.deletion_timestamp.is_some() {
         return finalize(&pass, lease).await;
     }
