@@ -818,12 +818,43 @@ impl Controller {
                 || gs.metadata.generation != Some(status.observed_generation);
             if due {
                 state.next_due = Some(now + interval);
-                match self.sync(&ns, &name).await {
-                    Ok(r) => {
+                // A bug in one source's sync must not stop the others'.
+                let synced = {
+                    use futures_util::FutureExt as _;
+                    std::panic::AssertUnwindSafe(self.sync(&ns, &name))
+                        .catch_unwind()
+                        .await
+                };
+                match synced {
+                    Ok(Ok(r)) => {
                         tracing::debug!(gitsource = %format!("{ns}/{name}"), outcome = ?r.outcome, "gitsource synced")
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::warn!(gitsource = %format!("{ns}/{name}"), error = %e, "gitsource sync failed")
+                    }
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(gitsource = %format!("{ns}/{name}"), panic = %msg, "gitsource sync panicked; the others go on");
+                        let involved = crate::store::InvolvedObject {
+                            kind: "GitSource".into(),
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            uid,
+                        };
+                        let _ = self
+                            .store
+                            .event_record(
+                                &involved,
+                                crate::store::EventType::Warning,
+                                "SyncPanicked",
+                                &format!("the GitSource controller hit a bug syncing this source ({msg}); retrying at the next interval"),
+                                "gitops",
+                            )
+                            .await;
                     }
                 }
             } else if !spec.suspend && status.inventory.iter().any(|r| touched.contains(r)) {
