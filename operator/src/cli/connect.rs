@@ -182,7 +182,9 @@ fn proxy_command(berth: &Path, config: Option<&Path>, ns: Option<&str>) -> Strin
     if let Some(ns) = ns {
         cmd.push_str(&format!(" -n {}", shell_word(ns)));
     }
-    cmd.push_str(" ssh --stdio %h");
+    // OpenSSH expands %-tokens in the whole command: ours is the only one.
+    let mut cmd = cmd.replace('%', "%%");
+    cmd.push_str(" ssh --stdio '%h'");
     cmd
 }
 
@@ -454,7 +456,7 @@ mod tests {
     fn the_block_is_appended_once_and_rewritten_in_place_leaving_the_rest() {
         let block = ssh_config_block(Path::new("/usr/bin/berth"), None, None);
         assert!(
-            block.contains("ProxyCommand /usr/bin/berth ssh --stdio %h"),
+            block.contains("ProxyCommand /usr/bin/berth ssh --stdio '%h'"),
             "{block}"
         );
         let mine = "Host github.com\n  User git\n";
@@ -472,7 +474,7 @@ mod tests {
         );
         assert!(
             other.contains(
-                "ProxyCommand '/opt/berth bin/berth' --config /c.yaml -n team ssh --stdio %h"
+                "ProxyCommand '/opt/berth bin/berth' --config /c.yaml -n team ssh --stdio '%h'"
             ),
             "{other}"
         );

@@ -34,6 +34,11 @@ use crate::agent::protocol::{StreamControl, StreamTarget};
 pub const WINDOW: u32 = 256 * 1024;
 /// Largest data frame payload.
 pub const MAX_CHUNK: usize = 32 * 1024;
+/// Streams one connection carries at most (so what is queued toward one
+/// agent is bounded by this many windows).
+pub const MAX_STREAMS: usize = 256;
+/// How long an open waits for the agent's answer.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A binary data frame: the stream id, then the bytes.
 pub fn data_frame(id: u32, data: &[u8]) -> Vec<u8> {
@@ -81,8 +86,15 @@ struct Slot {
     tx: mpsc::UnboundedSender<In>,
     /// What we may still send.
     credit: Arc<Semaphore>,
+    /// Bytes we sent that the other side has not credited back: a `Window`
+    /// beyond it is a lie (it would let us queue without bound).
+    in_flight: Arc<AtomicU64>,
     /// Bytes received and not credited back yet.
     owed: Arc<AtomicU64>,
+    /// The other side sent its EOF: no data may follow.
+    eof: bool,
+    /// Told when the stream is reset (its pump may be waiting on its local end).
+    reset: Arc<tokio::sync::Notify>,
     /// For a stream we opened: told when the other side answers.
     opened: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -92,6 +104,7 @@ pub struct Mux {
     out: mpsc::UnboundedSender<Out>,
     streams: Mutex<HashMap<u32, Slot>>,
     next_id: AtomicU32,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Mux {
@@ -107,7 +120,9 @@ pub struct StreamEnd {
     mux: Arc<Mux>,
     rx: mpsc::UnboundedReceiver<In>,
     credit: Arc<Semaphore>,
+    in_flight: Arc<AtomicU64>,
     owed: Arc<AtomicU64>,
+    reset: Arc<tokio::sync::Notify>,
     /// Both directions closed cleanly: nothing to reset.
     done: bool,
 }
@@ -142,6 +157,7 @@ impl Mux {
                 out,
                 streams: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
             rx,
         )
@@ -168,29 +184,51 @@ impl Mux {
     ) -> StreamEnd {
         let (tx, rx) = mpsc::unbounded_channel();
         let credit = Arc::new(Semaphore::new(WINDOW as usize));
+        let in_flight = Arc::new(AtomicU64::new(0));
         let owed = Arc::new(AtomicU64::new(0));
-        self.lock().insert(
-            id,
-            Slot {
-                tx,
-                credit: credit.clone(),
-                owed: owed.clone(),
-                opened,
-            },
-        );
+        let reset = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut streams = self.lock();
+            if self.closed.load(Ordering::Relaxed) {
+                // The connection is gone: the stream is born dead.
+                credit.close();
+                let _ = tx.send(In::Reset("the agent's connection closed".into()));
+            } else {
+                streams.insert(
+                    id,
+                    Slot {
+                        tx,
+                        credit: credit.clone(),
+                        in_flight: in_flight.clone(),
+                        owed: owed.clone(),
+                        eof: false,
+                        reset: reset.clone(),
+                        opened,
+                    },
+                );
+            }
+        }
         StreamEnd {
             id,
             mux: self.clone(),
             rx,
             credit,
+            in_flight,
             owed,
+            reset,
             done: false,
         }
     }
 
     /// Opens a stream to `target` on the other side (the operator's side
-    /// does this) and waits for it to be connected.
+    /// does this) and waits (at most [`OPEN_TIMEOUT`]) for it to be
+    /// connected. At most [`MAX_STREAMS`] are open at once.
     pub async fn open(self: &Arc<Self>, target: StreamTarget) -> Result<StreamEnd, StreamError> {
+        if self.len() >= MAX_STREAMS {
+            return Err(StreamError::Reset(format!(
+                "the workspace has {MAX_STREAMS} streams open already"
+            )));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let end = self.insert(id, Some(tx));
@@ -202,13 +240,18 @@ impl Mux {
             self.remove(id);
             return Err(StreamError::Gone);
         }
-        match rx.await {
-            Ok(Ok(())) => Ok(end),
-            Ok(Err(why)) => {
+        match tokio::time::timeout(OPEN_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(end),
+            Ok(Ok(Err(why))) => {
                 self.remove(id);
                 Err(StreamError::Reset(why))
             }
-            Err(_) => Err(StreamError::Gone),
+            Ok(Err(_)) => Err(StreamError::Gone),
+            // `end` is dropped: it resets the stream.
+            Err(_) => Err(StreamError::Reset(format!(
+                "the agent did not answer within {}s",
+                OPEN_TIMEOUT.as_secs()
+            ))),
         }
     }
 
@@ -240,15 +283,26 @@ impl Mux {
             return;
         };
         let owed = slot.owed.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-        if owed > u64::from(WINDOW) || data.len() > MAX_CHUNK {
+        let why = if data.is_empty() {
+            Some("an empty data frame")
+        } else if slot.eof {
+            Some("data after its EOF")
+        } else if owed > u64::from(WINDOW) || data.len() > MAX_CHUNK {
+            Some("data beyond its window")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             let _ = slot
                 .tx
-                .send(In::Reset("the other side exceeded its window".into()));
+                .send(In::Reset(format!("the other side sent {why}")));
+            slot.credit.close();
+            slot.reset.notify_one();
             streams.remove(&id);
             drop(streams);
             let _ = self.out.send(Out::Control(StreamControl::Reset {
                 id,
-                message: "window exceeded".into(),
+                message: format!("protocol: {why}"),
             }));
             return;
         }
@@ -267,18 +321,37 @@ impl Mux {
                 }
             }
             StreamControl::Window { id, bytes } => {
-                if let Some(s) = streams.get(&id) {
-                    let room = Semaphore::MAX_PERMITS.saturating_sub(s.credit.available_permits());
-                    s.credit.add_permits((bytes as usize).min(room));
+                let Some(s) = streams.get(&id) else { return };
+                // Credit for bytes never sent would let us queue without bound.
+                let sent = s.in_flight.load(Ordering::Relaxed);
+                if u64::from(bytes) > sent {
+                    s.credit.close();
+                    s.reset.notify_one();
+                    let _ =
+                        s.tx.send(In::Reset("the other side credited bytes never sent".into()));
+                    streams.remove(&id);
+                    drop(streams);
+                    let _ = self.out.send(Out::Control(StreamControl::Reset {
+                        id,
+                        message: "protocol: window credit beyond what was sent".into(),
+                    }));
+                    return;
                 }
+                s.in_flight.fetch_sub(u64::from(bytes), Ordering::Relaxed);
+                s.credit.add_permits(bytes as usize);
             }
             StreamControl::Eof { id } => {
-                if let Some(s) = streams.get(&id) {
-                    let _ = s.tx.send(In::Eof);
+                if let Some(s) = streams.get_mut(&id) {
+                    if !s.eof {
+                        s.eof = true;
+                        let _ = s.tx.send(In::Eof);
+                    }
                 }
             }
             StreamControl::Reset { id, message } => {
                 if let Some(mut s) = streams.remove(&id) {
+                    s.credit.close();
+                    s.reset.notify_one();
                     match s.opened.take() {
                         Some(tx) => {
                             let _ = tx.send(Err(message));
@@ -292,10 +365,13 @@ impl Mux {
         }
     }
 
-    /// The connection is gone: every stream ends.
+    /// The connection is gone: every stream ends, and none opens any more.
     pub fn close_all(&self) {
-        for (_, s) in self.lock().drain() {
+        let mut streams = self.lock();
+        self.closed.store(true, Ordering::Relaxed);
+        for (_, s) in streams.drain() {
             s.credit.close();
+            s.reset.notify_one();
             let _ = s.tx.send(In::Reset("the agent's connection closed".into()));
         }
     }
@@ -319,6 +395,7 @@ where
 {
     let id = end.id;
     let (credit, owed, out) = (end.credit.clone(), end.owed.clone(), end.mux.out.clone());
+    let in_flight = end.in_flight.clone();
     let rx = &mut end.rx;
     let (mut r, mut w) = tokio::io::split(io);
     let up = async {
@@ -337,6 +414,7 @@ where
                 Ok(p) => p.forget(),
                 Err(_) => return Err(StreamError::Gone),
             }
+            in_flight.fetch_add(n as u64, Ordering::Relaxed);
             if out.send(Out::Data(id, buf[..n].to_vec())).is_err() {
                 return Err(StreamError::Gone);
             }
@@ -369,17 +447,31 @@ where
         Err(StreamError::Gone)
     };
     tokio::pin!(up, down);
-    // Either direction failing ends both; a clean EOF waits for the other.
+    let reset = end.reset.clone();
+    let reset_ = reset.clone();
+    let was_reset = || async move {
+        reset_.notified().await;
+        Err::<u64, _>(StreamError::Reset("reset by the other side".into()))
+    };
+    // Either direction failing (or a reset) ends both; a clean EOF waits
+    // for the other direction.
     let result = tokio::select! {
         u = &mut up => match u {
-            Ok(sent) => down.await.map(|received| Moved { sent, received }),
+            Ok(sent) => tokio::select! {
+                d = &mut down => d.map(|received| Moved { sent, received }),
+                r = was_reset() => r.map(|_| Moved::default()),
+            },
             Err(e) => Err(e),
         },
         d = &mut down => match d {
-            Ok(received) => up.await.map(|sent| Moved { sent, received }),
+            Ok(received) => tokio::select! {
+                u = &mut up => u.map(|sent| Moved { sent, received }),
+                r = was_reset() => r.map(|_| Moved::default()),
+            },
             Err(e) => Err(e),
         },
     };
+    drop(reset);
     match &result {
         Ok(_) => end.done = true,
         Err(StreamError::Gone) => {}
@@ -508,6 +600,58 @@ mod tests {
         let p = tokio::spawn(pump(end, x));
         a.close_all();
         assert!(p.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn credit_for_bytes_never_sent_an_empty_frame_and_data_after_eof_reset_the_stream() {
+        // A window credit beyond what was sent would let the operator queue without bound.
+        let (a, mut out) = Mux::new();
+        let _end = a.accept(1);
+        let _ = out.recv().await;
+        a.on_control(StreamControl::Window {
+            id: 1,
+            bytes: 1 << 30,
+        });
+        assert!(a.is_empty(), "a lying window resets the stream");
+        assert!(matches!(
+            out.recv().await,
+            Some(Out::Control(StreamControl::Reset { id: 1, .. }))
+        ));
+        let _e2 = a.accept(2);
+        let _ = out.recv().await;
+        a.on_data(2, &[]);
+        assert!(a.is_empty(), "an empty data frame resets the stream");
+        let _e3 = a.accept(3);
+        let _ = out.recv().await;
+        a.on_control(StreamControl::Eof { id: 3 });
+        a.on_control(StreamControl::Eof { id: 3 });
+        a.on_data(3, b"late");
+        assert!(a.is_empty(), "data after EOF resets the stream");
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_the_peers_eof_ends_the_pump_and_a_closed_mux_opens_nothing() {
+        let (a, mut out) = Mux::new();
+        let end = a.accept(5);
+        let _ = out.recv().await;
+        // The local end never closes: only the reset can end the pump.
+        let (near, _keep) = tokio::io::duplex(1024);
+        let p = tokio::spawn(pump(end, near));
+        a.on_control(StreamControl::Eof { id: 5 });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        a.on_control(StreamControl::Reset {
+            id: 5,
+            message: "gone".into(),
+        });
+        let r = tokio::time::timeout(std::time::Duration::from_secs(2), p)
+            .await
+            .expect("the pump ends on the reset");
+        assert!(r.unwrap().is_err());
+        a.close_all();
+        let late = a.accept(6);
+        assert!(a.is_empty(), "nothing registers on a closed connection");
+        let (x, _y) = tokio::io::duplex(64);
+        assert!(pump(late, x).await.is_err());
     }
 
     #[test]

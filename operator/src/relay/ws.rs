@@ -53,10 +53,14 @@ where
             sink.send(binary(Vec::new())).await.is_ok()
         };
         // WebSocket → stream.
+        let closed = std::sync::atomic::AtomicBool::new(true);
         let down = async {
             while let Some(Ok(m)) = stream.next().await {
                 match frame(m) {
-                    Frame::Bytes(b) if b.is_empty() => break,
+                    Frame::Bytes(b) if b.is_empty() => {
+                        closed.store(false, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
                     Frame::Bytes(b) => {
                         if w.write_all(&b).await.is_err() {
                             break;
@@ -68,7 +72,26 @@ where
             }
             let _ = w.shutdown().await;
         };
-        let (open, ()) = tokio::join!(up, down);
+        // A close (or a failure) from the WebSocket ends both directions;
+        // a half close waits for the other direction.
+        let open = {
+            tokio::pin!(up, down);
+            tokio::select! {
+                open = &mut up => {
+                    if open {
+                        (&mut down).await;
+                    }
+                    open
+                }
+                () = &mut down => {
+                    if closed.load(std::sync::atomic::Ordering::Relaxed) {
+                        false
+                    } else {
+                        (&mut up).await
+                    }
+                }
+            }
+        };
         if open {
             let _ = sink.send(close()).await;
         }

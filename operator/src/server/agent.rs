@@ -432,7 +432,12 @@ impl Connection {
                         crate::relay::Out::Control(control) => Message::Text(ServerMessage::Stream { control }.encode().into()),
                         crate::relay::Out::Data(id, d) => Message::Binary(crate::relay::data_frame(id, &d).into()),
                     };
-                    socket.send(m).await.map_err(|e| ConnError::Socket(e.to_string()))?;
+                    // An agent that stops reading must not hold this loop (and
+                    // its queue) forever.
+                    match tokio::time::timeout(hub.heartbeat * 3, socket.send(m)).await {
+                        Ok(r) => r.map_err(|e| ConnError::Socket(e.to_string()))?,
+                        Err(_) => return Err(ConnError::Silent(hub.heartbeat * 3)),
+                    }
                 }
                 _ = ping.tick() => {
                     let silent = heard.elapsed();

@@ -108,8 +108,12 @@ fn owner_of(obj: &crate::api::DynObject) -> String {
         .to_string()
 }
 
-fn may_open(who: &Identity, owner: &str, share: AppShare) -> bool {
-    who.admin || who.user == owner || share == AppShare::Authenticated
+/// Who may open an app. Path-based apps share the operator's origin, so an
+/// app's page could act, in a visitor's browser, on whatever else that
+/// visitor has open there: until apps get origins of their own, an app is
+/// served to its owner (and admins) only, whatever its `share` says.
+fn may_open(who: &Identity, owner: &str, _share: AppShare) -> bool {
+    who.admin || who.user == owner
 }
 
 /// `POST …/workspaces/{name}/open` `{"app": "vscode"}`: the app's URL with
@@ -123,12 +127,17 @@ pub async fn open(
 ) -> Result<Response, ApiError> {
     let req: OpenBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("open body: {e}")))?;
-    let (obj, app) = find_app(&st, ns, name, &req.app).await?;
+    // Missing and foreign answer alike.
+    let alike = || ApiError::NotFound(format!("workspaces/{name}: no app {:?}", req.app));
+    let (obj, app) = find_app(&st, ns, name, &req.app)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => alike(),
+            other => other,
+        })?;
     let owner = owner_of(&obj);
-    if !caller.can_read(&obj) && !may_open(&caller.0, &owner, app.share) {
-        return Err(ApiError::NotFound(format!(
-            "workspaces/{name} not found in namespace {ns:?}"
-        )));
+    if !may_open(&caller.0, &owner, app.share) {
+        return Err(alike());
     }
     let path = app_path(&owner, ns, name, &app.slug);
     let ticket = st
@@ -211,7 +220,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site")
+        .is_some_and(|v| v == "cross-site" || v == "same-site")
     {
         return true;
     }
@@ -283,6 +292,18 @@ async fn serve_inner(
     let https = is_https(&headers);
     // A ticket becomes a session cookie.
     if let Some(ticket) = query_param(req.uri(), TICKET_PARAM) {
+        // Only a link opened by the user (typed, pasted, from Berth's own
+        // pages) signs a browser in, never one another site sends it to.
+        let fetch_site = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        if !matches!(fetch_site, "none" | "same-origin") {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "sign-in links work only when opened directly\n".into(),
+            ));
+        }
         let Some(who) = st.store.web_ticket_redeem(&ticket, &base).await? else {
             return Ok(plain(
                 StatusCode::UNAUTHORIZED,
@@ -405,6 +426,23 @@ async fn serve_inner(
             });
         }
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    // An app may not set (or clear) Berth's own cookies.
+    let kept: Vec<HeaderValue> = parts
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            v.to_str().map_or(true, |c| {
+                let name = c.split('=').next().unwrap_or("").trim();
+                !name.starts_with("berth_")
+            })
+        })
+        .cloned()
+        .collect();
+    parts.headers.remove(header::SET_COOKIE);
+    for v in kept {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
     Ok(Response::from_parts(parts, Body::new(body)))
 }
