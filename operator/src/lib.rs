@@ -10,6 +10,7 @@ pub mod apply;
 pub mod bench;
 pub mod bench_agents;
 pub mod bench_gitops;
+pub mod bench_relay;
 pub mod controllers;
 pub mod gitops;
 pub mod lifecycle;

@@ -430,7 +430,8 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
         BenchCommand::Apply { database_url, .. }
         | BenchCommand::Reconcile { database_url, .. }
         | BenchCommand::Gitops { database_url, .. }
-        | BenchCommand::Agents { database_url, .. } => database_url.clone(),
+        | BenchCommand::Agents { database_url, .. }
+        | BenchCommand::Relay { database_url, .. } => database_url.clone(),
     };
     let (url, pg) = match url {
         Some(u) => (u, None),
@@ -489,6 +490,23 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
                 let figures = crate::bench_agents::bench_agents(&url, &cfg)
                     .await
                     .context("bench agents")?;
+                print!("{}", figures.render());
+            }
+            BenchCommand::Relay {
+                mib,
+                round_trips,
+                server_nodelay,
+                ..
+            } => {
+                let cfg = crate::bench_relay::RelayBench {
+                    mib,
+                    round_trips,
+                    server_nodelay,
+                    agent_binary: std::env::current_exe().context("the berth executable")?,
+                };
+                let figures = crate::bench_relay::bench_relay(&url, &cfg)
+                    .await
+                    .context("bench relay")?;
                 print!("{}", figures.render());
             }
         }

@@ -452,6 +452,23 @@ pub enum BenchCommand {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Relay a workspace's streams through an in-process API server to a child `berth agent`;
+    /// print MB/s through `berth ssh -- cat` and a relayed TCP echo next to a local pipe, and the
+    /// latency a round trip gains through the relay.
+    Relay {
+        /// MiB per transfer.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+        /// 1-byte round trips measured per connection.
+        #[arg(long, default_value_t = 2_000)]
+        round_trips: usize,
+        /// Set TCP_NODELAY on the in-process API server's connections (`berth operator` does not).
+        #[arg(long)]
+        server_nodelay: bool,
+        /// PostgreSQL server to use (a fresh database is created on it) [default: a private one].
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 /// `berth pg …`.
