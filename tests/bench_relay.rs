@@ -16,7 +16,7 @@ async fn bytes_through_the_relay_and_ssh_cat_come_back_identical_and_are_timed()
         mib: 2,
         round_trips: 50,
         agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_berth")),
-        server_nodelay: false,
+        server_nagle: false,
     };
     let f = bench_relay(&url, &cfg).await.expect("bench relay");
     let out = f.render();

@@ -61,7 +61,7 @@ pub struct RelayBench {
     pub agent_binary: PathBuf,
     /// Set TCP_NODELAY on the API server's accepted connections (`berth
     /// operator` does not: off measures production).
-    pub server_nodelay: bool,
+    pub server_nagle: bool,
 }
 
 /// One transfer: bytes written and read back.
@@ -208,10 +208,10 @@ impl RelayFigures {
             c.mib,
             c.round_trips,
             self.server_version,
-            if c.server_nodelay {
-                "have TCP_NODELAY (--server-nodelay; `berth operator` does not set it)"
+            if c.server_nagle {
+                "without TCP_NODELAY (--server-nagle; `berth operator` sets it)"
             } else {
-                "without TCP_NODELAY, as `berth operator` serves"
+                "with TCP_NODELAY, as `berth operator` serves"
             },
             self.agent_connect.as_secs_f64(),
             c.mib,
@@ -554,7 +554,7 @@ async fn run(url: String, dir: PathBuf, cfg: &RelayBench) -> Result<RelayFigures
         base.clone(),
     ));
     let app = router(state);
-    let server = if cfg.server_nodelay {
+    let server = if !cfg.server_nagle {
         use axum::serve::ListenerExt as _;
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

@@ -495,13 +495,13 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
             BenchCommand::Relay {
                 mib,
                 round_trips,
-                server_nodelay,
+                server_nagle,
                 ..
             } => {
                 let cfg = crate::bench_relay::RelayBench {
                     mib,
                     round_trips,
-                    server_nodelay,
+                    server_nagle,
                     agent_binary: std::env::current_exe().context("the berth executable")?,
                 };
                 let figures = crate::bench_relay::bench_relay(&url, &cfg)

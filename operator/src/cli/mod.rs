@@ -462,9 +462,10 @@ pub enum BenchCommand {
         /// 1-byte round trips measured per connection.
         #[arg(long, default_value_t = 2_000)]
         round_trips: usize,
-        /// Set TCP_NODELAY on the in-process API server's connections (`berth operator` does not).
+        /// Leave TCP_NODELAY off on the API server's connections, to see what
+        /// Nagle's algorithm costs the relay (`berth operator` sets it).
         #[arg(long)]
-        server_nodelay: bool,
+        server_nagle: bool,
         /// PostgreSQL server to use (a fresh database is created on it) [default: a private one].
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,

@@ -364,6 +364,15 @@ pub async fn run_operator_with(
     let graceful = async move {
         let _ = rx2.wait_for(|v| *v).await;
     };
+    // Relayed streams carry keystrokes and small credit frames: without
+    // TCP_NODELAY each round trip waits out a delayed ACK (~40 ms,
+    // `berth bench relay --server-nagle` shows it).
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
     let gitops = {
         let mut rx = rx.clone();
