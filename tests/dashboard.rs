@@ -62,7 +62,11 @@ async fn user_token(op: &Operator, user: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success(), "POST /tokens: {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "POST /tokens: {}",
+        resp.status()
+    );
     resp.json::<Value>().await.unwrap()["token"]
         .as_str()
         .unwrap()
@@ -211,8 +215,22 @@ async fn wait_text(c: &Client, css: &str, what: &str, done: impl Fn(&str) -> boo
     }
 }
 
+/// Polls `check` until it holds (60 s).
+async fn wait_until<F, Fut>(check: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 60s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(png) = c.screenshot().await {
         let _ = std::fs::write(dir.join(format!("{name}.png")), png);
@@ -310,16 +328,27 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .unwrap();
         let log = "pre[data-script='ticker']";
         let first = ticks(&wait_text(c, log, "ticker output", |t| ticks(t) >= 2).await);
-        let later = ticks(&wait_text(c, log, "more ticker output", |t| ticks(t) >= first + 3).await);
+        let later =
+            ticks(&wait_text(c, log, "more ticker output", |t| ticks(t) >= first + 3).await);
         assert!(later > first);
-        assert!(c.find(Locator::Css("button[data-app='vscode']")).await.is_ok());
+        assert!(c
+            .find(Locator::Css("button[data-app='vscode']"))
+            .await
+            .is_ok());
         assert!(
-            c.find(Locator::Css("#action-update")).await.is_err(),
+            !c.find(Locator::Css("#action-update"))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap(),
             "Update is offered though the workspace is not outdated"
         );
 
         // Stop, then Start, without a reload.
-        c.execute("window.__noReload = true;", vec![]).await.unwrap();
+        c.execute("window.__noReload = true;", vec![])
+            .await
+            .unwrap();
         c.find(Locator::Css("#action-stop"))
             .await
             .unwrap()
@@ -340,7 +369,10 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
         .await;
         // The new start's output streams into the panel as it is written.
         let again = ticks(&wait_text(c, log, "the new start's ticker", |t| ticks(t) >= 2).await);
-        wait_text(c, log, "the new start's ticker, later", |t| ticks(t) >= again + 3).await;
+        wait_text(c, log, "the new start's ticker, later", |t| {
+            ticks(t) >= again + 3
+        })
+        .await;
         let still = c
             .execute("return window.__noReload === true;", vec![])
             .await
@@ -367,7 +399,45 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             t.lines().any(|l| l.trim() == "42")
         })
         .await;
+        c.execute(
+            "document.getElementById('terminal-box').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        screenshot(c, "terminal").await;
+
+        // A new template version: Update appears, and restarts onto it.
+        apply(
+            &op,
+            &TEMPLATE.replace("echo \"setting up\"", "echo \"setting up v2\""),
+        );
+        let update = c.find(Locator::Css("#action-update")).await.unwrap();
+        wait_until(
+            || async { update.is_displayed().await.unwrap_or(false) },
+            "Update offered",
+        )
+        .await;
+        c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
         screenshot(c, "workspace").await;
+        update.click().await.unwrap();
+        wait_text(
+            c,
+            "#overview dd[data-key='Template']",
+            "the new version",
+            |t| t == "web@2",
+        )
+        .await;
+        wait_until(
+            || async { !update.is_displayed().await.unwrap_or(true) },
+            "Update gone",
+        )
+        .await;
+        wait_text(c, "pre[data-script='setup']", "the new setup", |t| {
+            t.contains("setting up v2")
+        })
+        .await;
+        wait_text(c, "#phase", "running on v2", |t| t == "Running").await;
 
         // Another user: only their own workspace; erin's page and API refused.
         c.find(Locator::Css("#signout"))
@@ -382,14 +452,21 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .await
             .expect("signed out");
         sign_in(c, &server, &bob).await;
-        wait_text(c, "tr[data-workspace='default/bob'] .phase", "bob's workspace", |t| {
-            !t.is_empty()
-        })
+        wait_text(
+            c,
+            "tr[data-workspace='default/bob'] .phase",
+            "bob's workspace",
+            |t| !t.is_empty(),
+        )
         .await;
         assert!(c
             .find(Locator::Css("tr[data-workspace='default/erin']"))
             .await
             .is_err());
+        // Phone width.
+        c.set_window_size(390, 844).await.unwrap();
+        screenshot(c, "workspaces-phone").await;
+        c.set_window_size(1280, 800).await.unwrap();
         assert_eq!(
             page_fetch_status(c, &format!("{API}/namespaces/default/workspaces/erin")).await,
             404
@@ -401,7 +478,13 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
         c.goto(&format!("{server}/workspaces/default/erin"))
             .await
             .unwrap();
-        let body = c.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+        let body = c
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(body.contains("not found"), "{body}");
         assert!(!body.contains("tick"), "{body}");
         b.close().await;
@@ -479,7 +562,12 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
 
         let ws = format!("{server}{API}/namespaces/default/workspaces/erin");
         // Reads need the cookie only.
-        let get = http.get(&ws).header("cookie", &cookie).send().await.unwrap();
+        let get = http
+            .get(&ws)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(get.status(), 200);
         let other = http
             .get(format!("{server}{API}/namespaces/default/workspaces/bob"))
@@ -565,7 +653,9 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         assert!(r.status().is_success(), "{}", r.status());
         // Another's workspace is refused even with a valid session and token.
         let r = http
-            .post(format!("{server}{API}/namespaces/default/workspaces/bob/stop"))
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/stop"
+            ))
             .header("cookie", &cookie)
             .header("x-berth-csrf", &csrf)
             .send()
@@ -581,7 +671,9 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         assert_eq!(page.status(), 404);
         // Bearer tokens work as before.
         let r = http
-            .post(format!("{server}{API}/namespaces/default/workspaces/bob/start"))
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/start"
+            ))
             .bearer_auth(&bob)
             .send()
             .await
@@ -604,12 +696,22 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
-        assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
-        let gone = http.get(&ws).header("cookie", &cookie).send().await.unwrap();
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        let gone = http
+            .get(&ws)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(gone.status(), 401);
 
         // The one-time sign-in link `berth up` prints.
-        let store = berth::store::Store::connect(op.database_url()).await.unwrap();
+        let store = berth::store::Store::connect(op.database_url())
+            .await
+            .unwrap();
         let link = berth::server::dashboard::sign_in_link(&store, &server)
             .await
             .unwrap();

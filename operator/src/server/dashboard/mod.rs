@@ -73,11 +73,16 @@ pub fn routes() -> Router<AppState> {
 
 /// The CSRF token of session `id`.
 pub fn csrf_token(id: &str) -> String {
-    hex::encode(Sha256::digest(format!("berth-dashboard-csrf\0{id}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("berth-dashboard-csrf\0{id}").as_bytes(),
+    ))
 }
 
 /// Mints the one-time sign-in link for the bootstrap admin (`berth up`).
-pub async fn sign_in_link(store: &Store, base_url: &str) -> Result<String, crate::store::StoreError> {
+pub async fn sign_in_link(
+    store: &Store,
+    base_url: &str,
+) -> Result<String, crate::store::StoreError> {
     let admin = Identity {
         user: "admin".into(),
         admin: true,
@@ -85,7 +90,10 @@ pub async fn sign_in_link(store: &Store, base_url: &str) -> Result<String, crate
     let ticket = store
         .web_ticket_create(&admin, SCOPE, SIGN_IN_TICKET_TTL)
         .await?;
-    Ok(format!("{}/login?ticket={ticket}", base_url.trim_end_matches('/')))
+    Ok(format!(
+        "{}/login?ticket={ticket}",
+        base_url.trim_end_matches('/')
+    ))
 }
 
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -238,7 +246,10 @@ async fn login_page(
     let Some(who) = st.store.web_ticket_redeem(&ticket, SCOPE).await? else {
         return Ok(see_other("/login#ticket-invalid"));
     };
-    let id = st.store.web_session_create(&who, SCOPE, SESSION_TTL).await?;
+    let id = st
+        .store
+        .web_session_create(&who, SCOPE, SESSION_TTL)
+        .await?;
     tracing::info!(user = %who.user, "dashboard: signed in with a one-time link");
     let mut resp = see_other("/");
     resp.headers_mut().insert(
@@ -271,7 +282,10 @@ async fn login(
     let Some(who) = st.store.token_lookup(req.token.trim()).await? else {
         return Err(ApiError::Unauthorized("unknown or revoked token".into()));
     };
-    let id = st.store.web_session_create(&who, SCOPE, SESSION_TTL).await?;
+    let id = st
+        .store
+        .web_session_create(&who, SCOPE, SESSION_TTL)
+        .await?;
     tracing::info!(user = %who.user, "dashboard: signed in with a token");
     let mut resp = (
         StatusCode::OK,
@@ -287,7 +301,10 @@ async fn login(
 
 /// `POST /logout` (with the CSRF token): closes the session.
 async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if session_caller(&st, &Method::POST, &headers).await?.is_some() {
+    if session_caller(&st, &Method::POST, &headers)
+        .await?
+        .is_some()
+    {
         if let Some(id) = cookie_value(&headers, COOKIE) {
             st.store.web_session_delete(&id).await?;
         }
@@ -301,7 +318,10 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Result<Respon
 }
 
 /// `GET /dashboard/session`: who is signed in, and the CSRF token.
-async fn session_info(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn session_info(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some((who, id)) = session(&st, &headers).await? else {
         return Err(ApiError::Unauthorized("not signed in".into()));
     };

@@ -116,7 +116,8 @@ function when(ts) {
   const s = Math.round((d - Date.now()) / 1000);
   const abs = Math.abs(s);
   const rel = abs < 60 ? `${abs}s` : abs < 3600 ? `${Math.round(abs / 60)}m` : abs < 86400 ? `${Math.round(abs / 3600)}h` : `${Math.round(abs / 86400)}d`;
-  return h("time", { datetime: d.toISOString(), title: d.toLocaleString() }, s >= 0 ? `in ${rel}` : `${rel} ago`);
+  const text = abs < 5 ? "just now" : s >= 0 ? `in ${rel}` : `${rel} ago`;
+  return h("time", { datetime: d.toISOString(), title: d.toLocaleString() }, text);
 }
 function phaseOf(o) { return (o.status && o.status.phase) || "Pending"; }
 function agentText(o) {
@@ -216,13 +217,13 @@ function renderWorkspaces() {
         h("td", { "data-label": "Next autostart" }, when(s.nextAutostartAt)));
     }));
   }
-  main.replaceChildren(
+  main.replaceChildren(...[
     h("h1", {}, session.admin ? "All workspaces" : "My workspaces"),
     filterBox,
     count,
     h("div", { class: "card table-wrap" }, h("table", { class: "responsive" },
       h("thead", {}, h("tr", {}, ["Name", "Namespace", "Owner", "Phase", "Agent", "Template", "Outdated", "CPU / memory", "Last activity", "Autostop", "Next autostart"].map((t) => h("th", { scope: "col" }, t)))),
-      tbody)));
+      tbody))].filter(Boolean));
   cleanup.push(liveList(`${API}/workspaces`, (list) => {
     items.clear();
     list.forEach((o) => items.set(key(o), o));
@@ -242,6 +243,7 @@ function renderWorkspace(ns, name) {
   let ws = null;
   let apps = [];
   let appsFor = null;
+  let appsDrawn = null;
   const title = h("h1", {}, name, " ", h("span", { id: "phase" }));
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Power" });
   const overview = h("dl", { class: "kv", id: "overview" });
@@ -262,6 +264,14 @@ function renderWorkspace(ns, name) {
       e.target.disabled = false;
     } }, label);
   }
+  // Created once, so that keyboard focus survives live updates.
+  const updateBtn = act("restart", "Update");
+  updateBtn.title = "Restart on the template's newest version";
+  updateBtn.hidden = true;
+  actions.append(act("start", "Start"), act("stop", "Stop"), act("restart", "Restart"), updateBtn);
+  function same(parent, els) {
+    return parent.children.length === els.length && els.every((e, i) => parent.children[i] === e);
+  }
   function kv(dl, pairs) {
     dl.replaceChildren(...pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-key": k }, v)]));
   }
@@ -270,9 +280,7 @@ function renderWorkspace(ns, name) {
     const phase = phaseOf(ws);
     document.getElementById("phase").replaceChildren(badge(phase));
     const ready = cond(ws, "Ready");
-    actions.replaceChildren(
-      act("start", "Start"), act("stop", "Stop"), act("restart", "Restart"),
-      outdated(ws) ? act("restart", "Update") : null);
+    updateBtn.hidden = !outdated(ws);
     kv(overview, [
       ["Owner", ws.spec.owner || ""],
       ["Namespace", ns],
@@ -317,8 +325,9 @@ function renderWorkspace(ns, name) {
     }
     const names = new Set(list.map((s) => s.name));
     for (const n of logs.keys()) names.add(n);
-    scripts.replaceChildren(...[...names].map((n) => scriptBlock(n).el));
-    if (!names.size) scripts.replaceChildren(h("p", { class: "muted" }, "No scripts have run in this start yet."));
+    const els = [...names].map((n) => scriptBlock(n).el);
+    if (!els.length) scripts.replaceChildren(h("p", { class: "muted" }, "No scripts have run in this start yet."));
+    else if (!same(scripts, els)) scripts.replaceChildren(...els);
   }
   let logCtl = null;
   let logStart = null;
@@ -366,6 +375,9 @@ function renderWorkspace(ns, name) {
         .catch(() => { apps = []; });
     }
     const running = phaseOf(ws) === "Running";
+    const k = `${running}|${apps.map((a) => a.slug).join(",")}`;
+    if (k === appsDrawn) return;
+    appsDrawn = k;
     appBox.replaceChildren(...apps.map((a) => h("button", { type: "button", class: "secondary", "data-app": a.slug, disabled: !running, onclick: async () => {
       try {
         const r = await api(`${base}/open`, { method: "POST", body: { app: a.slug } });
