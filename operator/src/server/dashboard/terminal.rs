@@ -204,11 +204,8 @@ async fn bridge(
     let input = async {
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if stdin_w.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                // Input is written in the guard; a failed write ends the input.
+                Message::Binary(b) if stdin_w.write_all(&b).await.is_err() => break,
                 Message::Text(t) => match serde_json::from_str::<Control>(t.as_str()) {
                     Ok(Control::Resize { cols, rows }) => {
                         if let Some(s) = size(cols, rows) {
@@ -239,4 +236,19 @@ async fn bridge(
     };
     pump.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resize_message_parses_and_sizes_out_of_range_are_ignored() {
+        let Control::Resize { cols, rows } =
+            serde_json::from_str(r#"{"type":"resize","cols":120,"rows":40}"#).unwrap();
+        assert_eq!(size(cols, rows), Some((120, 40)));
+        assert_eq!(size(0, 40), None);
+        assert_eq!(size(120, 100_000), None);
+        assert!(serde_json::from_str::<Control>(r#"{"type":"paste"}"#).is_err());
+    }
 }

@@ -167,7 +167,7 @@ function renderLogin() {
     h("h1", {}, "Sign in to Berth"),
     h("label", { for: "token" }, "API token"),
     input,
-    h("p", { class: "muted", id: "token-help" }, "Paste a token once (from `berth` CLI config or an admin). The dashboard keeps a session cookie, never the token."),
+    h("p", { class: "muted", id: "token-help" }, "Paste a token once (`berth token create USER` as an admin, or the CLI config's token). The dashboard keeps a session cookie, never the token."),
     h("button", { type: "submit", id: "signin" }, "Sign in"),
     err);
   main.replaceChildren(form);
