@@ -215,6 +215,21 @@ async fn wait_text(c: &Client, css: &str, what: &str, done: impl Fn(&str) -> boo
     }
 }
 
+/// What the web terminal's buffer holds, line by line.
+async fn terminal_text(c: &Client) -> String {
+    let v = c
+        .execute(
+            "const t = window.berthTerminal; if (!t) return '';
+             const b = t.buffer.active; const out = [];
+             for (let i = 0; i < b.length; i++) { const l = b.getLine(i); if (l) out.push(l.translateToString(true)); }
+             return out.join('\\n');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    v.as_str().unwrap_or_default().to_string()
+}
+
 /// Polls `check` until it holds (60 s).
 async fn wait_until<F, Fut>(check: F, what: &str)
 where
@@ -393,12 +408,29 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .for_element(Locator::Css("#terminal .xterm-helper-textarea"))
             .await
             .expect("the terminal");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        area.send_keys("echo $((6*7))\n").await.unwrap();
-        wait_text(c, "#terminal .xterm-rows", "the terminal's output", |t| {
-            t.lines().any(|l| l.trim() == "42")
-        })
-        .await;
+        // Typed only once the shell shows its prompt: a shell starting up
+        // may flush input typed ahead of it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while terminal_text(c).await.trim().is_empty() {
+            assert!(Instant::now() < deadline, "the shell shows no prompt");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for ch in "echo $((6*7))".chars() {
+            area.send_keys(&ch.to_string()).await.unwrap();
+        }
+        area.send_keys("\u{E007}").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = terminal_text(c).await;
+            if text.lines().any(|l| l.trim() == "42") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal shows no 42:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         c.execute(
             "document.getElementById('terminal-box').scrollIntoView();",
             vec![],

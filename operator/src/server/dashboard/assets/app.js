@@ -409,13 +409,14 @@ function renderWorkspace(ns, name) {
     const fit = window.FitAddon ? new window.FitAddon.FitAddon() : null;
     if (fit) term.loadAddon(fit);
     term.open(el);
+    window.berthTerminal = term; // for tests and the console
     if (fit) fit.fit();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const sock = new WebSocket(`${proto}//${location.host}${base}/terminal?cols=${term.cols}&rows=${term.rows}`);
     sock.binaryType = "arraybuffer";
     const enc = new TextEncoder();
     sock.onmessage = (m) => term.write(typeof m.data === "string" ? m.data : new Uint8Array(m.data));
-    sock.onclose = () => { term.write("\r\n[terminal closed]\r\n"); termBtn.textContent = "Open terminal"; term = null; };
+    sock.onclose = () => { term.write("\r\n[terminal closed]\r\n"); term = null; };
     term.onData((d) => { if (sock.readyState === 1) sock.send(enc.encode(d)); });
     term.onResize(({ cols, rows }) => { if (sock.readyState === 1) sock.send(JSON.stringify({ type: "resize", cols, rows })); });
     const onWin = () => { if (fit) fit.fit(); };
