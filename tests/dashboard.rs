@@ -6,7 +6,9 @@
 //!   workspace, stops and starts it from its page and watches it come back
 //!   Running with its agent Ready without a reload, reads a script's output
 //!   as it is written, runs a command in the web terminal; another user
-//!   sees only their own workspace and is refused another's page and API;
+//!   signs in with the keyboard alone, sees only their own workspace (and a
+//!   stop made elsewhere without a reload) and is refused another's page
+//!   and API;
 //! * over plain HTTP: the session cookie's flags, the CSRF token and the
 //!   origin checks on state-changing requests, sign-out, and the one-time
 //!   sign-in ticket.
@@ -483,14 +485,32 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .for_element(Locator::Css("#token"))
             .await
             .expect("signed out");
-        sign_in(c, &server, &bob).await;
-        wait_text(
-            c,
-            "tr[data-workspace='default/bob'] .phase",
-            "bob's workspace",
-            |t| !t.is_empty(),
-        )
-        .await;
+        // Keyboard only: the token field has focus, Enter signs in.
+        c.goto(&format!("{server}/")).await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#token:focus"))
+            .await
+            .expect("the token field has focus");
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&format!("{bob}\u{E007}"))
+            .await
+            .unwrap();
+        let bob_phase = "tr[data-workspace='default/bob'] .phase";
+        wait_text(c, bob_phase, "bob's workspace", |t| t == "Running").await;
+        // The list follows the watch: a stop made elsewhere shows up.
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/stop"
+            ))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        wait_text(c, bob_phase, "bob's workspace stopped", |t| t == "Stopped").await;
         assert!(c
             .find(Locator::Css("tr[data-workspace='default/erin']"))
             .await
