@@ -18,6 +18,7 @@
 #[path = "cli_common.rs"]
 mod cli_common;
 
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,8 +151,11 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that Chromium goes with it even when a
+        // failing test never closes the session.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -162,7 +166,7 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,800"],
+                         "--disable-dev-shm-usage", "--disable-breakpad", "--window-size=1280,800"],
             }),
         );
         let url = format!("http://127.0.0.1:{port}");
@@ -183,16 +187,18 @@ impl Browser {
         Browser { driver, client }
     }
 
-    async fn close(mut self) {
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.driver.wait();
     }
 }
 
