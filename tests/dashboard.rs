@@ -773,6 +773,13 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         let link = berth::server::dashboard::sign_in_link(&store, &server)
             .await
             .unwrap();
+        let foreign = http
+            .get(&link)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403, "a foreign page used the link");
         let r = http.get(&link).send().await.unwrap();
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], "/");

@@ -244,6 +244,13 @@ async fn login_page(
     let Some(ticket) = q.ticket.filter(|t| !t.is_empty()) else {
         return Ok(html(StatusCode::OK, INDEX_HTML));
     };
+    // A foreign page must not sign a visitor in (to someone else's account).
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden(
+            "a sign-in link works only when opened directly (paste it into the address bar)".into(),
+            Vec::new(),
+        ));
+    }
     let Some(who) = st.store.web_ticket_redeem(&ticket, SCOPE).await? else {
         return Ok(see_other("/login#ticket-invalid"));
     };
