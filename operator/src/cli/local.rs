@@ -310,6 +310,7 @@ pub async fn operator(
         gitops: crate::gitops::GitOpsOptions::default(),
         access_url: access.access_url,
         agent_binary_dir: access.agent_binary_dir,
+        sign_in_link: false,
     };
     if cloud.is_none() {
         tracing::warn!(
@@ -386,6 +387,7 @@ pub async fn up(
         gitops: crate::gitops::GitOpsOptions::default(),
         access_url: access.access_url,
         agent_binary_dir: access.agent_binary_dir,
+        sign_in_link: true,
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {

@@ -120,11 +120,15 @@ fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Api
         .map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))
 }
 
-async fn person(st: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    match st.store.token_lookup(bearer(headers)?).await? {
-        Some(id) => Ok(Caller(id)),
-        None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
-    }
+/// A person: a bearer token, or the dashboard's session (with its CSRF
+/// token when `write`).
+async fn person(st: &AppState, headers: &HeaderMap, write: bool) -> Result<Caller, ApiError> {
+    let method = if write {
+        axum::http::Method::POST
+    } else {
+        axum::http::Method::GET
+    };
+    Caller::from_headers(st, &method, headers).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,7 +162,7 @@ pub async fn workspace_action(
 ) -> Result<Response, ApiError> {
     match action.as_str() {
         "start" | "stop" | "restart" => {
-            let caller = person(&st, &headers).await?;
+            let caller = person(&st, &headers, true).await?;
             let q = query::<PowerQuery>(&uri)?;
             let connect = match q.reason.as_deref() {
                 None => false,
@@ -173,11 +177,11 @@ pub async fn workspace_action(
         }
         "activity" => activity(st, &headers, &ns, &name, &body).await,
         "open" => {
-            let caller = person(&st, &headers).await?;
+            let caller = person(&st, &headers, true).await?;
             super::apps::open(st, caller, &ns, &name, &body).await
         }
         "extend" => {
-            let caller = person(&st, &headers).await?;
+            let caller = person(&st, &headers, true).await?;
             extend(st, caller, &ns, &name, &body).await
         }
         other => Err(ApiError::NotFound(format!(
@@ -346,17 +350,18 @@ pub async fn workspace_get_action(
     match action.as_str() {
         "agent" => super::agent::agent_socket(st, ns, name, headers, ws).await,
         "logs" => {
-            let caller = person(&st, &headers).await?;
+            let caller = person(&st, &headers, false).await?;
             let q = query::<super::agent::LogsQuery>(&uri)?;
             super::agent::logs(st, ns, name, q, caller).await
         }
         "connect" => {
-            let caller = person(&st, &headers).await?;
+            let caller = person(&st, &headers, false).await?;
             let q = query::<super::connect::ConnectQuery>(&uri)?;
             super::connect::connect(st, ns, name, caller, headers, q, ws).await
         }
+        "terminal" => super::dashboard::terminal::serve(st, ns, name, headers, uri, ws).await,
         other => Err(ApiError::NotFound(format!(
-            "no {other:?} of workspaces (agent, logs, connect, status)"
+            "no {other:?} of workspaces (agent, logs, connect, terminal, status)"
         ))),
     }
 }

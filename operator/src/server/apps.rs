@@ -167,7 +167,7 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The `Cookie` header without Berth's own cookie.
+/// The `Cookie` header without Berth's own cookies (the app's and the dashboard's).
 fn strip_cookie(headers: &mut HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -175,7 +175,11 @@ fn strip_cookie(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|kv| !kv.is_empty() && !kv.starts_with(&format!("{COOKIE}=")))
+        .filter(|kv| {
+            !kv.is_empty()
+                && !kv.starts_with(&format!("{COOKIE}="))
+                && !kv.starts_with(&format!("{}=", super::dashboard::COOKIE))
+        })
         .map(String::from)
         .collect();
     headers.remove(header::COOKIE);

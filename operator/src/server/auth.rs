@@ -1,4 +1,5 @@
-//! Bearer-token authentication and the authorization rules.
+//! Authentication (bearer tokens; the dashboard's session cookie with its
+//! CSRF token) and the authorization rules.
 //!
 //! Rules: admins read and write everything. Users read templates and
 //! policies, and read and write only the workspaces they own; another
@@ -6,6 +7,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 
 use super::error::ApiError;
 use super::AppState;
@@ -23,15 +25,32 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("missing bearer token (Authorization: Bearer …)".into())
-            })?;
+        Caller::from_headers(state, &parts.method, &parts.headers).await
+    }
+}
+
+impl Caller {
+    /// Authenticates a request: a bearer token in `Authorization`, or else
+    /// the dashboard's session cookie (see [`super::dashboard`]), which
+    /// counts only from this origin and, for any method but GET and HEAD,
+    /// only with the session's CSRF token in its header.
+    pub async fn from_headers(
+        state: &AppState,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+            if let Some(who) = super::dashboard::session_caller(state, method, headers).await? {
+                return Ok(Caller(who));
+            }
+            return Err(ApiError::Unauthorized(
+                "missing bearer token (Authorization: Bearer …)".into(),
+            ));
+        };
         let token = header
-            .strip_prefix("Bearer ")
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
@@ -42,9 +61,7 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
         }
     }
-}
 
-impl Caller {
     /// Fails unless the caller is an admin.
     pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
         if self.0.admin {

@@ -16,7 +16,11 @@
 //! - `GET /namespaces/{ns}/workspaces/{name}/agent` — the agent's WebSocket
 //!   (agent token), `…/logs[?script=&follow=true&previous=true]` — script
 //!   logs as newline-delimited JSON (owner or admin)
+//! - `GET …/namespaces/{ns}/workspaces/{name}/terminal` — the dashboard's
+//!   web terminal (WebSocket; see [`dashboard::terminal`])
 //! - `GET /bin/berth-linux-{amd64,arm64}` — the agent binary (no auth)
+//! - `/`, `/login`, `/logout`, `/workspaces/{ns}/{name}`, `/dashboard/…` —
+//!   the web dashboard (see [`dashboard`])
 //! - `/healthz`, `/readyz` (no auth)
 
 mod activity;
@@ -26,6 +30,7 @@ pub mod apps;
 mod auth;
 pub mod binaries;
 pub mod connect;
+pub mod dashboard;
 mod error;
 mod routes;
 
@@ -139,6 +144,7 @@ pub fn router(state: AppState) -> Router {
             post(routes::gitsource_action).put(routes::put_gitsource_status),
         )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
+        .merge(dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::yaml::MAX_INPUT_BYTES,
         ))
@@ -182,6 +188,8 @@ pub struct OperatorOptions {
     pub access_url: Option<String>,
     /// Where agent binaries for other architectures are (`/bin/`).
     pub agent_binary_dir: Option<PathBuf>,
+    /// Print a one-time dashboard sign-in link for the admin (`berth up`).
+    pub sign_in_link: bool,
 }
 
 /// Errors that stop the operator.
@@ -274,6 +282,13 @@ pub async fn run_operator_with(
             }
             None => tracing::warn!("first start: an admin token was created but no CLI config path is set to write it to"),
         }
+    }
+    if opts.sign_in_link {
+        let link = dashboard::sign_in_link(&store, &opts.advertise_url).await?;
+        eprintln!(
+            "berth: dashboard: sign in as admin with this one-time link (good for {} min): {link}",
+            dashboard::SIGN_IN_TICKET_TTL.as_secs() / 60
+        );
     }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

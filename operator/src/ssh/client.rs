@@ -148,6 +148,32 @@ pub async fn run<S>(stream: S, opts: ClientOptions) -> Result<i32, SshError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    run_sized(stream, opts, None).await
+}
+
+/// Window sizes as (columns, rows) for a session whose terminal is not this
+/// process's (the dashboard's web terminal): the first is the pty's size,
+/// each later one a window change.
+pub struct WindowSizes {
+    /// The size the pty starts with.
+    pub initial: (u32, u32),
+    /// Later sizes.
+    pub changes: tokio::sync::mpsc::Receiver<(u32, u32)>,
+}
+
+/// [`run`], with window sizes from `sizes` rather than the local terminal.
+pub async fn run_sized<S>(
+    stream: S,
+    opts: ClientOptions,
+    sizes: Option<WindowSizes>,
+) -> Result<i32, SshError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (initial, mut changes) = match sizes {
+        Some(w) => (Some(w.initial), Some(w.changes)),
+        None => (None, None),
+    };
     let config = client::Config {
         client_id: russh::SshId::Standard(
             format!("SSH-2.0-berth_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -172,7 +198,9 @@ where
     }
     let tty = opts.pty && opts.local_tty;
     if opts.pty {
-        let (cols, rows) = if tty { local_size() } else { None }.unwrap_or((80, 24));
+        let (cols, rows) = initial
+            .or(if tty { local_size() } else { None })
+            .unwrap_or((80, 24));
         channel
             .request_pty(true, &opts.term, cols, rows, 0, 0, &[])
             .await?;
@@ -227,6 +255,15 @@ where
                     if tx.window_change(cols, rows, 0, 0).await.is_err() {
                         return;
                     }
+                }
+            }
+        }))
+    } else if let Some(mut changes) = changes.take() {
+        let tx = tx.clone();
+        Some(tokio::spawn(async move {
+            while let Some((cols, rows)) = changes.recv().await {
+                if tx.window_change(cols, rows, 0, 0).await.is_err() {
+                    return;
                 }
             }
         }))

@@ -13,7 +13,9 @@ pub mod client;
 pub mod server;
 mod sftp;
 
-pub use client::{run as run_client, ClientIo, ClientOptions};
+pub use client::{
+    run as run_client, run_sized as run_client_sized, ClientIo, ClientOptions, WindowSizes,
+};
 pub use server::{load_or_create_host_key, serve, ActivityFn, ServerConfig};
 
 /// Errors of the SSH server and client.

@@ -101,4 +101,13 @@ impl Store {
         })
         .transpose()
     }
+
+    /// Closes a session (sign out). Closing an unknown session is not an error.
+    pub async fn web_session_delete(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE hash = $1")
+            .bind(token_hash(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

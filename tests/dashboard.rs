@@ -1,0 +1,805 @@
+//! The web dashboard, end to end through the built `berth operator` on a
+//! real PostgreSQL:
+//!
+//! * in a real Chromium (Debian's `chromium` + `chromium-driver`, headless,
+//!   driven over WebDriver): an owner signs in with a token, sees their
+//!   workspace, stops and starts it from its page and watches it come back
+//!   Running with its agent Ready without a reload, reads a script's output
+//!   as it is written, runs a command in the web terminal; another user
+//!   signs in with the keyboard alone, sees only their own workspace (and a
+//!   stop made elsewhere without a reload) and is refused another's page
+//!   and API;
+//! * over plain HTTP: the session cookie's flags, the CSRF token and the
+//!   origin checks on state-changing requests, sign-out, and the one-time
+//!   sign-in ticket.
+//!
+//! Screenshots go to `target/dashboard-screenshots/`.
+
+#[path = "cli_common.rs"]
+mod cli_common;
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_common::{runtime, CliOutput, Operator};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const API: &str = "/apis/berth.dev/v1alpha1";
+
+fn ok(op: &Operator, args: &[&str]) -> CliOutput {
+    let out = op.cli(args);
+    assert_eq!(
+        out.code,
+        0,
+        "berth {}:\n{}{}\n--- operator log (tail):\n{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr,
+        tail(&op.log(), 40)
+    );
+    out
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn apply(op: &Operator, yaml: &str) {
+    let file = op
+        .dir()
+        .join(format!("{}.yaml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, yaml).unwrap();
+    ok(op, &["apply", "-f", file.to_str().unwrap()]);
+}
+
+/// A token for `user` (not an admin), minted with the admin's token.
+async fn user_token(op: &Operator, user: &str) -> String {
+    let (server, admin) = op.server_and_token();
+    let resp = reqwest::Client::new()
+        .post(format!("{server}{API}/tokens"))
+        .bearer_auth(admin)
+        .json(&json!({"user": user}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "POST /tokens: {}",
+        resp.status()
+    );
+    resp.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const TEMPLATE: &str = r#"
+apiVersion: berth.dev/v1alpha1
+kind: WorkspaceTemplate
+metadata:
+  name: web
+  annotations:
+    berth.dev/local-scripts: "true"
+spec:
+  infrastructure:
+    region: us-west-2
+    cluster: CoderCluster
+    subnets: [subnet-1]
+    securityGroups: [sg-1]
+    fileSystemId: fs-1
+    efsRootDirectory: /homes
+    executionRoleArn: arn:aws:iam::123456789012:role/exec
+  container:
+    image: ghcr.io/example/dev:1
+    homePath: /home/dev
+    stopTimeout: 10
+  resources:
+    default: {cpu: 1024, memory: 2048}
+  apps:
+    - slug: vscode
+      displayName: VS Code Web
+      port: 13337
+  scripts:
+    - name: setup
+      script: |
+        echo "setting up"
+    - name: ticker
+      blocksLogin: false
+      script: |
+        trap 'exit 0' TERM
+        i=0
+        while :; do
+          i=$((i + 1))
+          echo "tick $i"
+          sleep 0.3 & wait $!
+        done
+---
+apiVersion: berth.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: erin
+spec:
+  owner: erin
+  template:
+    name: web
+---
+apiVersion: berth.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: bob
+spec:
+  owner: bob
+  template:
+    name: web
+"#;
+
+// ---- the browser ------------------------------------------------------
+
+/// A headless Chromium behind its own chromedriver.
+struct Browser {
+    driver: Child,
+    client: Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Its own process group, so that Chromium goes with it even when a
+        // failing test never closes the session.
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian: apt-get install chromium chromium-driver)");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--disable-breakpad", "--window-size=1280,800"],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "chromedriver: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        Browser { driver, client }
+    }
+
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.driver.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.driver.wait();
+    }
+}
+
+/// Polls the text of `css` until `done` holds (60 s).
+async fn wait_text(c: &Client, css: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = el.text().await {
+                if done(&t) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {css} still shows {last:?} after 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the web terminal's buffer holds, line by line.
+async fn terminal_text(c: &Client) -> String {
+    let v = c
+        .execute(
+            "const t = window.berthTerminal; if (!t) return '';
+             const b = t.buffer.active; const out = [];
+             for (let i = 0; i < b.length; i++) { const l = b.getLine(i); if (l) out.push(l.translateToString(true)); }
+             return out.join('\\n');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// Polls `check` until it holds (60 s).
+async fn wait_until<F, Fut>(check: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 60s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(png) = c.screenshot().await {
+        let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+    }
+}
+
+async fn sign_in(c: &Client, server: &str, token: &str) {
+    c.goto(&format!("{server}/")).await.unwrap();
+    let input = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#token"))
+        .await
+        .expect("the sign-in form");
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// What `fetch(path)` answers inside the page (with the session cookie).
+async fn page_fetch_status(c: &Client, path: &str) -> i64 {
+    let v = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0], {credentials: 'same-origin'}).then(r => done(r.status), e => done(-1));",
+            vec![json!(path)],
+        )
+        .await
+        .unwrap();
+    v.as_i64().unwrap()
+}
+
+fn ticks(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("tick "))
+        .filter_map(|n| n.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_own() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(&op, TEMPLATE);
+    let (server, _) = op.server_and_token();
+    runtime().block_on(async {
+        let erin = user_token(&op, "erin").await;
+        let bob = user_token(&op, "bob").await;
+        let b = Browser::start().await;
+        let c = &b.client;
+
+        // Sign in; the workspace is listed (and bob's is not).
+        sign_in(c, &server, &erin).await;
+        let row = "tr[data-workspace='default/erin']";
+        wait_text(c, &format!("{row} .phase"), "erin's workspace", |t| {
+            t == "Running"
+        })
+        .await;
+        wait_text(c, &format!("{row} .agent"), "erin's agent", |t| {
+            t.contains("connected · Ready")
+        })
+        .await;
+        assert!(
+            c.find(Locator::Css("tr[data-workspace='default/bob']"))
+                .await
+                .is_err(),
+            "erin sees bob's workspace"
+        );
+        assert_eq!(
+            wait_text(c, "#count", "the count", |t| !t.is_empty()).await,
+            "1 workspace"
+        );
+        let cookies = c.get_all_cookies().await.unwrap();
+        let session = cookies
+            .iter()
+            .find(|k| k.name() == "berth_session")
+            .expect("a session cookie");
+        assert_eq!(session.http_only(), Some(true));
+        assert!(
+            !c.source().await.unwrap().contains(&erin),
+            "the token is in the page"
+        );
+        screenshot(c, "workspaces").await;
+
+        // The workspace's page: the ticker's lines arrive as it writes them.
+        c.find(Locator::Css(&format!("{row} a")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let log = "pre[data-script='ticker']";
+        let first = ticks(&wait_text(c, log, "ticker output", |t| ticks(t) >= 2).await);
+        let later =
+            ticks(&wait_text(c, log, "more ticker output", |t| ticks(t) >= first + 3).await);
+        assert!(later > first);
+        assert!(c
+            .find(Locator::Css("button[data-app='vscode']"))
+            .await
+            .is_ok());
+        assert!(
+            !c.find(Locator::Css("#action-update"))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap(),
+            "Update is offered though the workspace is not outdated"
+        );
+
+        // Stop, then Start, without a reload.
+        c.execute("window.__noReload = true;", vec![])
+            .await
+            .unwrap();
+        c.find(Locator::Css("#action-stop"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(c, "#phase", "stopped", |t| t == "Stopped").await;
+        c.find(Locator::Css("#action-start"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_text(c, "#phase", "running again", |t| t == "Running").await;
+        wait_text(c, "#agent-state", "the agent again", |t| {
+            t.contains("connected · Ready")
+        })
+        .await;
+        // The new start's output streams into the panel as it is written.
+        let again = ticks(&wait_text(c, log, "the new start's ticker", |t| ticks(t) >= 2).await);
+        wait_text(c, log, "the new start's ticker, later", |t| {
+            ticks(t) >= again + 3
+        })
+        .await;
+        let still = c
+            .execute("return window.__noReload === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(still, Value::Bool(true), "the page reloaded");
+        wait_text(c, "#events", "events", |t| t.contains("erin")).await;
+
+        // The web terminal.
+        c.find(Locator::Css("#open-terminal"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let area = c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#terminal .xterm-helper-textarea"))
+            .await
+            .expect("the terminal");
+        // Typed only once the shell shows its prompt: a shell starting up
+        // may flush input typed ahead of it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while terminal_text(c).await.trim().is_empty() {
+            assert!(Instant::now() < deadline, "the shell shows no prompt");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for ch in "echo $((6*7))".chars() {
+            area.send_keys(&ch.to_string()).await.unwrap();
+        }
+        area.send_keys("\u{E007}").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = terminal_text(c).await;
+            if text.lines().any(|l| l.trim() == "42") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal shows no 42:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        c.execute(
+            "document.getElementById('terminal-box').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        screenshot(c, "terminal").await;
+
+        // A new template version: Update appears, and restarts onto it.
+        apply(
+            &op,
+            &TEMPLATE.replace("echo \"setting up\"", "echo \"setting up v2\""),
+        );
+        let update = c.find(Locator::Css("#action-update")).await.unwrap();
+        wait_until(
+            || async { update.is_displayed().await.unwrap_or(false) },
+            "Update offered",
+        )
+        .await;
+        c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        screenshot(c, "workspace").await;
+        update.click().await.unwrap();
+        wait_text(
+            c,
+            "#overview dd[data-key='Template']",
+            "the new version",
+            |t| t == "web@2",
+        )
+        .await;
+        wait_until(
+            || async { !update.is_displayed().await.unwrap_or(true) },
+            "Update gone",
+        )
+        .await;
+        wait_text(c, "pre[data-script='setup']", "the new setup", |t| {
+            t.contains("setting up v2")
+        })
+        .await;
+        wait_text(c, "#phase", "running on v2", |t| t == "Running").await;
+
+        // Another user: only their own workspace; erin's page and API refused.
+        c.find(Locator::Css("#signout"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("signed out");
+        // Keyboard only: the token field has focus, Enter signs in.
+        c.goto(&format!("{server}/")).await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#token:focus"))
+            .await
+            .expect("the token field has focus");
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&format!("{bob}\u{E007}"))
+            .await
+            .unwrap();
+        let bob_phase = "tr[data-workspace='default/bob'] .phase";
+        wait_text(c, bob_phase, "bob's workspace", |t| t == "Running").await;
+        // The list follows the watch: a stop made elsewhere shows up.
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/stop"
+            ))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        wait_text(c, bob_phase, "bob's workspace stopped", |t| t == "Stopped").await;
+        assert!(c
+            .find(Locator::Css("tr[data-workspace='default/erin']"))
+            .await
+            .is_err());
+        // Phone width.
+        c.set_window_size(390, 844).await.unwrap();
+        screenshot(c, "workspaces-phone").await;
+        c.set_window_size(1280, 800).await.unwrap();
+        assert_eq!(
+            page_fetch_status(c, &format!("{API}/namespaces/default/workspaces/erin")).await,
+            404
+        );
+        assert_eq!(
+            page_fetch_status(c, &format!("{API}/namespaces/default/workspaces/bob")).await,
+            200
+        );
+        c.goto(&format!("{server}/workspaces/default/erin"))
+            .await
+            .unwrap();
+        let body = c
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("not found"), "{body}");
+        assert!(!body.contains("tick"), "{body}");
+        b.close().await;
+    });
+}
+
+// ---- plain HTTP ---------------------------------------------------------
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `token`; returns the session cookie's `Set-Cookie` header.
+async fn login(server: &str, token: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = no_redirects()
+        .post(format!("{server}/login"))
+        .json(&json!({"token": token}));
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+#[test]
+fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and_this_origin() {
+    let op = Operator::start();
+    apply(&op, TEMPLATE);
+    let (server, admin) = op.server_and_token();
+    runtime().block_on(async {
+        let erin = user_token(&op, "erin").await;
+        let bob = user_token(&op, "bob").await;
+        let http = no_redirects();
+
+        // A wrong token opens nothing; a foreign page cannot sign anyone in.
+        assert_eq!(login(&server, "nope", &[]).await.status(), 401);
+        assert_eq!(
+            login(&server, &erin, &[("origin", "http://evil.example")])
+                .await
+                .status(),
+            403
+        );
+
+        let resp = login(&server, &erin, &[]).await;
+        assert_eq!(resp.status(), 200);
+        let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(set.starts_with("berth_session="), "{set}");
+        assert!(set.contains("; HttpOnly"), "{set}");
+        assert!(set.contains("; SameSite=Strict"), "{set}");
+        assert!(set.contains("; Path=/;"), "{set}");
+        assert!(!set.contains("Secure"), "{set}");
+        let https = login(&server, &erin, &[("x-forwarded-proto", "https")]).await;
+        let set_https = https.headers()["set-cookie"].to_str().unwrap();
+        assert!(set_https.ends_with("; Secure"), "{set_https}");
+        let cookie = cookie_pair(&set);
+
+        let info: Value = http
+            .get(format!("{server}/dashboard/session"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["user"], "erin");
+        assert_eq!(info["admin"], false);
+        let csrf = info["csrf"].as_str().unwrap().to_string();
+
+        let ws = format!("{server}{API}/namespaces/default/workspaces/erin");
+        // Reads need the cookie only.
+        let get = http
+            .get(&ws)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), 200);
+        let other = http
+            .get(format!("{server}{API}/namespaces/default/workspaces/bob"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 404, "erin reads bob's workspace");
+        let list: Value = http
+            .get(format!("{server}{API}/workspaces"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["erin"]);
+
+        let stop = format!("{ws}/stop");
+        let post = |headers: Vec<(&'static str, String)>| {
+            let mut req = http.post(&stop).header("cookie", &cookie);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send()
+        };
+        // No CSRF token, a wrong one, a foreign origin, a cross-site fetch: refused.
+        let r = post(vec![]).await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("CSRF"));
+        assert_eq!(
+            post(vec![("x-berth-csrf", "0".repeat(64))])
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        assert_eq!(
+            post(vec![
+                ("x-berth-csrf", csrf.clone()),
+                ("origin", "http://evil.example".into())
+            ])
+            .await
+            .unwrap()
+            .status(),
+            403
+        );
+        assert_eq!(
+            post(vec![
+                ("x-berth-csrf", csrf.clone()),
+                ("sec-fetch-site", "cross-site".into())
+            ])
+            .await
+            .unwrap()
+            .status(),
+            403
+        );
+        // A foreign page cannot read through the cookie either.
+        let cross_get = http
+            .get(&ws)
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross_get.status(), 403);
+        // With the token, from this origin: done.
+        let host = server.trim_start_matches("http://").to_string();
+        let r = post(vec![
+            ("x-berth-csrf", csrf.clone()),
+            ("origin", format!("http://{host}")),
+            ("sec-fetch-site", "same-origin".into()),
+        ])
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        // Another's workspace is refused even with a valid session and token.
+        let r = http
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/stop"
+            ))
+            .header("cookie", &cookie)
+            .header("x-berth-csrf", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 403 | 404), "{}", r.status());
+        let page = http
+            .get(format!("{server}/workspaces/default/bob"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 404);
+        // Bearer tokens work as before.
+        let r = http
+            .post(format!(
+                "{server}{API}/namespaces/default/workspaces/bob/start"
+            ))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+
+        // Signing out needs the token too, and ends the session.
+        let r = http
+            .post(format!("{server}/logout"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = http
+            .post(format!("{server}/logout"))
+            .header("cookie", &cookie)
+            .header("x-berth-csrf", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        let gone = http
+            .get(&ws)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), 401);
+
+        // The one-time sign-in link `berth up` prints.
+        let store = berth::store::Store::connect(op.database_url())
+            .await
+            .unwrap();
+        let link = berth::server::dashboard::sign_in_link(&store, &server)
+            .await
+            .unwrap();
+        let foreign = http
+            .get(&link)
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403, "a foreign page used the link");
+        let r = http.get(&link).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
+        let info: Value = http
+            .get(format!("{server}/dashboard/session"))
+            .header("cookie", cookie_pair(&set))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["user"], "admin");
+        assert_eq!(info["admin"], true);
+        let again = http.get(&link).send().await.unwrap();
+        assert_eq!(again.status(), 303);
+        assert_eq!(again.headers()["location"], "/login#ticket-invalid");
+        assert!(again.headers().get("set-cookie").is_none());
+        let _ = admin;
+    });
+}
