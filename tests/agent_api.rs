@@ -207,16 +207,18 @@ async fn an_old_starts_token_another_workspaces_token_and_a_user_token_are_refus
     };
     let old: &'static str = "berth_agent_test_token_1";
     assert_eq!(old, token);
-    for (tok, who) in [
-        (old, "an earlier start's token"),
-        ("berth_agent_other", "another workspace's token"),
-    ] {
-        assert_eq!(
-            activity(tok).await.unwrap().status(),
-            StatusCode::UNAUTHORIZED,
-            "{who} on the activity endpoint"
-        );
-    }
+    assert_eq!(
+        activity(old).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "an earlier start's token on the activity endpoint"
+    );
+    // Another workspace's (valid) agent token: answered as if alice did not
+    // exist, so it learns nothing about her.
+    assert_eq!(
+        activity("berth_agent_other").await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "another workspace's token on the activity endpoint"
+    );
     assert!(activity("berth_agent_test_token_2")
         .await
         .unwrap()
