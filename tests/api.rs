@@ -385,3 +385,46 @@ async fn database_errors_do_not_leak_internals() {
         "leaks: {text}"
     );
 }
+
+#[tokio::test]
+async fn metrics_can_be_kept_behind_a_token() {
+    let store = common::store().await;
+    let app = berth::server::router(berth::server::AppState {
+        metrics_token: Some(std::sync::Arc::from("scrape-me")),
+        ..berth::server::AppState::new(store)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth("scrape-you")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ok = client
+        .get(&url)
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.text().await.unwrap().contains("berth_"));
+    // Without a token configured, /metrics stays open (the default).
+    let api = Api::start().await;
+    let open = api.base.replace("/apis/berth.dev/v1alpha1", "/metrics");
+    assert_eq!(
+        client.get(&open).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}

@@ -50,6 +50,14 @@ pub struct AccessArgs {
     /// A directory with berth-linux-amd64 / berth-linux-arm64 agent binaries to serve at /bin/ (the operator serves its own binary for its own architecture).
     #[arg(long, value_name = "DIR")]
     pub agent_binary_dir: Option<PathBuf>,
+    /// Serve /metrics only to requests with `Authorization: Bearer TOKEN` [default: open].
+    #[arg(
+        long,
+        env = "BERTH_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub metrics_token: Option<String>,
 }
 
 /// Flags of the simulated cloud (`--cloud sim`).
@@ -311,6 +319,7 @@ pub async fn operator(
         access_url: access.access_url,
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: false,
+        metrics_token: access.metrics_token,
     };
     if cloud.is_none() {
         tracing::warn!(
@@ -388,6 +397,7 @@ pub async fn up(
         access_url: access.access_url,
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: true,
+        metrics_token: access.metrics_token,
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {

@@ -66,6 +66,8 @@ pub struct AppState {
     pub agents: Arc<agent::AgentHub>,
     /// The agent binaries served at `/bin/`.
     pub binaries: Arc<binaries::AgentBinaries>,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             activity: Arc::default(),
             agents: Arc::default(),
             binaries: Arc::default(),
+            metrics_token: None,
         }
     }
 }
@@ -151,7 +154,32 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoResponse {
+async fn metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if let Some(want) = &st.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared without an early exit (no timing hint of the token).
+        let same = given.len() == want.len()
+            && given
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "metrics need the metrics token (Authorization: Bearer …)\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -159,6 +187,7 @@ async fn metrics(State(st): State<AppState>) -> impl axum::response::IntoRespons
         )],
         st.metrics.render(),
     )
+        .into_response()
 }
 
 async fn readyz(State(st): State<AppState>) -> (StatusCode, &'static str) {
@@ -190,6 +219,8 @@ pub struct OperatorOptions {
     pub agent_binary_dir: Option<PathBuf>,
     /// Print a one-time dashboard sign-in link for the admin (`berth up`).
     pub sign_in_link: bool,
+    /// `/metrics` only with this bearer token (`--metrics-token`).
+    pub metrics_token: Option<String>,
 }
 
 /// Errors that stop the operator.
@@ -306,6 +337,11 @@ pub async fn run_operator_with(
             .unwrap_or_default();
     let digests = binaries.digests();
     state.binaries = Arc::new(binaries);
+    state.metrics_token = opts
+        .metrics_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(Arc::from);
     // Agents count as connected only while their replica proves it is alive.
     store
         .replica_heartbeat(&state.agents.replica, &opts.advertise_url)
