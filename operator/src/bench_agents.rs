@@ -490,13 +490,15 @@ type Ws = WebSocketStream<reqwest::Upgraded>;
 
 /// Opens the agent's WebSocket the way `berth agent` does.
 async fn connect(client: &reqwest::Client, url: &str, token: &str) -> Result<Ws, String> {
-    let key: [u8; 16] = rand::rng().random();
     let resp = client
         .get(url)
         .header(reqwest::header::CONNECTION, "Upgrade")
         .header(reqwest::header::UPGRADE, "websocket")
         .header(reqwest::header::SEC_WEBSOCKET_VERSION, "13")
-        .header(reqwest::header::SEC_WEBSOCKET_KEY, base64(&key))
+        .header(
+            reqwest::header::SEC_WEBSOCKET_KEY,
+            crate::agent::conn::websocket_key(),
+        )
         .bearer_auth(token)
         .send()
         .await
@@ -515,27 +517,6 @@ async fn connect(client: &reqwest::Client, url: &str, token: &str) -> Result<Ws,
         .read_buffer_size(4096)
         .write_buffer_size(0);
     Ok(WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(config)).await)
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// One agent: connects, says `Hello` (no scripts), waits for `Welcome`,
@@ -615,15 +596,6 @@ async fn agent(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn table_delta_keeps_only_tables_written() {
