@@ -323,3 +323,59 @@ fn wait_follows_status_changes_and_describe_and_wide_show_the_status() {
     t.run(&["describe", "ws", "alice"]);
     t.check("wait_status");
 }
+
+/// What runs, from the status the controller writes on the simulated cloud:
+/// `get` shows the running CPU and memory and a change the next start
+/// applies (`8Gi→16Gi`); `describe` shows both and the PendingRestart.
+#[test]
+fn get_and_describe_show_what_runs_and_the_pending_change() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    let mut t = Transcript::new(&op);
+    t.setup(&["apply", "-f", "."]);
+    t.setup(&[
+        "wait",
+        "ws/alice",
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    t.run(&["get", "ws", "alice", "-o", "wide"]);
+    t.setup(&["apply", "-f", "changed/alice.yaml"]);
+    t.setup(&[
+        "wait",
+        "ws/alice",
+        "--for=condition=Synced=False",
+        "--timeout=60s",
+    ]);
+    t.run(&["get", "ws", "alice", "-o", "wide"]);
+    t.run(&["describe", "ws", "alice"]);
+    t.check("running_status");
+}
+
+/// `berth get ws | head -1`: when the reader goes away, berth ends quietly
+/// (as a program killed by SIGPIPE: status 141), never with a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let op = Operator::start();
+    // `apply` prints line by line, `get` writes a table.
+    for args in [&["apply", "-f", "."][..], &["get", "ws", "-o", "yaml"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = op
+            .command(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run berth");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.is_empty(),
+            "berth {args:?}: nothing on stderr: {stderr}"
+        );
+        assert_eq!(
+            out.status.code().or(out.status.signal().map(|s| 128 + s)),
+            Some(141),
+            "berth {args:?}"
+        );
+    }
+}

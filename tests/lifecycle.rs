@@ -275,6 +275,12 @@ async fn autostart_begins_just_early_enough_and_a_later_manual_stop_is_not_undon
     );
     let st = wait_until(&store, "early", "Running", is_running).await;
     assert_eq!(st.last_transition.unwrap().reason, "AutoStart");
+    // The autostart that fired is not "next" any more: tomorrow's is.
+    assert_eq!(
+        st.next_autostart_at,
+        Some(eight + chrono::Duration::days(1)),
+        "nextAutostartAt moves on once the run it planned has begun"
+    );
     // The owner stops it at 8:05: the autostart that already fired does not undo that.
     clock.set(eight + mins(5));
     let stop = NewIntent {
@@ -308,6 +314,56 @@ async fn autostart_begins_just_early_enough_and_a_later_manual_stop_is_not_undon
     .await;
     assert!(is_stopped(&st));
     assert_eq!(store.intent_count("AutoStart").await.unwrap(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_early_autostart_is_not_stopped_as_idle_before_its_scheduled_time() {
+    let (store, _sim, clock, c) = setup(None).await;
+    let sched = "  running: false\n  schedule:\n    autostart: {cron: '0 8 * * 1-5', timezone: America/Los_Angeles}\n    autostop: {afterInactivity: 1m}\n";
+    apply_yaml(&store, &common::workspace("dawn", "dan", sched)).await;
+    wait_until(&store, "dawn", "Stopped", is_stopped).await;
+    let eight = next_monday_7am_la(Utc::now()) + mins(60);
+    // Lead 90 s: the start is recorded at 7:58:30.
+    clock.set(eight - chrono::Duration::seconds(90));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .started,
+        1
+    );
+    wait_until(&store, "dawn", "Running", is_running).await;
+    // Nobody has touched it yet, but its day begins at 8:00: not idle before
+    // 8:01 (plus the report slack), however early it started.
+    for secs in [-30, 0, 45, 60] {
+        clock.set(eight + chrono::Duration::seconds(secs));
+        assert_eq!(
+            tick(&store, clock.now(), &lopts(), "a")
+                .await
+                .unwrap()
+                .stopped,
+            0,
+            "{secs}s from 8:00"
+        );
+    }
+    store
+        .object_touch(Kind::Workspace, "default", "dawn")
+        .await
+        .unwrap();
+    wait_until(&store, "dawn", "autostopAt from 8:00", |s| {
+        s.autostop_at == Some(eight + mins(1))
+    })
+    .await;
+    clock.set(eight + chrono::Duration::seconds(75));
+    assert_eq!(
+        tick(&store, clock.now(), &lopts(), "a")
+            .await
+            .unwrap()
+            .stopped,
+        1
+    );
+    wait_until(&store, "dawn", "Stopped", is_stopped).await;
     c.stop().await;
 }
 
@@ -390,6 +446,20 @@ async fn extend_pushes_autostop_out_within_the_policy_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let time = |k: &str| {
+        DateTime::parse_from_rfc3339(body[k].as_str().unwrap_or_else(|| panic!("{k} in {body}")))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    // The answer says when autostop now is: the extension, the later one.
+    assert_eq!(time("autostopAt"), time("autostopNotBefore"));
+    assert!(
+        (time("autostopAt") - Utc::now() - mins(180))
+            .num_seconds()
+            .abs()
+            < 30
+    );
     let bob = api.user("bob").await;
     let r = api
         .client
@@ -420,6 +490,68 @@ async fn extend_pushes_autostop_out_within_the_policy_limit() {
             .stopped,
         1
     );
+    // Stopped: nothing to extend, and it says so.
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"duration": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("workspaces/ext is stopped") && text.contains("berth start ext"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_extension_shorter_than_the_threshold_reports_the_later_autostop() {
+    let api = common::Api::start().await;
+    api.apply(&api.admin, common::TEMPLATE).await;
+    let alice = api.user("alice").await;
+    let sched = "  schedule:\n    autostop: {afterInactivity: 2h}\n";
+    api.apply(&alice, &common::workspace("short", "alice", sched))
+        .await;
+    let url = format!("{}/namespaces/default/workspaces/short/extend", api.base);
+    let r = api
+        .client
+        .post(&url)
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"duration": "30m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let at = DateTime::parse_from_rfc3339(body["autostopAt"].as_str().unwrap()).unwrap();
+    let floor = DateTime::parse_from_rfc3339(body["autostopNotBefore"].as_str().unwrap()).unwrap();
+    assert!(at > floor, "the 2h threshold ends after +30m: {body}");
+    assert!(
+        (at.with_timezone(&Utc) - Utc::now() - mins(120))
+            .num_seconds()
+            .abs()
+            < 30,
+        "{body}"
+    );
+    // A workspace without autostop has nothing to extend.
+    api.apply(&alice, &common::workspace("noauto", "alice", ""))
+        .await;
+    let r = api
+        .client
+        .post(format!(
+            "{}/namespaces/default/workspaces/noauto/extend",
+            api.base
+        ))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"duration": "30m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("has no autostop"));
 }
 
 #[tokio::test]

@@ -424,8 +424,8 @@ pub async fn apply_with(
                         PowerAction::Stop
                     };
                     let message = format!("spec.running set to {now_running} by {}", who.user);
-                    let row = store::intent_row(action, "Spec", &who.user, &message, None, None);
-                    store::insert_intent_tx(&mut tx, uid, row).await?;
+                    let row = store::NewIntent::spec(action, &who.user, &message);
+                    store::insert_intent_tx(&mut tx, uid, &row).await?;
                 }
             }
         }

@@ -182,6 +182,13 @@ pub struct WorkspaceStatus {
     /// The workspace agent of the current start, once it connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentStatus>,
+    /// CPU and memory of the task definition that runs (or ran last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// CPU and memory the next start will use (the spec, or the followed
+    /// template version's default), when they differ from `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_resources: Option<Resources>,
 }
 
 /// The workspace agent (`berth agent`) as the operator last heard of it.

@@ -446,11 +446,15 @@ pub async fn delete(
             Ok(_) => println!("{}/{name} deleted", kind.singular()),
             Err(e) if e.is_not_found() && ignore_not_found => {}
             Err(e) if e.is_not_found() => errors.extend(e.lines(None)),
-            Err(e) => errors.extend(
-                e.lines(None)
-                    .into_iter()
-                    .map(|l| format!("{}/{name}: {l}", kind.plural())),
-            ),
+            // Name the object, unless the server's message already does.
+            Err(e) => errors.extend(e.lines(None).into_iter().map(|l| {
+                let object = format!("{}/{name}", kind.plural());
+                if l.starts_with(&object) {
+                    l
+                } else {
+                    format!("{object}: {l}")
+                }
+            })),
         }
     }
     if errors.is_empty() {

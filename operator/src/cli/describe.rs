@@ -305,6 +305,25 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
         }
     }
     out.field(1, "Template Version", version);
+    let sized = |v: Option<&Value>| {
+        let v = v?;
+        Some(format!(
+            "cpu {}, memory {}",
+            value_at(v, "cpu")?,
+            render::memory(value_at(v, "memory")?.as_u64()?)
+        ))
+    };
+    if let Some(r) = sized(value_at(st, "resources")) {
+        out.field(1, "Resources", r);
+    }
+    if let Some(r) = sized(value_at(st, "pendingResources")) {
+        let when = if value_at(st, "resources").is_some() {
+            " (at the next start: berth restart)"
+        } else {
+            ""
+        };
+        out.field(1, "Pending Resources", format!("{r}{when}"));
+    }
     if let Some(t) = value_at(st, "lastTransition") {
         out.field(
             1,
@@ -313,7 +332,7 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
                 "{} ({}) at {}",
                 cell(value_at(t, "action")),
                 cell(value_at(t, "reason")),
-                cell(value_at(t, "at"))
+                render::timestamp(value_at(t, "at"))
             ),
         );
     }
@@ -321,13 +340,21 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
         str_at(st, "lastActivityAt"),
         str_at(st, "lastActivitySource"),
     ) {
-        (Some(at), Some(src)) => format!("{at} ({src})"),
-        (Some(at), None) => at.to_string(),
+        (Some(at), Some(src)) => format!("{} ({src})", render::timestamp(Some(&Value::from(at)))),
+        (Some(at), None) => render::timestamp(Some(&Value::from(at))),
         _ => NONE.to_string(),
     };
     out.field(1, "Last Activity", activity);
-    out.field(1, "Autostop At", cell(value_at(st, "autostopAt")));
-    out.field(1, "Next Autostart", cell(value_at(st, "nextAutostartAt")));
+    out.field(
+        1,
+        "Autostop At",
+        render::timestamp(value_at(st, "autostopAt")),
+    );
+    out.field(
+        1,
+        "Next Autostart",
+        render::timestamp(value_at(st, "nextAutostartAt")),
+    );
     if let Some(l) = value_at(st, "lifecycle") {
         out.section(1, "Lifecycle (in force)");
         let after = match (str_at(l, "afterInactivity"), str_at(l, "source")) {
@@ -362,20 +389,26 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
                 out.field(2, "Note", n);
             }
         }
-        // The timeline of upcoming transitions, soonest first.
-        let mut upcoming: Vec<(&str, &str)> = [
-            ("autostop (inactivity)", str_at(st, "autostopAt")),
-            ("stop (maximum lifetime)", str_at(st, "lifetimeEndsAt")),
-            ("autostart", str_at(st, "nextAutostartAt")),
+        // The timeline of upcoming transitions, soonest first; none past.
+        let now = chrono::Utc::now();
+        let mut upcoming: Vec<(chrono::DateTime<chrono::Utc>, &str)> = [
+            ("autostop (inactivity)", "autostopAt"),
+            ("stop (maximum lifetime)", "lifetimeEndsAt"),
+            ("autostart", "nextAutostartAt"),
         ]
         .into_iter()
-        .filter_map(|(what, at)| at.map(|a| (a, what)))
+        .filter_map(|(what, key)| Some((render::time_at(st, key)?, what)))
+        .filter(|(at, _)| *at > now)
         .collect();
         upcoming.sort();
         if !upcoming.is_empty() {
             out.section(1, "Upcoming");
             for (at, what) in upcoming {
-                out.field(2, at, what);
+                out.field(
+                    2,
+                    &at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    what,
+                );
             }
         }
     }

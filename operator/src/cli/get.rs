@@ -286,6 +286,20 @@ pub fn table(kind: Kind, objects: &[DynObject], wide: bool, all_namespaces: bool
     t
 }
 
+/// A workspace's CPU or memory as it runs (`status.resources`), with a
+/// change the next start applies shown as `8Gi→16Gi`; before the controller
+/// has written either, the spec's value (or `<default>`).
+fn running_resource(spec: &Value, status: &Value, field: &str, show: fn(u64) -> String) -> String {
+    let at =
+        |v: &Value, path: &str| value_at(v, &format!("{path}.{field}")).and_then(Value::as_u64);
+    match (at(status, "resources"), at(status, "pendingResources")) {
+        (Some(now), Some(next)) if now != next => format!("{}→{}", show(now), show(next)),
+        (Some(now), _) => show(now),
+        (None, Some(next)) => show(next),
+        (None, None) => at(spec, "resources").map_or_else(|| "<default>".into(), show),
+    }
+}
+
 fn row(kind: Kind, o: &DynObject, wide: bool) -> Vec<String> {
     let spec = &o.spec;
     let status = &o.status;
@@ -297,13 +311,8 @@ fn row(kind: Kind, o: &DynObject, wide: bool) -> Vec<String> {
                 cell(value_at(spec, "owner")),
                 template_ref(spec),
                 phase(o),
-                value_at(spec, "resources.cpu")
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "<default>".into()),
-                value_at(spec, "resources.memory")
-                    .and_then(Value::as_u64)
-                    .map(render::memory)
-                    .unwrap_or_else(|| "<default>".into()),
+                running_resource(spec, status, "cpu", |v| v.to_string()),
+                running_resource(spec, status, "memory", render::memory),
                 age,
             ];
             if wide {
@@ -399,11 +408,12 @@ pub fn template_ref(spec: &Value) -> String {
 
 /// The phase, or `Deleting` while a deletion waits on finalizers.
 pub fn phase(o: &DynObject) -> String {
-    match str_at(&o.status, "phase") {
-        Some(p) => p.to_string(),
-        None if o.metadata.deletion_timestamp.is_some() => "Deleting".to_string(),
-        None => NONE.to_string(),
+    // Being deleted wins over the last phase the controller wrote (as
+    // kubectl shows Terminating); not yet seen by the controller is Pending.
+    if o.metadata.deletion_timestamp.is_some() {
+        return "Deleting".to_string();
     }
+    str_at(&o.status, "phase").unwrap_or("Pending").to_string()
 }
 
 /// The status of condition `type_`, or `<unknown>`.

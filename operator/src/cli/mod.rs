@@ -526,7 +526,7 @@ pub async fn run(cli: Cli) -> u8 {
     let is_diff = matches!(cli.command, Command::Diff { .. });
     match dispatch(cli).await {
         Ok(code) => code,
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 141,
         Err(e) => {
             for line in e.lines() {
                 eprintln!("error: {line}");
@@ -736,10 +736,29 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 power::workspace_name(&workspace, "extend").map_err(|e| CliError::Many(vec![e]))?;
             let (client, ns) = connect(&g)?;
             let r = client.extend(&ns, &name, &duration).await?;
-            println!(
-                "workspace/{name} autostop not before {}",
-                r["autostopNotBefore"].as_str().unwrap_or("?")
-            );
+            let time = |k: &str| {
+                r[k].as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            };
+            let (at, floor) = (time("autostopAt"), time("autostopNotBefore"));
+            let shown = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
+                Some(t) => format!(
+                    "{} ({})",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    render::relative(Some(t))
+                ),
+                None => "never".into(),
+            };
+            let why = if at > floor {
+                format!(
+                    "; the inactivity threshold ({}) ends later than +{duration}",
+                    r["afterInactivity"].as_str().unwrap_or("?")
+                )
+            } else {
+                String::new()
+            };
+            println!("workspace/{name} autostops at {}{why}", shown(at.or(floor)));
             Ok(0)
         }
         Command::Wait {

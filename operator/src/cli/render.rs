@@ -162,6 +162,20 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
+/// A stored time as people read it: RFC 3339 to the second, in UTC
+/// (`2026-12-03T08:00:00Z`); `<none>` without one.
+pub fn timestamp(v: Option<&serde_json::Value>) -> String {
+    match v.and_then(|v| v.as_str()) {
+        Some(s) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t
+                .with_timezone(&Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            Err(_) => s.to_string(),
+        },
+        None => NONE.to_string(),
+    }
+}
+
 /// A string field of a JSON value by dotted path, if present and non-empty.
 pub fn str_at<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a str> {
     value_at(v, path)

@@ -120,9 +120,9 @@ pub fn run_started(intent: &PowerIntent) -> Option<DateTime<Utc>> {
 /// be missed.
 pub const REPORT_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// When inactivity stops a running workspace: the last activity since the
-/// start (or the start itself) plus the threshold, and not before an
-/// extension. `None` when auto-off is off.
+/// When inactivity stops a running workspace: the last activity since
+/// `started` (the run's [`PowerIntent::idle_from`]) plus the threshold, and
+/// not before an extension made during the run. `None` when auto-off is off.
 pub fn autostop_at(
     eff: &Effective,
     started: DateTime<Utc>,
@@ -227,6 +227,7 @@ pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
         return Decision::None;
     };
     let started = intent.at;
+    let idle_from = intent.idle_from();
     if let Some(end) = lifetime_end(i.effective, started) {
         if now >= end {
             return Decision::Stop {
@@ -240,14 +241,14 @@ pub fn evaluate_running(now: DateTime<Utc>, i: &Input<'_>) -> Decision {
             };
         }
     }
-    if let Some(at) = autostop_at(i.effective, started, i.activity) {
+    if let Some(at) = autostop_at(i.effective, idle_from, i.activity) {
         // Reports of the last few seconds may still be in a replica's batch.
         let slack = chrono::Duration::from_std(REPORT_SLACK).unwrap_or_default();
         if at.checked_add_signed(slack).is_some_and(|due| now >= due) {
             let last = i
                 .activity
-                .map(|a| a.last_activity_at.max(started))
-                .unwrap_or(started);
+                .map(|a| a.last_activity_at.max(idle_from))
+                .unwrap_or(idle_from);
             return Decision::Stop {
                 reason: "AutoStop",
                 message: format!(
@@ -437,7 +438,56 @@ mod tests {
             actor: "a".into(),
             message: String::new(),
             at,
+            scheduled_for: None,
         }
+    }
+
+    #[test]
+    fn an_early_autostart_is_not_idle_before_its_scheduled_time() {
+        let e = effective(
+            &ws("owner: a\ntemplate: {name: t}\nschedule: {autostop: {afterInactivity: 1m}}\n"),
+            None,
+        );
+        let eight = la(2026, 3, 9, 8, 0);
+        let begun = eight - chrono::Duration::seconds(90);
+        let i = PowerIntent {
+            reason: "AutoStart".into(),
+            scheduled_for: Some(eight),
+            ..intent(7, PowerAction::Start, begun)
+        };
+        let spec = ws("owner: a\ntemplate: {name: t}\n");
+        let input = Input {
+            uid: "u".into(),
+            spec: &spec,
+            effective: &e,
+            intent: Some(&i),
+            activity: None,
+        };
+        // Running at 7:58:30 with a one-minute threshold: still up at 8:00:30.
+        for secs in [0, 60, 89, 120] {
+            assert_eq!(
+                evaluate_running(begun + chrono::Duration::seconds(secs), &input),
+                Decision::None,
+                "{secs}s after the early start"
+            );
+        }
+        assert_eq!(
+            autostop_at(&e, i.idle_from(), None),
+            Some(eight + chrono::Duration::minutes(1))
+        );
+        let late = eight
+            + chrono::Duration::minutes(1)
+            + chrono::Duration::from_std(REPORT_SLACK).unwrap();
+        assert!(matches!(
+            evaluate_running(late, &input),
+            Decision::Stop {
+                reason: "AutoStop",
+                ..
+            }
+        ));
+        // A start that was not early counts from the start.
+        let manual = intent(8, PowerAction::Start, eight);
+        assert_eq!(manual.idle_from(), eight);
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub async fn tick(
                     message: &message,
                     dedupe_key: Some(&dedupe_key),
                     at: Some(now),
+                    scheduled_for: None,
                 };
                 if record(store, &ws, &intent, source).await? {
                     report.stopped += 1;
@@ -206,6 +207,7 @@ pub async fn tick(
             message: &message,
             dedupe_key: Some(&key),
             at: Some(now),
+            scheduled_for: Some(scheduled),
         };
         if record(store, &ws, &intent, source).await? {
             report.started += 1;

@@ -69,6 +69,12 @@ impl ActivityCache {
         g.drain().map(|(u, p)| (u, p.at, p.kind)).collect()
     }
 
+    /// The newest report of `uid` not yet written, if any.
+    fn pending_at(&self, uid: uuid::Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+        let g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&uid).map(|p| p.at)
+    }
+
     fn forget_pending(&self, uid: uuid::Uuid) {
         let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         g.remove(&uid);
@@ -416,23 +422,55 @@ async fn extend(
             Vec::new(),
         ));
     }
+    let uid = obj.metadata.uid.unwrap_or_default();
+    // Only a running workspace has an autostop to push out.
+    let Some(run) = st
+        .store
+        .intent_latest(uid)
+        .await?
+        .filter(|i| i.action.runs())
+    else {
+        return Err(ApiError::Conflict(
+            format!("workspaces/{name} is stopped; there is no autostop to extend (start it with: berth start {name})"),
+            Vec::new(),
+        ));
+    };
+    if eff.after_inactivity.is_none() {
+        return Err(ApiError::Conflict(
+            format!("workspaces/{name} has no autostop (spec.schedule.autostop.afterInactivity is not set and no lifecycle policy sets a default); there is nothing to extend"),
+            Vec::new(),
+        ));
+    }
     let now = chrono::Utc::now();
     let until = chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
+        // As PostgreSQL keeps it, so the answer matches what is stored.
+        .map(|t| chrono::SubsecRound::trunc_subsecs(t, 6))
         .ok_or_else(|| {
             ApiError::Invalid(
                 format!("duration: {} is too long", req.duration),
                 Vec::new(),
             )
         })?;
-    st.store
-        .activity_extend(obj.metadata.uid.unwrap_or_default(), until, now)
-        .await?;
+    st.store.activity_extend(uid, until, now).await?;
+    // What the lifecycle now decides from: the later of the extension and
+    // the inactivity threshold counted from the newest activity (including
+    // reports this replica still holds in its batch).
+    let mut activity = st.store.activity_get(uid).await?;
+    if let (Some(a), Some(newer)) = (activity.as_mut(), st.activity.pending_at(uid)) {
+        a.last_activity_at = a.last_activity_at.max(newer);
+    }
+    let autostop_at = crate::lifecycle::autostop_at(&eff, run.idle_from(), activity.as_ref());
     st.store.object_touch(Kind::Workspace, ns, name).await?;
     Ok((
         StatusCode::OK,
-        Json(json!({"workspace": name, "autostopNotBefore": until})),
+        Json(json!({
+            "workspace": name,
+            "autostopNotBefore": until,
+            "autostopAt": autostop_at,
+            "afterInactivity": eff.after_inactivity,
+        })),
     )
         .into_response())
 }

@@ -61,34 +61,29 @@ pub struct PowerIntent {
     pub message: String,
     /// When.
     pub at: DateTime<Utc>,
+    /// An autostart's scheduled time, when it began earlier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
-/// The columns of one intent row.
-pub(crate) struct IntentRow<'a> {
-    action: PowerAction,
-    reason: &'a str,
-    actor: &'a str,
-    message: &'a str,
-    dedupe_key: Option<&'a str>,
-    at: Option<DateTime<Utc>>,
-}
+impl PowerIntent {
+    /// Where the run's inactivity clock starts: the start itself, or an
+    /// early autostart's scheduled time (a workspace started early so that
+    /// it is Running at 8:00 is not idle before 8:00).
+    pub fn idle_from(&self) -> DateTime<Utc> {
+        self.scheduled_for.map_or(self.at, |s| s.max(self.at))
+    }
 
-/// Builds an intent row.
-pub(crate) fn intent_row<'a>(
-    action: PowerAction,
-    reason: &'a str,
-    actor: &'a str,
-    message: &'a str,
-    dedupe_key: Option<&'a str>,
-    at: Option<DateTime<Utc>>,
-) -> IntentRow<'a> {
-    IntentRow {
-        action,
-        reason,
-        actor,
-        message,
-        dedupe_key,
-        at,
+    fn from_row(r: &sqlx::postgres::PgRow) -> Result<PowerIntent> {
+        Ok(PowerIntent {
+            id: r.try_get("id")?,
+            action: PowerAction::parse(&r.try_get::<String, _>("action")?),
+            reason: r.try_get("reason")?,
+            actor: r.try_get("actor")?,
+            message: r.try_get("message")?,
+            at: r.try_get("at")?,
+            scheduled_for: r.try_get("scheduled_for")?,
+        })
     }
 }
 
@@ -96,11 +91,11 @@ pub(crate) fn intent_row<'a>(
 pub(crate) async fn insert_intent_tx(
     conn: &mut PgConnection,
     uid: Uuid,
-    row: IntentRow<'_>,
+    row: &NewIntent<'_>,
 ) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key, at)
-         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()))
+        "INSERT INTO power_intents (workspace_uid, action, reason, actor, message, dedupe_key, at, scheduled_for)
+         VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), $8)
          ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
     )
     .bind(uid)
@@ -110,6 +105,7 @@ pub(crate) async fn insert_intent_tx(
     .bind(row.message)
     .bind(row.dedupe_key)
     .bind(row.at)
+    .bind(row.scheduled_for)
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -130,6 +126,8 @@ pub struct NewIntent<'a> {
     pub dedupe_key: Option<&'a str>,
     /// When the decision was made (default: the database's now).
     pub at: Option<DateTime<Utc>>,
+    /// An autostart's scheduled time (it may begin earlier).
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 impl<'a> NewIntent<'a> {
@@ -142,6 +140,16 @@ impl<'a> NewIntent<'a> {
             message: "",
             dedupe_key: None,
             at: None,
+            scheduled_for: None,
+        }
+    }
+
+    /// A change of `spec.running` applied by `actor`.
+    pub fn spec(action: PowerAction, actor: &'a str, message: &'a str) -> Self {
+        NewIntent {
+            reason: "Spec",
+            message,
+            ..NewIntent::manual(action, actor)
         }
     }
 }
@@ -156,14 +164,7 @@ impl Store {
         name: &str,
         intent: &NewIntent<'_>,
     ) -> Result<Option<i64>> {
-        let NewIntent {
-            action,
-            reason,
-            actor,
-            message,
-            dedupe_key,
-            at,
-        } = *intent;
+        let reason = intent.reason;
         let mut tx = self.pool.begin().await?;
         let obj = super::get_for_update(&mut tx, Kind::Workspace, ns, name)
             .await?
@@ -177,12 +178,7 @@ impl Store {
             .metadata
             .uid
             .ok_or_else(|| StoreError::Corrupt(format!("workspaces/{name}"), "no uid".into()))?;
-        let id = insert_intent_tx(
-            &mut tx,
-            uid,
-            intent_row(action, reason, actor, message, dedupe_key, at),
-        )
-        .await?;
+        let id = insert_intent_tx(&mut tx, uid, intent).await?;
         if id.is_some() {
             let interactive = matches!(reason, "Manual" | "Spec");
             touch(
@@ -206,24 +202,13 @@ impl Store {
     /// The newest `limit` intents of a workspace, newest first.
     pub async fn intent_list(&self, uid: Uuid, limit: i64) -> Result<Vec<PowerIntent>> {
         let rows = sqlx::query(
-            "SELECT id, action, reason, actor, message, at FROM power_intents WHERE workspace_uid = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, action, reason, actor, message, at, scheduled_for FROM power_intents WHERE workspace_uid = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(uid)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PowerIntent {
-                    id: r.try_get("id")?,
-                    action: PowerAction::parse(&r.try_get::<String, _>("action")?),
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    message: r.try_get("message")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(PowerIntent::from_row).collect()
     }
 
     /// Stores the hash of a workspace's new agent token (replacing the old
@@ -371,25 +356,13 @@ impl Store {
     /// The newest intent of every workspace (for the lifecycle loop).
     pub async fn intent_latest_all(&self) -> Result<std::collections::HashMap<Uuid, PowerIntent>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT ON (workspace_uid) workspace_uid, id, action, reason, actor, message, at
+            "SELECT DISTINCT ON (workspace_uid) workspace_uid, id, action, reason, actor, message, at, scheduled_for
              FROM power_intents ORDER BY workspace_uid, id DESC",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("workspace_uid")?,
-                    PowerIntent {
-                        id: r.try_get("id")?,
-                        action: PowerAction::parse(&r.try_get::<String, _>("action")?),
-                        reason: r.try_get("reason")?,
-                        actor: r.try_get("actor")?,
-                        message: r.try_get("message")?,
-                        at: r.try_get("at")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("workspace_uid")?, PowerIntent::from_row(r)?)))
             .collect()
     }
 

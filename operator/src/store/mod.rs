@@ -30,7 +30,7 @@ pub use agent::{
     AgentScript, AgentSession, StoredLine, KEEP_STARTS, LOG_CAP_BYTES, REPLICA_TIMEOUT,
 };
 pub use events::{Event, EventType, InvolvedObject};
-pub(crate) use intents::{insert_intent_tx, intent_row};
+pub(crate) use intents::insert_intent_tx;
 pub use intents::{Activity, NewIntent, PowerAction, PowerIntent};
 pub use leases::Lease;
 pub(crate) use objects::{delete_tx, get_for_update, labelled_names, write_spec};

@@ -287,6 +287,8 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
         status.observed_intent = status.observed_intent.max(i.id);
     }
     let now = ctx.clock.now();
+    let next_resources = render::resources(&ws.spec, &followed_spec);
+    status.pending_resources = (status.resources != Some(next_resources)).then_some(next_resources);
     lifecycle_status(ctx, &ws, policy.as_ref(), intent.as_ref(), now, &mut status).await?;
     status.phase = status::phase(&facts);
     status.conditions = status::conditions(&prev.conditions, &facts, generation, now);
@@ -334,10 +336,18 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     } else {
         ctx.steady_requeue
     };
-    Ok(Action::requeue(match grace_left {
-        Some(left) => next.min(left + Duration::from_secs(1)),
-        None => next,
-    }))
+    // Once the next autostart's time passes, `nextAutostartAt` must move on
+    // (to the following one) even when nothing else about it changes.
+    let autostart_left = status
+        .next_autostart_at
+        .and_then(|t| t.signed_duration_since(now).to_std().ok());
+    Ok(Action::requeue(
+        [grace_left, autostart_left]
+            .into_iter()
+            .flatten()
+            .map(|left| left + Duration::from_secs(1))
+            .fold(next, Duration::min),
+    ))
 }
 
 /// The agent of the workspace's current start, as the store knows it.
@@ -398,7 +408,7 @@ async fn lifecycle_status(
     let running = intent.is_none_or(|i| i.action.runs());
     match intent.filter(|i| i.action.runs()) {
         Some(i) => {
-            status.autostop_at = lifecycle::autostop_at(&eff, i.at, activity.as_ref());
+            status.autostop_at = lifecycle::autostop_at(&eff, i.idle_from(), activity.as_ref());
             status.lifetime_ends_at = lifecycle::lifetime_end(&eff, i.at);
         }
         None => {
@@ -407,7 +417,11 @@ async fn lifecycle_status(
         }
     }
     status.next_autostart_at = if running {
-        lifecycle::next_autostart(&ws.spec, &eff, now)
+        // An early autostart's own scheduled time is not "next".
+        let after = intent
+            .and_then(|i| i.scheduled_for)
+            .map_or(now, |s| s.max(now));
+        lifecycle::next_autostart(&ws.spec, &eff, after)
     } else {
         let input = lifecycle::Input {
             uid: String::new(),
@@ -869,6 +883,7 @@ async fn start(
         ..prev_ecs
     });
     status.template_version = Some(version);
+    status.resources = Some(render::resources(&pass.ws.spec, template));
     // Never trust a cached "missing" before a create: describe afresh.
     let active: Option<Service> = match active {
         Some(s) => Some(s.clone()),
