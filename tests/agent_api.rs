@@ -474,7 +474,7 @@ async fn a_script_over_the_cap_keeps_its_newest_lines_and_counts_the_dropped_one
 /// script finished; an agent that goes away is reported after the grace.
 #[tokio::test]
 async fn ready_waits_for_the_agent_and_its_blocking_script_and_a_gone_agent_is_reported() {
-    use common::sim::{condition, events, fast_sim, spawn_controller, wait_until};
+    use common::sim::{condition, fast_sim, spawn_controller, wait_for_event, wait_until};
     let api = Api::start().await;
     assert_eq!(
         api.apply(&api.admin, TEMPLATE).await.status(),
@@ -574,12 +574,9 @@ async fn ready_waits_for_the_agent_and_its_blocking_script_and_a_gone_agent_is_r
     })
     .await;
     assert!(!st.agent.unwrap().connected);
-    let evs = events(&api.store, "alice").await;
-    assert!(
-        evs.iter().any(
-            |(reason, m)| reason == "AgentDisconnected" && m.contains("has not reported since")
-        ),
-        "{evs:?}"
-    );
+    wait_for_event(&api.store, "alice", |reason, m| {
+        reason == "AgentDisconnected" && m.contains("has not reported since")
+    })
+    .await;
     controller.stop().await;
 }

@@ -153,6 +153,12 @@ fn examples_start_on_the_simulated_cloud_and_stop_and_start_with_the_cli() {
         .collect();
     assert_eq!(phases.first(), Some(&"Running"), "get -w:\n{watched:#?}");
     assert_eq!(phases.last(), Some(&"Stopped"), "get -w:\n{watched:#?}");
+    // Status writes that no column shows print nothing: no row repeats the
+    // one printed before it.
+    let alice_rows: Vec<&String> = watched.iter().filter(|l| l.starts_with("alice ")).collect();
+    for pair in alice_rows.windows(2) {
+        assert_ne!(pair[0], pair[1], "get -w repeated a row:\n{watched:#?}");
+    }
 
     let wide = ok(&op, &["get", "ws", "-o", "wide"]);
     let row = wide

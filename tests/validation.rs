@@ -621,6 +621,66 @@ fn a_missing_required_field_is_reported_at_its_parent() {
     );
 }
 
+/// One apply shows every problem of a document, not the first serde meets:
+/// fixing one field and applying again must not reveal the next.
+#[test]
+fn every_problem_of_a_document_is_reported_at_once() {
+    let doc = "apiVersion: berth.dev/v1alpha1\nkind: Workspace\nmetadata:\n  name: alice\n  colour: red\n\
+               spec:\n  template:\n    name: dev\n    version: latest\n  deletionPolicy: Destroy\n\
+               \x20 schedule:\n    autostart:\n      cron: \"0 8 * *\"\n      timezone: Mars/Olympus\n";
+    let errs = invalid(doc);
+    assert_has(
+        &errs,
+        "workspaces/alice",
+        "metadata.colour",
+        &["unknown field"],
+    );
+    assert_has(
+        &errs,
+        "workspaces/alice",
+        "spec.template.version",
+        &["invalid type", "\"latest\""],
+    );
+    assert_has(
+        &errs,
+        "workspaces/alice",
+        "spec.deletionPolicy",
+        &["unknown variant `Destroy`"],
+    );
+    assert_has(
+        &errs,
+        "workspaces/alice",
+        "spec.schedule.autostart.cron",
+        &[],
+    );
+    assert_has(
+        &errs,
+        "workspaces/alice",
+        "spec.schedule.autostart.timezone",
+        &["Mars/Olympus"],
+    );
+    // The values decoding stood in for are not the user's: no error about them.
+    assert_eq!(errs.len(), 5, "expected five errors; got:\n{}", show(&errs));
+
+    let errs = invalid(
+        &template_with_resources("  resources:\n    default: {cpu: 1024}\n")
+            .replace("subnets: [subnet-1]", "subnets: subnet-1"),
+    );
+    assert_has(
+        &errs,
+        "workspacetemplates/dev",
+        "spec.resources.default",
+        &["missing field `memory`"],
+    );
+    assert_has(
+        &errs,
+        "workspacetemplates/dev",
+        "spec.infrastructure.subnets",
+        &["invalid type"],
+    );
+    assert_eq!(errs.len(), 2, "expected two errors; got:\n{}", show(&errs));
+}
+
 #[test]
 fn a_spec_or_metadata_that_is_missing_is_required() {
     let errs =

@@ -154,6 +154,28 @@ pub async fn events(store: &Store, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits (up to 30 s) for an event of `name` that `f` accepts: a reconcile
+/// records its events after the status it writes, so a test that has just
+/// seen the status may have to wait a moment for the event.
+#[allow(dead_code)]
+pub async fn wait_for_event<F: Fn(&str, &str) -> bool>(
+    store: &Store,
+    name: &str,
+    f: F,
+) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let evs = events(store, name).await;
+        if evs.iter().any(|(r, m)| f(r, m)) {
+            return evs;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{name}: timed out waiting for an event; events: {evs:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reconciles `key` with a context whose crash point is `point` until the
 /// reconcile stops there (access points take a moment to become available,
 /// so the first passes may end earlier); panics if it never does.

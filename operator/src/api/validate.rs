@@ -254,31 +254,184 @@ fn serde_message(e: &serde_json::Error) -> String {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(errs: &mut Errors, prefix: &str, v: &Value) -> Option<T> {
-    let de = v.clone();
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let path = path_string(prefix, e.path());
-            let msg = serde_message(e.inner());
+/// One step into a JSON value, as serde_path_to_error reports it.
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+fn steps(p: &serde_path_to_error::Path) -> Option<Vec<Step>> {
+    p.iter()
+        .map(|seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn at_mut<'a>(v: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
+    steps.iter().try_fold(v, |v, s| match s {
+        Step::Index(i) => v.as_array_mut()?.get_mut(*i),
+        Step::Key(k) => v.as_object_mut()?.get_mut(k),
+    })
+}
+
+/// Stand-ins for a field serde could not read, tried in order: a value of
+/// some type that lets decoding go on to the fields after it.
+const STAND_INS: [fn() -> Value; 5] = [
+    || Value::from(0),
+    || Value::from(""),
+    || Value::Bool(false),
+    || Value::Array(Vec::new()),
+    || Value::Object(serde_json::Map::new()),
+];
+
+/// At most this many fields of one document are stood in for, so that a
+/// hostile document cannot make decoding loop for long.
+const MAX_STAND_INS: usize = 64;
+
+/// Decodes `v` as `T`, reporting every field serde cannot read, not only the
+/// first: each unreadable field is reported, then removed (unknown fields) or
+/// stood in for (missing or mistyped ones) and decoding goes on. Returns the
+/// value and the paths that were stood in for; checks of the decoded value
+/// must not report on those paths (their values are not the user's).
+fn typed<T: serde::de::DeserializeOwned>(
+    errs: &mut Errors,
+    prefix: &str,
+    v: &Value,
+) -> Option<(T, Vec<String>)> {
+    let mut value = v.clone();
+    let mut stood_in = Vec::new();
+    for _ in 0..MAX_STAND_INS {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return Some((t, stood_in)),
+            Err(e) => e,
+        };
+        let path = path_string(prefix, e.path());
+        let msg = serde_message(e.inner());
+        let mut container = steps(e.path())?;
+        // The field to repair, inside `container`, and how.
+        let (field_path, repair) = if let Some(rest) = msg.strip_prefix("unknown field `") {
             // An unknown field is reported at the field itself.
-            let field = match msg.strip_prefix("unknown field `") {
-                Some(rest) => {
-                    let name = rest.split('`').next().unwrap_or_default();
-                    if path.is_empty() {
-                        name.to_string()
-                    } else if path == name || path.ends_with(&format!(".{name}")) {
-                        path
-                    } else {
-                        format!("{path}.{name}")
+            let name = rest.split('`').next().unwrap_or_default().to_string();
+            if matches!(container.last(), Some(Step::Key(k)) if *k == name) {
+                container.pop();
+            }
+            let at = if path.is_empty() {
+                name.clone()
+            } else if path == name || path.ends_with(&format!(".{name}")) {
+                path.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            (at, Some(name))
+        } else if let Some(rest) = msg.strip_prefix("missing field `") {
+            let name = rest.split('`').next().unwrap_or_default().to_string();
+            let at = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            container.push(Step::Key(name));
+            (at, None)
+        } else {
+            (path.clone(), None)
+        };
+        // A missing field is reported at its parent (the field is not there).
+        let report_at = if msg.starts_with("missing field `") {
+            path.clone()
+        } else {
+            field_path.clone()
+        };
+        // Errors inside a value that was stood in for are the stand-in's, not
+        // the user's: repaired, not reported.
+        if !under_any(&stood_in, &field_path) {
+            errs.add(report_at, msg.clone());
+        }
+        match repair {
+            Some(unknown) => {
+                at_mut(&mut value, &container)?
+                    .as_object_mut()?
+                    .remove(&unknown)?;
+            }
+            None => {
+                // Missing or mistyped: the first stand-in that moves the
+                // error elsewhere.
+                let (parent, last) = container.split_at(container.len().checked_sub(1)?);
+                let Step::Key(key) = &last[0] else {
+                    let Step::Index(i) = last[0] else { return None };
+                    let arr = at_mut(&mut value, parent)?.as_array_mut()?;
+                    arr.get(i)?;
+                    // A mistyped list item: drop it.
+                    arr.remove(i);
+                    stood_in.push(field_path);
+                    continue;
+                };
+                let mut moved = false;
+                // An optional field that is there but unreadable is left out;
+                // otherwise the first stand-in that serde reads.
+                let present = at_mut(&mut value, parent)?.as_object()?.contains_key(key);
+                let removal = present.then_some(None);
+                for make in removal.into_iter().chain(STAND_INS.map(Some)) {
+                    let mut trial = value.clone();
+                    let obj = at_mut(&mut trial, parent)?.as_object_mut()?;
+                    match make {
+                        Some(make) => obj.insert(key.clone(), make()),
+                        None => obj.remove(key),
+                    };
+                    let still = match serde_path_to_error::deserialize::<_, T>(trial.clone()) {
+                        Ok(_) => false,
+                        Err(e2) => {
+                            let p2 = path_string(prefix, e2.path());
+                            let m2 = serde_message(e2.inner());
+                            let f2 = match m2.strip_prefix("missing field `") {
+                                Some(rest) => {
+                                    let name = rest.split('`').next().unwrap_or_default();
+                                    if p2.is_empty() {
+                                        name.to_string()
+                                    } else {
+                                        format!("{p2}.{name}")
+                                    }
+                                }
+                                None => p2.clone(),
+                            };
+                            f2 == field_path || (p2 == path && m2 == msg)
+                        }
+                    };
+                    if !still {
+                        value = trial;
+                        moved = true;
+                        break;
                     }
                 }
-                None => path,
-            };
-            errs.add(field, msg);
-            None
+                if !moved {
+                    return None;
+                }
+                stood_in.push(field_path);
+            }
         }
     }
+    None
+}
+
+/// Drops the errors at or under a stood-in path (see [`typed`]) from
+/// `errs.list[from..]`.
+fn drop_stood_in(errs: &mut Errors, from: usize, stood_in: &[String]) {
+    let mut i = 0;
+    errs.list.retain(|e| {
+        i += 1;
+        i <= from || !under_any(stood_in, &e.field)
+    });
+}
+
+/// Whether the field path `f` is one of `paths` or inside one of them.
+fn under_any(paths: &[String], f: &str) -> bool {
+    paths.iter().any(|p| {
+        f == p
+            || f.strip_prefix(p.as_str())
+                .is_some_and(|r| r.starts_with(['.', '[']))
+    })
 }
 
 /// Decodes and validates one document on its own.
@@ -342,13 +495,17 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
             errs.add(key.clone(), format!("unknown field `{key}`"));
         }
     }
-    let meta: Option<ObjectMeta> = match obj.get("metadata") {
-        Some(m) => typed(&mut errs, "metadata", m),
+    let (meta, meta_stood_in): (Option<ObjectMeta>, Vec<String>) = match obj.get("metadata") {
+        Some(m) => match typed(&mut errs, "metadata", m) {
+            Some((m, stood_in)) => (Some(m), stood_in),
+            None => (None, Vec::new()),
+        },
         None => {
             errs.add("metadata", "required");
-            None
+            (None, Vec::new())
         }
     };
+    let meta_from = errs.list.len();
     if let Some(m) = &meta {
         if let Err(e) = dns_label(&m.name) {
             errs.add("metadata.name", e);
@@ -374,6 +531,7 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
             }
         }
     }
+    drop_stood_in(&mut errs, meta_from, &meta_stood_in);
     let spec_v = obj.get("spec").cloned().unwrap_or(Value::Null);
     if spec_v.is_null() {
         errs.add("spec", "required");
@@ -381,24 +539,28 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
     let spec = if spec_v.is_null() {
         None
     } else {
+        // Checks of the decoded spec skip the fields that were stood in for.
+        fn checked<T: serde::de::DeserializeOwned + serde::Serialize>(
+            errs: &mut Errors,
+            v: &Value,
+            check: impl FnOnce(&mut Errors, &T),
+        ) -> Option<Result<Value, serde_json::Error>> {
+            let (s, stood_in) = typed::<T>(errs, "spec", v)?;
+            let from = errs.list.len();
+            check(errs, &s);
+            drop_stood_in(errs, from, &stood_in);
+            Some(serde_json::to_value(s))
+        }
         match kind {
-            Kind::Workspace => typed::<WorkspaceSpec>(&mut errs, "spec", &spec_v).map(|s| {
-                workspace_spec(&mut errs, &s);
-                serde_json::to_value(s)
-            }),
-            Kind::WorkspaceTemplate => typed::<WorkspaceTemplateSpec>(&mut errs, "spec", &spec_v)
-                .map(|s| {
-                    template_spec(&mut errs, &s);
-                    serde_json::to_value(s)
-                }),
-            Kind::LifecyclePolicy => {
-                typed::<LifecyclePolicySpec>(&mut errs, "spec", &spec_v).map(|s| {
-                    policy_spec(&mut errs, &s);
-                    serde_json::to_value(s)
-                })
+            Kind::Workspace => checked::<WorkspaceSpec>(&mut errs, &spec_v, workspace_spec),
+            Kind::WorkspaceTemplate => {
+                checked::<WorkspaceTemplateSpec>(&mut errs, &spec_v, template_spec)
             }
-            Kind::GitSource => typed::<GitSourceSpec>(&mut errs, "spec", &spec_v).map(|s| {
-                gitsource::check_spec(&mut errs, &s);
+            Kind::LifecyclePolicy => {
+                checked::<LifecyclePolicySpec>(&mut errs, &spec_v, policy_spec)
+            }
+            Kind::GitSource => checked::<GitSourceSpec>(&mut errs, &spec_v, |errs, s| {
+                gitsource::check_spec(errs, s);
                 if let Some(m) = &meta {
                     // Objects it applies carry `namespace.name` as a label value.
                     if m.namespace.len() + 1 + m.name.len() > 63 {
@@ -411,7 +573,6 @@ pub fn decode(doc: &Value, document: Option<usize>) -> Result<(Kind, DynObject),
                         );
                     }
                 }
-                serde_json::to_value(s)
             }),
         }
     };

@@ -48,6 +48,7 @@ pub async fn get(client: &Client, req: &GetRequest) -> Result<(), CliError> {
     };
     let all_ns = req.namespace.is_none();
     let mut widths = None;
+    let mut printed = Printed::new();
     let mut stdout = std::io::stdout().lock();
     match req.output {
         Some(Output::Yaml) | Some(Output::Json) if req.name.is_some() && !req.watch => {
@@ -88,8 +89,9 @@ pub async fn get(client: &Client, req: &GetRequest) -> Result<(), CliError> {
                     // Room for the values a column takes over time, so later rows line up.
                     let w = watch_widths(&t);
                     write!(stdout, "{}", render::format_row(&t.headers, &w))?;
-                    for r in &t.rows {
+                    for (r, o) in t.rows.iter().zip(&objects) {
                         write!(stdout, "{}", render::format_row(r, &w))?;
+                        printed.insert(row_key(o), shown_cells(&t.headers, r));
                     }
                     widths = Some(w);
                 } else {
@@ -101,9 +103,28 @@ pub async fn get(client: &Client, req: &GetRequest) -> Result<(), CliError> {
     stdout.flush()?;
     drop(stdout);
     if req.watch {
-        watch(client, req, resource_version, widths).await?;
+        watch(client, req, resource_version, widths, printed).await?;
     }
     Ok(())
+}
+
+/// The row last printed per object (see [`shown_cells`]): the controller
+/// writes status fields that no column shows (observedGeneration, condition
+/// times), and a row identical to the one above it says nothing.
+type Printed = std::collections::HashMap<(String, String), Vec<String>>;
+
+fn row_key(o: &DynObject) -> (String, String) {
+    (o.metadata.namespace.clone(), o.metadata.name.clone())
+}
+
+/// The cells of a row that make it new: all but AGE, which moves by itself.
+fn shown_cells(headers: &[String], row: &[String]) -> Vec<String> {
+    headers
+        .iter()
+        .zip(row)
+        .filter(|(h, _)| h.as_str() != "AGE")
+        .map(|(_, c)| c.clone())
+        .collect()
 }
 
 fn format_value(v: &Value, output: Option<Output>) -> String {
@@ -127,6 +148,7 @@ async fn watch(
     req: &GetRequest,
     mut rv: Option<String>,
     mut widths: Option<Vec<usize>>,
+    mut printed: Printed,
 ) -> Result<(), CliError> {
     let wide = req.output == Some(Output::Wide);
     let all_ns = req.namespace.is_none();
@@ -196,6 +218,16 @@ async fn watch(
                         }
                         None | Some(Output::Wide) => {
                             let t = table(req.kind, std::slice::from_ref(&obj), wide, all_ns);
+                            let key = row_key(&obj);
+                            let shown = shown_cells(&t.headers, &t.rows[0]);
+                            if ev.type_ != "DELETED" && printed.get(&key) == Some(&shown) {
+                                continue;
+                            }
+                            if ev.type_ == "DELETED" {
+                                printed.remove(&key);
+                            } else {
+                                printed.insert(key, shown);
+                            }
                             let w = widths.get_or_insert_with(|| watch_widths(&t));
                             for (have, need) in w.iter_mut().zip(t.widths()) {
                                 *have = (*have).max(need);
@@ -472,7 +504,7 @@ mod tests {
             t.render(),
             "NAMESPACE   NAME    OWNER   TEMPLATE   PHASE     CPU         MEMORY      AGE\n\
              default     alice   alice   dev@v2     Running   1024        4Gi         1m\n\
-             acme        bob     bob     dev        <none>    <default>   <default>   1m\n"
+             acme        bob     bob     dev        Pending   <default>   <default>   1m\n"
         );
     }
 
