@@ -193,3 +193,86 @@ fn examples_start_on_the_simulated_cloud_and_stop_and_start_with_the_cli() {
     let ws = eventually(&op, "alice", "Running", |ws| phase(ws) == "Running");
     assert_eq!(desired(&ws), Some(1), "{ws:#}");
 }
+
+/// `berth up` again on a database that already has an admin, with a new
+/// HOME (a laptop's data directory kept, the CLI config gone): the new
+/// config gets a working admin token, the old one keeps working, and a
+/// restart with the same HOME keeps the token it has.
+#[test]
+fn up_with_a_kept_database_and_a_new_home_writes_a_working_admin_token() {
+    let db = cli_common::TestDb::create();
+    let homes = tempfile::tempdir().expect("tempdir");
+    let up = |home: &Path| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(cli_common::BERTH)
+            .args(["up", "--cloud", "none", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--database-url")
+            .arg(db.url())
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BERTH_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn berth up");
+        let config = home.join(".config/berth/config.yaml");
+        let whoami = || {
+            std::process::Command::new(cli_common::BERTH)
+                .arg("whoami")
+                .env("BERTH_CONFIG", &config)
+                .env_remove("BERTH_SERVER")
+                .env_remove("BERTH_TOKEN")
+                .output()
+                .expect("berth whoami")
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = whoami();
+            if out.status.success() {
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).contains("admin"),
+                    "{out:?}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no working admin token in {} within 60 s: {out:?}",
+                config.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let token = std::fs::read_to_string(&config)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
+            .expect("a token in the config");
+        (child, config, token)
+    };
+    let stop = |mut child: std::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    };
+    let (first_home, second_home) = (homes.path().join("a"), homes.path().join("b"));
+    let (child, _, first_token) = up(&first_home);
+    stop(child);
+    let (child, second_config, second_token) = up(&second_home);
+    assert_ne!(first_token, second_token, "a token of its own");
+    stop(child);
+    // The first HOME's token still works, and the second keeps its own.
+    let (child, _, again) = up(&first_home);
+    assert_eq!(again, first_token);
+    stop(child);
+    let (child, config, again) = up(&second_home);
+    assert_eq!((config, again), (second_config, second_token));
+    stop(child);
+}

@@ -1,9 +1,7 @@
 //! The `berth` binary: parses the command line and hands over to [`berth::cli`].
 
-use clap::Parser as _;
-
 fn main() -> std::process::ExitCode {
-    let cli = berth::cli::Cli::parse();
+    let cli = berth::cli::parse();
     let serving = matches!(
         cli.command,
         berth::cli::Command::Operator { .. }

@@ -320,6 +320,7 @@ pub async fn operator(
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: false,
         metrics_token: access.metrics_token,
+        ensure_cli_token: false,
     };
     if cloud.is_none() {
         tracing::warn!(
@@ -398,6 +399,7 @@ pub async fn up(
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: true,
         metrics_token: access.metrics_token,
+        ensure_cli_token: true,
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;
     if let Some(pg) = pg {

@@ -44,6 +44,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Commands that do not talk to a Berth API server: they run one (or are
+/// helpers), so `--server` and `--token` mean nothing to them.
+const SERVERLESS: [&str; 6] = ["operator", "up", "crd", "completion", "pg", "agent"];
+
+/// The command line as parsed: [`Cli`], with `--server` and `--token` taken
+/// off the commands that do not use them (out of their help, and refused
+/// with a message saying why).
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for name in SERVERLESS {
+        cmd = cmd.mut_subcommand(name, |sc| {
+            // An argument of the same id keeps the global one out (clap
+            // propagates a global only where none exists).
+            ["server", "token"].into_iter().fold(sc, |sc, id| {
+                sc.arg(clap::Arg::new(id).long(id).hide(true).value_parser(
+                    move |_: &str| -> Result<String, String> {
+                        Err(format!(
+                            "--{id} is for commands that talk to a Berth server; this one does not"
+                        ))
+                    },
+                ))
+            })
+        });
+    }
+    cmd
+}
+
+/// Parses the process's arguments with [`command`]; exits on an error, as
+/// `Parser::parse` does.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches as _;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+}
+
 /// Flags shared by every command.
 #[derive(Clone, Debug, Default, Args)]
 pub struct GlobalArgs {
@@ -789,7 +824,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Completion { shell } => {
-            let mut cmd = Cli::command();
+            let mut cmd = command();
             let mut buf = Vec::new();
             let shell = match shell {
                 Shell::Bash => clap_complete::Shell::Bash,
@@ -897,4 +932,49 @@ fn connect(g: &GlobalArgs) -> Result<(Client, String), CliError> {
         .or(file.namespace)
         .unwrap_or_else(|| crate::api::DEFAULT_NAMESPACE.to_string());
     Ok((Client::new(&server, token)?, ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_without_a_server_neither_show_nor_take_server_and_token() {
+        let mut cmd = command();
+        cmd.build();
+        for name in SERVERLESS {
+            let help = cmd
+                .find_subcommand_mut(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"))
+                .render_long_help()
+                .to_string();
+            assert!(
+                !help.contains("--server") && !help.contains("--token"),
+                "berth {name} --help:\n{help}"
+            );
+        }
+        let help = cmd
+            .find_subcommand_mut("get")
+            .expect("get")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("--server") && help.contains("--token"),
+            "{help}"
+        );
+
+        let err = command()
+            .try_get_matches_from(["berth", "up", "--token", "x"])
+            .expect_err("up takes no --token");
+        assert!(
+            err.to_string()
+                .contains("--token is for commands that talk to a Berth server"),
+            "{err}"
+        );
+        let m = command()
+            .try_get_matches_from(["berth", "get", "ws", "--server", "http://h:1"])
+            .expect("get takes --server");
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).expect("a Cli");
+        assert_eq!(cli.global.server.as_deref(), Some("http://h:1"));
+    }
 }

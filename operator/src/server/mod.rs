@@ -221,6 +221,9 @@ pub struct OperatorOptions {
     pub sign_in_link: bool,
     /// `/metrics` only with this bearer token (`--metrics-token`).
     pub metrics_token: Option<String>,
+    /// Make sure the CLI config holds a working admin token even when the
+    /// database already has an admin (`berth up` with a new HOME).
+    pub ensure_cli_token: bool,
 }
 
 /// Errors that stop the operator.
@@ -240,8 +243,71 @@ pub enum ServeError {
     Config(PathBuf, #[source] std::io::Error),
 }
 
+/// `berth up` on a database that already has an admin (a data directory
+/// kept, a new HOME): the CLI config at `path` gets a working admin token.
+/// A config whose token is an admin's of this database is kept as it is
+/// (its server corrected); otherwise a new admin token is minted and
+/// written, keeping the config's namespace. A config that cannot be read is
+/// left alone, with a warning saying how to get a token.
+async fn ensure_cli_config(
+    store: &Store,
+    path: &std::path::Path,
+    server: &str,
+) -> Result<(), ServeError> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => match crate::cli::config::parse(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "the CLI config cannot be read, so no admin token was written to it; fix or move it and run `berth up` again, or use `berth --token … token create`"
+                );
+                return Ok(());
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::cli::Config::default(),
+        Err(e) => return Err(ServeError::Config(path.to_path_buf(), e)),
+    };
+    let valid = match existing.token.as_deref() {
+        Some(t) => store.token_lookup(t).await?.is_some_and(|id| id.admin),
+        None => false,
+    };
+    let token = match (valid, existing.token) {
+        (true, Some(t)) => {
+            if existing.server.as_deref() == Some(server) {
+                return Ok(());
+            }
+            t
+        }
+        _ => {
+            let t = store
+                .token_create(
+                    "admin",
+                    true,
+                    &format!("berth up: CLI config {}", path.display()),
+                )
+                .await?;
+            tracing::info!(path = %path.display(), "the CLI config had no admin token of this database: a new one was written to it (mode 0600)");
+            t
+        }
+    };
+    write_cli_config_in(path, server, &token, existing.namespace.as_deref())
+        .map_err(|e| ServeError::Config(path.to_path_buf(), e))
+}
+
 /// Writes the CLI config (server URL and token) with mode 0600.
 pub fn write_cli_config(path: &std::path::Path, server: &str, token: &str) -> std::io::Result<()> {
+    write_cli_config_in(path, server, token, None)
+}
+
+/// [`write_cli_config`], with the config's default namespace.
+fn write_cli_config_in(
+    path: &std::path::Path,
+    server: &str,
+    token: &str,
+    namespace: Option<&str>,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -254,7 +320,10 @@ pub fn write_cli_config(path: &std::path::Path, server: &str, token: &str) -> st
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    let body = serde_json::json!({ "server": server, "token": token });
+    let mut body = serde_json::json!({ "server": server, "token": token });
+    if let Some(ns) = namespace {
+        body["namespace"] = ns.into();
+    }
     f.write_all(crate::api::yaml::to_yaml(&body).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -305,14 +374,19 @@ pub async fn run_operator_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = Store::connect(&opts.database_url).await?;
-    if let Some(token) = store.token_bootstrap_admin().await? {
-        match &opts.cli_config_path {
-            Some(path) => {
-                write_cli_config(path, &opts.advertise_url, &token).map_err(|e| ServeError::Config(path.clone(), e))?;
-                tracing::info!(path = %path.display(), "first start: admin token written to the CLI config (mode 0600)");
-            }
-            None => tracing::warn!("first start: an admin token was created but no CLI config path is set to write it to"),
+    match (store.token_bootstrap_admin().await?, &opts.cli_config_path) {
+        (Some(token), Some(path)) => {
+            write_cli_config(path, &opts.advertise_url, &token)
+                .map_err(|e| ServeError::Config(path.clone(), e))?;
+            tracing::info!(path = %path.display(), "first start: admin token written to the CLI config (mode 0600)");
         }
+        (Some(_), None) => tracing::warn!(
+            "first start: an admin token was created but no CLI config path is set to write it to"
+        ),
+        (None, Some(path)) if opts.ensure_cli_token => {
+            ensure_cli_config(&store, path, &opts.advertise_url).await?;
+        }
+        (None, _) => {}
     }
     if opts.sign_in_link {
         let link = dashboard::sign_in_link(&store, &opts.advertise_url).await?;
