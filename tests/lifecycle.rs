@@ -762,3 +762,245 @@ async fn a_workspace_with_a_huge_duration_written_past_validation_does_not_stop_
     assert!(is_running(&huge));
     c.stop().await;
 }
+
+/// The events of `name` with `reason`, with their counts.
+async fn event_counts(store: &Store, name: &str, reason: &str) -> Vec<(String, i32)> {
+    store
+        .event_list(Kind::Workspace, "default", name, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == reason)
+        .map(|e| (e.message, e.count))
+        .collect()
+}
+
+/// Dormancy (Coder's): a workspace stopped and unused for the policy's
+/// `dormancyThreshold` is warned a `dormancyNotice` ahead, becomes Dormant
+/// (phase, condition, event), is not started by its schedule, is warned
+/// again before `dormantDeletion` and then deleted with its deletionPolicy
+/// (Retain: its access point, and so its home, stays). Each notice once,
+/// whatever the number of ticks and replicas.
+#[tokio::test]
+async fn a_stopped_unused_workspace_becomes_dormant_is_not_autostarted_and_is_deleted_keeping_its_home(
+) {
+    let (store, sim, clock, c) = setup(Some(
+        "  dormancyThreshold: 72h\n  dormantDeletion: 48h\n  dormancyNotice: 24h\n",
+    ))
+    .await;
+    // It ran once (so it has an access point, and a home), then stopped.
+    apply_yaml(&store, &common::workspace("old", "olga", "")).await;
+    wait_until(&store, "old", "Ready", is_running).await;
+    assert_eq!(sim.access_points("fs-1").len(), 1);
+    apply_yaml(
+        &store,
+        &common::workspace("old", "olga", "  running: false\n"),
+    )
+    .await;
+    let st = wait_until(&store, "old", "Stopped", |s| {
+        is_stopped(s) && s.dormant_at.is_some()
+    })
+    .await;
+    let dormant_at = st.dormant_at.unwrap();
+    let t0 = dormant_at - chrono::Duration::hours(72);
+    assert!((t0 - Utc::now()).num_seconds().abs() < 60, "{t0}");
+    assert_eq!(
+        st.dormant_deletion_at,
+        Some(dormant_at + chrono::Duration::hours(48))
+    );
+    assert_eq!(
+        condition(&st, "Dormant"),
+        (ConditionStatus::False, "InUse".to_string())
+    );
+    let tick_at = |h: i64| {
+        let (store, clock) = (store.clone(), clock.clone());
+        async move {
+            clock.set(t0 + chrono::Duration::hours(h) + mins(1));
+            let a = tick(&store, clock.now(), &lopts(), "a").await.unwrap();
+            let b = tick(&store, clock.now(), &lopts(), "b").await.unwrap();
+            (a, b)
+        }
+    };
+    tick_at(47).await;
+    assert!(event_counts(&store, "old", "DormancySoon").await.is_empty());
+    tick_at(49).await;
+    tick_at(50).await;
+    let soon = event_counts(&store, "old", "DormancySoon").await;
+    assert_eq!(soon.len(), 1, "{soon:?}");
+    assert_eq!(soon[0].1, 1, "warned once: {soon:?}");
+    assert!(soon[0].0.contains("becomes Dormant at"), "{soon:?}");
+
+    tick_at(72).await;
+    store
+        .object_touch(Kind::Workspace, "default", "old")
+        .await
+        .unwrap();
+    let st = wait_until(&store, "old", "Dormant", |s| {
+        s.phase == berth::api::workspace::Phase::Dormant
+    })
+    .await;
+    assert_eq!(
+        condition(&st, "Dormant"),
+        (ConditionStatus::True, "Unused".to_string())
+    );
+    let dormant = event_counts(&store, "old", "Dormant").await;
+    assert_eq!(dormant.len(), 1, "{dormant:?}");
+    assert_eq!(dormant[0].1, 1, "{dormant:?}");
+
+    // An hourly autostart does not start a Dormant workspace.
+    apply_yaml(
+        &store,
+        &common::workspace(
+            "old",
+            "olga",
+            "  running: false\n  schedule:\n    autostart: {cron: '0 * * * *', timezone: UTC}\n",
+        ),
+    )
+    .await;
+    for h in [74, 75, 76] {
+        let (a, b) = tick_at(h).await;
+        assert_eq!((a.started, b.started), (0, 0), "hour {h}");
+    }
+    store
+        .object_touch(Kind::Workspace, "default", "old")
+        .await
+        .unwrap();
+    let st = wait_until(&store, "old", "still Dormant, no autostart", |s| {
+        s.phase == berth::api::workspace::Phase::Dormant && s.lifecycle.is_some()
+    })
+    .await;
+    assert_eq!(st.next_autostart_at, None);
+
+    // A day before its deletion: warned; then deleted, its access point kept.
+    tick_at(95).await;
+    assert!(event_counts(&store, "old", "DormantDeletionSoon")
+        .await
+        .is_empty());
+    tick_at(97).await;
+    tick_at(98).await;
+    let soon = event_counts(&store, "old", "DormantDeletionSoon").await;
+    assert_eq!(soon.len(), 1, "{soon:?}");
+    assert_eq!(soon[0].1, 1, "{soon:?}");
+    let (a, b) = tick_at(121).await;
+    assert_eq!(a.deleted + b.deleted, 1, "deleted once");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store
+        .object_get(Kind::Workspace, "default", "old")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Dormant workspace was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deleted = event_counts(&store, "old", "DormantDeleted").await;
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].0.contains("Retain"), "{deleted:?}");
+    assert_eq!(
+        sim.access_points("fs-1").len(),
+        1,
+        "deletionPolicy Retain keeps the access point and its home"
+    );
+    c.stop().await;
+}
+
+/// A Dormant workspace is not started by `berth start` (nor by connecting
+/// to it) until it is woken: `berth wake`, or `berth start --wake`.
+#[tokio::test]
+async fn a_dormant_workspace_must_be_woken_before_it_starts() {
+    let api = common::Api::start().await;
+    api.apply(&api.admin, common::TEMPLATE).await;
+    let policy = "apiVersion: berth.dev/v1alpha1\nkind: LifecyclePolicy\nmetadata: {name: org}\nspec: {dormancyThreshold: 1h}\n";
+    assert_eq!(api.apply(&api.admin, policy).await.status(), StatusCode::OK);
+    let alice = api.user("alice").await;
+    api.apply(
+        &alice,
+        &common::workspace("nap", "alice", "  running: false\n"),
+    )
+    .await;
+    // Unused for two hours: created, stopped and last active that long ago.
+    let age = |store: Store| async move {
+        for q in [
+            "UPDATE objects SET created_at = now() - interval '2 hours' WHERE kind = 'Workspace' AND name = 'nap'",
+            "UPDATE power_intents SET at = now() - interval '2 hours'",
+            "UPDATE workspace_activity SET last_activity_at = now() - interval '2 hours'",
+        ] {
+            sqlx::query(q).execute(store.pool()).await.unwrap();
+        }
+    };
+    age(api.store.clone()).await;
+    let post = |path: &str| {
+        api.client
+            .post(format!(
+                "{}/namespaces/default/workspaces/nap/{path}",
+                api.base
+            ))
+            .bearer_auth(&alice)
+            .send()
+    };
+    for path in ["start", "restart", "start?reason=connect"] {
+        let r = post(path).await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("workspaces/nap is Dormant") && body.contains("berth wake nap"),
+            "{path}: {body}"
+        );
+    }
+    let newest = |store: Store| async move {
+        let uid = store
+            .object_get(Kind::Workspace, "default", "nap")
+            .await
+            .unwrap()
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap();
+        store.intent_latest(uid).await.unwrap().unwrap().action
+    };
+    assert_eq!(
+        newest(api.store.clone()).await,
+        PowerAction::Stop,
+        "nothing recorded"
+    );
+
+    // berth wake: no longer Dormant (still stopped), so it starts.
+    let r = post("wake").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["woken"], true);
+    let r = post("wake").await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["woken"], false);
+    assert_eq!(
+        newest(api.store.clone()).await,
+        PowerAction::Stop,
+        "woken, still stopped"
+    );
+    assert_eq!(post("start").await.unwrap().status(), StatusCode::ACCEPTED);
+    assert_eq!(newest(api.store.clone()).await, PowerAction::Start);
+    let woken = api
+        .store
+        .event_list(Kind::Workspace, "default", "nap", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == "Woken")
+        .count();
+    assert_eq!(woken, 1);
+
+    // Dormant again: `start --wake` wakes it and starts it in one go.
+    let stop = NewIntent::manual(PowerAction::Stop, "alice");
+    api.store
+        .intent_record("default", "nap", &stop)
+        .await
+        .unwrap();
+    age(api.store.clone()).await;
+    assert_eq!(post("start").await.unwrap().status(), StatusCode::CONFLICT);
+    assert_eq!(
+        post("start?wake=true").await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(newest(api.store.clone()).await, PowerAction::Start);
+}

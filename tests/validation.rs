@@ -2562,3 +2562,23 @@ fn values_that_would_reach_ecs_verbatim_are_refused_with_their_field() {
         "  schedule:\n    autostart:\n      cron: \"0 8 29 2 *\"\n",
     ));
 }
+
+#[test]
+fn dormancy_needs_a_threshold_and_bounded_durations() {
+    valid(&policy(
+        "  dormancyThreshold: 720h\n  dormantDeletion: 720h\n  dormancyNotice: 72h\n",
+    ));
+    let errs = invalid(&policy("  dormantDeletion: 720h\n"));
+    assert_only(
+        &errs,
+        "lifecyclepolicies/org",
+        "spec.dormantDeletion",
+        &["needs spec.dormancyThreshold"],
+    );
+    let errs = invalid(&policy(
+        "  dormancyThreshold: 3000000000h\n  dormancyNotice: 1ns\n",
+    ));
+    assert_has(&errs, "lifecyclepolicies/org", "spec.dormancyThreshold", &[]);
+    assert_has(&errs, "lifecyclepolicies/org", "spec.dormancyNotice", &[]);
+    assert_eq!(errs.len(), 2, "{}", show(&errs));
+}

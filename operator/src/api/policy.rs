@@ -22,7 +22,27 @@ pub struct LifecyclePolicySpec {
     /// Every start must use the template's active version (pins are overridden).
     #[serde(default)]
     pub require_active_version: bool,
+    /// A workspace stopped and unused this long becomes Dormant (Coder's
+    /// dormancy): schedules no longer start it, and a person must wake it
+    /// (`berth wake`, `berth start --wake`) before it starts. Omitted = never.
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormancy_threshold: Option<String>,
+    /// A Dormant workspace is deleted (with its `deletionPolicy`; the files
+    /// of its home are never deleted) after it has been Dormant this long.
+    /// Needs `dormancyThreshold`. Omitted = never.
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormant_deletion: Option<String>,
+    /// How long before a workspace becomes Dormant, and before a Dormant one
+    /// is deleted, a Warning event says so. Default `24h`.
+    /// Whole seconds, from `1m` to 10 years (`87600h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormancy_notice: Option<String>,
 }
+
+/// Default of [`LifecyclePolicySpec::dormancy_notice`].
+pub const DEFAULT_DORMANCY_NOTICE: &str = "24h";
 
 /// Auto-off rules.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

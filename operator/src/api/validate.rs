@@ -1057,6 +1057,30 @@ fn policy_spec(errs: &mut Errors, s: &LifecyclePolicySpec) {
             }
         }
     }
+    for (field, v) in [
+        ("dormancyThreshold", &s.dormancy_threshold),
+        ("dormantDeletion", &s.dormant_deletion),
+        ("dormancyNotice", &s.dormancy_notice),
+    ] {
+        if let Some(d) = v {
+            if let Err(e) = lifecycle_duration(d) {
+                errs.add(format!("spec.{field}"), e);
+            }
+        }
+    }
+    if s.dormancy_threshold.is_none() {
+        for (field, v) in [
+            ("dormantDeletion", &s.dormant_deletion),
+            ("dormancyNotice", &s.dormancy_notice),
+        ] {
+            if v.is_some() {
+                errs.add(
+                    format!("spec.{field}"),
+                    "needs spec.dormancyThreshold (no workspace becomes Dormant without it)",
+                );
+            }
+        }
+    }
     for (i, d) in s.autostart.days.iter().enumerate() {
         if d.parse::<chrono::Weekday>().is_err() {
             errs.add(

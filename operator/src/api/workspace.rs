@@ -130,6 +130,9 @@ pub enum Phase {
     Failed,
     /// Being deleted.
     Deleting,
+    /// Stopped and unused for the policy's `dormancyThreshold`: schedules
+    /// do not start it; a person wakes it first.
+    Dormant,
 }
 
 /// Observed state of a workspace, written by the workspace controller.
@@ -172,6 +175,12 @@ pub struct WorkspaceStatus {
     /// When the maximum lifetime stops the running workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_ends_at: Option<DateTime<Utc>>,
+    /// When the stopped workspace becomes (or became) Dormant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormant_at: Option<DateTime<Utc>>,
+    /// When the Dormant workspace is deleted (`dormantDeletion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormant_deletion_at: Option<DateTime<Utc>>,
     /// The lifecycle values in force (workspace schedule combined with the
     /// namespace's policy) and why a setting is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +335,15 @@ pub struct EffectiveLifecycle {
     pub autostart_days: Vec<String>,
     /// Every start uses the active template version.
     pub require_active_version: bool,
+    /// Stopped and unused this long: Dormant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormancy_threshold: Option<String>,
+    /// Dormant this long: deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormant_deletion: Option<String>,
+    /// Warning events come this long ahead of dormancy and deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormancy_notice: Option<String>,
     /// Why a setting of the workspace is not in force, for people.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,

@@ -577,7 +577,28 @@ impl Client {
         name: &str,
         action: &str,
     ) -> Result<PowerResult, ApiError> {
-        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/{action}");
+        self.power_waking(namespace, name, action, false).await
+    }
+
+    /// [`Client::power`]; with `wake`, a Dormant workspace is woken first
+    /// (`berth start --wake`).
+    pub async fn power_waking(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: &str,
+        wake: bool,
+    ) -> Result<PowerResult, ApiError> {
+        let mut path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/{action}");
+        if wake {
+            path.push_str("?wake=true");
+        }
+        self.json(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// Wakes a Dormant workspace; `{"woken": false}` when it was not Dormant.
+    pub async fn wake(&self, namespace: &str, name: &str) -> Result<serde_json::Value, ApiError> {
+        let path = format!("{BASE}/namespaces/{namespace}/workspaces/{name}/wake");
         self.json(self.request(reqwest::Method::POST, &path)).await
     }
 

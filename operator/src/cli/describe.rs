@@ -355,6 +355,13 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
         "Next Autostart",
         render::timestamp(value_at(st, "nextAutostartAt")),
     );
+    if let Some(at) = render::time_at(st, "dormantAt").filter(|t| *t <= chrono::Utc::now()) {
+        out.field(
+            1,
+            "Dormant Since",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
     if let Some(l) = value_at(st, "lifecycle") {
         out.section(1, "Lifecycle (in force)");
         let after = match (str_at(l, "afterInactivity"), str_at(l, "source")) {
@@ -377,6 +384,13 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
             (true, false) => format!("allowed on {}", days.join(", ")),
         };
         out.field(2, "Autostart", autostart);
+        if let Some(t) = str_at(l, "dormancyThreshold") {
+            let mut d = format!("after {t} stopped and unused");
+            if let Some(del) = str_at(l, "dormantDeletion") {
+                d.push_str(&format!("; deleted after {del} Dormant"));
+            }
+            out.field(2, "Dormancy", d);
+        }
         if value_at(l, "requireActiveVersion").and_then(Value::as_bool) == Some(true) {
             out.field(
                 2,
@@ -395,6 +409,8 @@ fn workspace(out: &mut Doc, o: &DynObject, followed: Option<i64>) {
             ("autostop (inactivity)", "autostopAt"),
             ("stop (maximum lifetime)", "lifetimeEndsAt"),
             ("autostart", "nextAutostartAt"),
+            ("becomes Dormant", "dormantAt"),
+            ("deleted (Dormant)", "dormantDeletionAt"),
         ]
         .into_iter()
         .filter_map(|(what, key)| Some((render::time_at(st, key)?, what)))

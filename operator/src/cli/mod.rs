@@ -217,6 +217,16 @@ pub enum Command {
         /// Workspace names (`alice` or `ws/alice`).
         #[arg(required = true, value_name = "WORKSPACE")]
         workspaces: Vec<String>,
+        /// Wake a Dormant workspace first (else its start is refused).
+        #[arg(long)]
+        wake: bool,
+    },
+    /// Wake Dormant workspaces (stopped and unused for the lifecycle
+    /// policy's dormancyThreshold), so that they can start again; they stay stopped.
+    Wake {
+        /// Workspace names (`alice` or `ws/alice`).
+        #[arg(required = true, value_name = "WORKSPACE")]
+        workspaces: Vec<String>,
     },
     /// Stop workspaces (records a stop intent; the newest intent wins).
     Stop {
@@ -672,7 +682,16 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             .await?;
             Ok(0)
         }
-        Command::Start { workspaces } => power(&g, PowerAction::Start, &workspaces).await,
+        Command::Start { workspaces, wake } => {
+            let (client, ns) = connect(&g)?;
+            power::request_waking(&client, &ns, PowerAction::Start, &workspaces, wake).await?;
+            Ok(0)
+        }
+        Command::Wake { workspaces } => {
+            let (client, ns) = connect(&g)?;
+            power::wake(&client, &ns, &workspaces).await?;
+            Ok(0)
+        }
         Command::Stop { workspaces } => power(&g, PowerAction::Stop, &workspaces).await,
         Command::Restart { workspaces } => power(&g, PowerAction::Restart, &workspaces).await,
         Command::Ssh {

@@ -59,6 +59,17 @@ pub async fn request(
     action: PowerAction,
     names: &[String],
 ) -> Result<(), CliError> {
+    request_waking(client, namespace, action, names, false).await
+}
+
+/// [`request`]; with `wake`, Dormant workspaces are woken first.
+pub async fn request_waking(
+    client: &Client,
+    namespace: &str,
+    action: PowerAction,
+    names: &[String],
+    wake: bool,
+) -> Result<(), CliError> {
     let mut errors = Vec::new();
     for arg in names {
         let name = match workspace_name(arg, action.as_str()) {
@@ -68,8 +79,37 @@ pub async fn request(
                 continue;
             }
         };
-        match client.power(namespace, &name, action.as_str()).await {
+        match client
+            .power_waking(namespace, &name, action.as_str(), wake)
+            .await
+        {
             Ok(_) => println!("workspace/{name} {} requested", action.as_str()),
+            Err(e) => errors.extend(e.lines(None)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Many(errors))
+    }
+}
+
+/// `berth wake WORKSPACE…`: wakes Dormant workspaces (they stay stopped).
+pub async fn wake(client: &Client, namespace: &str, names: &[String]) -> Result<(), CliError> {
+    let mut errors = Vec::new();
+    for arg in names {
+        let name = match workspace_name(arg, "wake") {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        match client.wake(namespace, &name).await {
+            Ok(v) if v.get("woken").and_then(serde_json::Value::as_bool) == Some(true) => {
+                println!("workspace/{name} woken (still stopped: berth start {name})")
+            }
+            Ok(_) => println!("workspace/{name} is not Dormant"),
             Err(e) => errors.extend(e.lines(None)),
         }
     }

@@ -53,6 +53,16 @@ pub fn effective(ws: &WorkspaceSpec, policy: Option<&LifecyclePolicySpec>) -> Ef
         autostart_allowed: p.autostart.allowed,
         autostart_days: p.autostart.days.clone(),
         require_active_version: p.require_active_version,
+        dormancy_threshold: p.dormancy_threshold.clone(),
+        dormant_deletion: p
+            .dormant_deletion
+            .clone()
+            .filter(|_| p.dormancy_threshold.is_some()),
+        dormancy_notice: p.dormancy_threshold.as_ref().map(|_| {
+            p.dormancy_notice
+                .clone()
+                .unwrap_or_else(|| crate::api::policy::DEFAULT_DORMANCY_NOTICE.into())
+        }),
         ..Default::default()
     };
     let own = ws.schedule.as_ref().and_then(|s| s.autostop.clone());
@@ -287,6 +297,122 @@ pub fn pending_autostart(
         i.effective,
         from.checked_sub_signed(chrono::Duration::seconds(1))?,
     )
+}
+
+/// A stopped workspace's dormancy (Coder's workspace dormancy), from the
+/// policy's `dormancyThreshold`, `dormantDeletion` and `dormancyNotice`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dormancy {
+    /// Its last use: the newest of its creation, its last start or stop and
+    /// its last activity (waking it is activity).
+    pub last_used: DateTime<Utc>,
+    /// When it becomes (or became) Dormant.
+    pub dormant_at: DateTime<Utc>,
+    /// When, Dormant, it is deleted.
+    pub delete_at: Option<DateTime<Utc>>,
+    /// How long ahead of each the Warning event comes.
+    pub notice: chrono::Duration,
+}
+
+impl Dormancy {
+    /// Whether it is Dormant at `now`.
+    pub fn is_dormant(&self, now: DateTime<Utc>) -> bool {
+        now >= self.dormant_at
+    }
+
+    /// When the warning that it becomes Dormant is due (not before its last use).
+    pub fn dormancy_warning_at(&self) -> DateTime<Utc> {
+        self.dormant_at
+            .checked_sub_signed(self.notice)
+            .map_or(self.last_used, |t| t.max(self.last_used))
+    }
+
+    /// When the warning of its deletion is due (not before it is Dormant).
+    pub fn deletion_warning_at(&self) -> Option<DateTime<Utc>> {
+        let at = self.delete_at?;
+        Some(
+            at.checked_sub_signed(self.notice)
+                .map_or(self.dormant_at, |t| t.max(self.dormant_at)),
+        )
+    }
+}
+
+/// The dormancy of a workspace that is stopped (its newest intent is a
+/// stop, or it has none and `spec.running` is false); `None` when it runs
+/// or the policy sets no `dormancyThreshold`. `created` is its creation time.
+pub fn dormancy(i: &Input<'_>, created: Option<DateTime<Utc>>) -> Option<Dormancy> {
+    let threshold = dur(&i.effective.dormancy_threshold)?;
+    let stopped = i.intent.map_or(!i.spec.running, |t| !t.action.runs());
+    if !stopped {
+        return None;
+    }
+    let last_used = [
+        created,
+        i.intent.map(|t| t.at),
+        i.activity.map(|a| a.last_activity_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
+    // Checked: a time past the calendar's end means "never".
+    let dormant_at = last_used.checked_add_signed(chrono::Duration::from_std(threshold).ok()?)?;
+    let delete_at = dur(&i.effective.dormant_deletion)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| dormant_at.checked_add_signed(d));
+    let notice = dur(&i.effective.dormancy_notice)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or_else(|| chrono::Duration::hours(24));
+    Some(Dormancy {
+        last_used,
+        dormant_at,
+        delete_at,
+        notice,
+    })
+}
+
+/// The namespace's lifecycle policy (the first, as the lifecycle loop uses).
+pub async fn policy_of(
+    store: &crate::store::Store,
+    ns: &str,
+) -> Result<Option<LifecyclePolicySpec>, crate::store::StoreError> {
+    let (policies, _) = store
+        .object_list(
+            crate::api::Kind::LifecyclePolicy,
+            Some(ns),
+            &crate::api::selector::Selector::default(),
+            None,
+        )
+        .await?;
+    Ok(policies
+        .into_iter()
+        .next()
+        .and_then(|p| serde_json::from_value(p.spec).ok()))
+}
+
+/// The dormancy of a stored workspace now, as the lifecycle loop sees it.
+pub async fn dormancy_of(
+    store: &crate::store::Store,
+    obj: &crate::api::DynObject,
+) -> Result<Option<Dormancy>, crate::store::StoreError> {
+    let Ok(spec) = serde_json::from_value::<WorkspaceSpec>(obj.spec.clone()) else {
+        return Ok(None);
+    };
+    let policy = policy_of(store, &obj.metadata.namespace).await?;
+    let eff = effective(&spec, policy.as_ref());
+    if eff.dormancy_threshold.is_none() {
+        return Ok(None);
+    }
+    let uid = obj.metadata.uid.unwrap_or_default();
+    let intent = store.intent_latest(uid).await?;
+    let activity = store.activity_get(uid).await?;
+    let input = Input {
+        uid: uid.to_string(),
+        spec: &spec,
+        effective: &eff,
+        intent: intent.as_ref(),
+        activity: activity.as_ref(),
+    };
+    Ok(dormancy(&input, obj.metadata.creation_timestamp))
 }
 
 /// An upcoming autostart to plan.

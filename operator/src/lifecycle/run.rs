@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    effective, evaluate_running, pending_autostart, plan_starts, Clock, Decision, Input, Upcoming,
+    dormancy, effective, evaluate_running, pending_autostart, plan_starts, Clock, Decision,
+    Dormancy, Input, Upcoming,
 };
 use crate::api::policy::LifecyclePolicySpec;
 use crate::api::selector::Selector;
@@ -57,6 +58,8 @@ pub struct TickReport {
     pub planned: usize,
     /// Workspaces whose evaluation panicked (reported, then skipped).
     pub panicked: usize,
+    /// Dormant workspaces deleted (`dormantDeletion`).
+    pub deleted: usize,
 }
 
 #[derive(Clone)]
@@ -118,13 +121,15 @@ pub async fn tick(
             activity: activity.get(&uid),
         };
         // One workspace that cannot be evaluated must not stop the others.
+        let created = o.metadata.creation_timestamp;
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (
                 evaluate_running(now, &input),
                 pending_autostart(now, &input, opts.grace),
+                dormancy(&input, created),
             )
         }));
-        let (decision, pending) = match decided {
+        let (decision, pending, dormant) = match decided {
             Ok(d) => d,
             Err(p) => {
                 report.panicked += 1;
@@ -172,6 +177,17 @@ pub async fn tick(
             }
             Decision::Start { .. } | Decision::None => {}
         }
+        // A Dormant workspace is not started by its schedule.
+        let pending = match dormant {
+            Some(d) => {
+                if dormancy_step(store, &ws, &eff, &d, now, revision_of(&o), source).await? {
+                    report.deleted += 1;
+                    continue;
+                }
+                pending.filter(|_| !d.is_dormant(now))
+            }
+            None => pending,
+        };
         if let Some(t) = pending {
             let horizon = chrono::Duration::from_std(opts.window)
                 .ok()
@@ -214,6 +230,119 @@ pub async fn tick(
         }
     }
     Ok(report)
+}
+
+fn revision_of(o: &crate::api::DynObject) -> Option<i64> {
+    o.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+fn at(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Gives a stopped workspace's dormancy notices once each (the warning
+/// ahead, becoming Dormant, the warning before deletion) and deletes it when
+/// its `dormantDeletion` is up. Returns whether it was deleted.
+async fn dormancy_step(
+    store: &Store,
+    ws: &Ws,
+    eff: &super::Effective,
+    d: &Dormancy,
+    now: DateTime<Utc>,
+    revision: Option<i64>,
+    source: &str,
+) -> Result<bool, StoreError> {
+    let involved = InvolvedObject {
+        kind: "Workspace".into(),
+        namespace: ws.ns.clone(),
+        name: ws.name.clone(),
+        uid: ws.uid,
+    };
+    let threshold = eff.dormancy_threshold.clone().unwrap_or_default();
+    let deletion = eff.dormant_deletion.clone().unwrap_or_default();
+    let name = &ws.name;
+    let mut notices: Vec<(String, EventType, &str, String)> = Vec::new();
+    if now >= d.dormancy_warning_at() && !d.is_dormant(now) {
+        notices.push((
+            format!("dormancy-warning:{}", d.dormant_at.timestamp()),
+            EventType::Warning,
+            "DormancySoon",
+            format!(
+                "stopped and unused since {}: becomes Dormant at {} (the lifecycle policy's dormancyThreshold is {threshold}); start it or wake it (berth wake {name}) to keep it active",
+                at(d.last_used),
+                at(d.dormant_at)
+            ),
+        ));
+    }
+    if d.is_dormant(now) {
+        notices.push((
+            format!("dormant:{}", d.dormant_at.timestamp()),
+            EventType::Normal,
+            "Dormant",
+            format!(
+                "stopped and unused since {} (dormancyThreshold {threshold}): Dormant; schedules no longer start it, wake it first (berth wake {name}, or berth start --wake {name})",
+                at(d.last_used)
+            ),
+        ));
+    }
+    if let (Some(delete_at), Some(warn_at)) = (d.delete_at, d.deletion_warning_at()) {
+        if now >= warn_at && now < delete_at {
+            notices.push((
+                format!("deletion-warning:{}", delete_at.timestamp()),
+                EventType::Warning,
+                "DormantDeletionSoon",
+                format!(
+                    "Dormant since {}: deleted at {} (the lifecycle policy's dormantDeletion is {deletion}; with its deletionPolicy, the files of its home are kept) unless it is woken (berth wake {name})",
+                    at(d.dormant_at),
+                    at(delete_at)
+                ),
+            ));
+        }
+    }
+    for (key, type_, reason, message) in notices {
+        if store.notice_claim(ws.uid, &key).await? {
+            store
+                .event_record(&involved, type_, reason, &message, source)
+                .await?;
+        }
+    }
+    let Some(delete_at) = d.delete_at.filter(|t| now >= *t) else {
+        return Ok(false);
+    };
+    // Woken since this tick listed it: not Dormant any more.
+    if store
+        .activity_get(ws.uid)
+        .await?
+        .is_some_and(|a| a.last_activity_at > d.last_used)
+    {
+        return Ok(false);
+    }
+    // Only the object this tick judged: a change since (a new intent, an
+    // edit) is judged again next tick.
+    match store
+        .object_delete(Kind::Workspace, &ws.ns, &ws.name, revision)
+        .await
+    {
+        Ok(_) => {
+            store
+                .event_record(
+                    &involved,
+                    EventType::Normal,
+                    "DormantDeleted",
+                    &format!(
+                        "Dormant since {} for the lifecycle policy's dormantDeletion {deletion} (due {}): deleted with its deletionPolicy {:?}; the files of its home are kept",
+                        at(d.dormant_at),
+                        at(delete_at),
+                        ws.spec.deletion_policy
+                    ),
+                    source,
+                )
+                .await?;
+            Ok(true)
+        }
+        Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn record(

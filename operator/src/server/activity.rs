@@ -150,6 +150,9 @@ struct ActivityBody {
 #[serde(deny_unknown_fields)]
 struct PowerQuery {
     reason: Option<String>,
+    /// `start --wake`: wake a Dormant workspace, then start it.
+    #[serde(default)]
+    wake: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,7 +182,18 @@ pub async fn workspace_action(
                     )))
                 }
             };
-            super::routes::power(st, caller, ns, name, &action, connect).await
+            if q.wake && action == "stop" {
+                return Err(ApiError::BadRequest(
+                    "wake: only a start or a restart wakes a workspace".into(),
+                ));
+            }
+            super::routes::power(st, caller, ns, name, &action, connect, q.wake).await
+        }
+        "wake" => {
+            let caller = person(&st, &headers, true).await?;
+            let obj = super::routes::visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
+            let woke = wake(&st, &caller, &obj).await?;
+            Ok(Json(json!({ "workspace": name, "namespace": ns, "woken": woke })).into_response())
         }
         "activity" => activity(st, &headers, &ns, &name, &body).await,
         "open" => {
@@ -191,9 +205,54 @@ pub async fn workspace_action(
             extend(st, caller, &ns, &name, &body).await
         }
         other => Err(ApiError::NotFound(format!(
-            "no action {other:?} (start, stop, restart, activity, extend, open)"
+            "no action {other:?} (start, stop, restart, wake, activity, extend, open)"
         ))),
     }
+}
+
+/// Wakes a Dormant workspace (`berth wake`): a use of it, so it is no
+/// longer unused (kind `wake`); an event says who. Returns whether it was
+/// Dormant. A workspace that is not Dormant is left as it is.
+pub async fn wake(
+    st: &AppState,
+    caller: &Caller,
+    obj: &crate::api::DynObject,
+) -> Result<bool, ApiError> {
+    let Some(d) = crate::lifecycle::dormancy_of(&st.store, obj).await? else {
+        return Ok(false);
+    };
+    let now = chrono::Utc::now();
+    if !d.is_dormant(now) {
+        return Ok(false);
+    }
+    let uid = obj.metadata.uid.unwrap_or_default();
+    st.store
+        .activity_report_many(&[(uid, now, "wake".to_string())])
+        .await?;
+    let involved = crate::store::InvolvedObject {
+        kind: "Workspace".into(),
+        namespace: obj.metadata.namespace.clone(),
+        name: obj.metadata.name.clone(),
+        uid,
+    };
+    st.store
+        .event_record(
+            &involved,
+            crate::store::EventType::Normal,
+            "Woken",
+            &format!(
+                "woken by {} (Dormant since {})",
+                caller.0.user,
+                d.dormant_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            "api",
+        )
+        .await?;
+    // The controller shows it Stopped again.
+    st.store
+        .object_touch(Kind::Workspace, &obj.metadata.namespace, &obj.metadata.name)
+        .await?;
+    Ok(true)
 }
 
 async fn activity(
@@ -393,19 +452,7 @@ async fn extend(
         .map_err(|e| ApiError::Invalid(format!("duration: {e}"), Vec::new()))?;
     let spec: WorkspaceSpec =
         serde_json::from_value(obj.spec.clone()).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    let (policies, _) = st
-        .store
-        .object_list(
-            Kind::LifecyclePolicy,
-            Some(ns),
-            &crate::api::selector::Selector::default(),
-            None,
-        )
-        .await?;
-    let policy = policies
-        .into_iter()
-        .next()
-        .and_then(|p| serde_json::from_value(p.spec).ok());
+    let policy = crate::lifecycle::policy_of(&st.store, ns).await?;
     let eff = crate::lifecycle::effective(&spec, policy.as_ref());
     let limit = eff
         .max_after_inactivity

@@ -192,7 +192,7 @@ pub async fn get_object(
     Ok(respond(&headers, StatusCode::OK, &obj))
 }
 
-async fn visible(
+pub(super) async fn visible(
     st: &AppState,
     caller: &Caller,
     kind: Kind,
@@ -472,13 +472,30 @@ pub async fn power(
     name: String,
     action: &str,
     connect: bool,
+    wake: bool,
 ) -> Result<Response, ApiError> {
     let action = match action {
         "start" => PowerAction::Start,
         "stop" => PowerAction::Stop,
         _ => PowerAction::Restart,
     };
-    visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
+    let obj = visible(&st, &caller, Kind::Workspace, &ns, &name).await?;
+    if action.runs() {
+        if wake {
+            super::activity::wake(&st, &caller, &obj).await?;
+        } else if let Some(d) = crate::lifecycle::dormancy_of(&st.store, &obj)
+            .await?
+            .filter(|d| d.is_dormant(chrono::Utc::now()))
+        {
+            return Err(ApiError::Conflict(
+                format!(
+                    "workspaces/{name} is Dormant (stopped and unused since {}); wake it first: berth wake {name}, or berth start --wake {name}",
+                    d.last_used.format("%Y-%m-%d %H:%M UTC")
+                ),
+                Vec::new(),
+            ));
+        }
+    }
     let message = if connect {
         format!("{} connected to the stopped workspace", caller.0.user)
     } else {

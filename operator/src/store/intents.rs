@@ -318,6 +318,20 @@ impl Store {
         Ok(())
     }
 
+    /// Claims the lifecycle notice `key` of a workspace: true the first
+    /// time (for this replica to give it), false ever after.
+    pub async fn notice_claim(&self, uid: Uuid, key: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO lifecycle_notices (workspace_uid, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(uid)
+        .bind(key)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Reads a workspace's activity.
     pub async fn activity_get(&self, uid: Uuid) -> Result<Option<Activity>> {
         let row = sqlx::query("SELECT last_activity_at, source, extended_until FROM workspace_activity WHERE workspace_uid = $1")

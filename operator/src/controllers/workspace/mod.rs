@@ -290,6 +290,13 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let next_resources = render::resources(&ws.spec, &followed_spec);
     status.pending_resources = (status.resources != Some(next_resources)).then_some(next_resources);
     lifecycle_status(ctx, &ws, policy.as_ref(), intent.as_ref(), now, &mut status).await?;
+    facts.dormancy_threshold = status
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.dormancy_threshold.clone());
+    facts.dormant_since = status
+        .dormant_at
+        .filter(|t| now >= *t && !facts.want_running);
     status.phase = status::phase(&facts);
     status.conditions = status::conditions(&prev.conditions, &facts, generation, now);
     status.observed_generation = generation;
@@ -341,8 +348,12 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     let autostart_left = status
         .next_autostart_at
         .and_then(|t| t.signed_duration_since(now).to_std().ok());
+    // The phase turns Dormant at its time.
+    let dormant_left = status
+        .dormant_at
+        .and_then(|t| t.signed_duration_since(now).to_std().ok());
     Ok(Action::requeue(
-        [grace_left, autostart_left]
+        [grace_left, autostart_left, dormant_left]
             .into_iter()
             .flatten()
             .map(|left| left + Duration::from_secs(1))
@@ -430,8 +441,17 @@ async fn lifecycle_status(
             intent,
             activity: activity.as_ref(),
         };
+        let dormancy = lifecycle::dormancy(&input, ws.metadata.creation_timestamp);
+        status.dormant_at = dormancy.map(|d| d.dormant_at);
+        status.dormant_deletion_at = dormancy.and_then(|d| d.delete_at);
+        // A Dormant workspace is not started by its schedule.
         lifecycle::pending_autostart(now, &input, Duration::from_secs(15 * 60))
+            .filter(|_| !dormancy.is_some_and(|d| d.is_dormant(now)))
     };
+    if running {
+        status.dormant_at = None;
+        status.dormant_deletion_at = None;
+    }
     status.lifecycle = Some(eff);
     Ok(())
 }

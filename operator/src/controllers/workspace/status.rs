@@ -52,6 +52,10 @@ pub struct Facts {
     /// How long the agent may be disconnected before it counts as gone
     /// (zero = [`AGENT_DISCONNECT_GRACE`]).
     pub agent_grace: std::time::Duration,
+    /// The policy's `dormancyThreshold`, when it sets one.
+    pub dormancy_threshold: Option<String>,
+    /// Stopped and Dormant since then.
+    pub dormant_since: Option<DateTime<Utc>>,
 }
 
 /// Whether the agent counts as gone: disconnected for longer than `grace`.
@@ -178,7 +182,11 @@ pub fn phase(f: &Facts) -> Phase {
             Phase::Starting
         }
     } else if !f.service_active || (f.running == 0 && f.pending == 0) {
-        Phase::Stopped
+        if f.dormant_since.is_some() {
+            Phase::Dormant
+        } else {
+            Phase::Stopped
+        }
     } else {
         Phase::Stopping
     }
@@ -226,6 +234,13 @@ pub fn conditions(
             ),
         },
         Phase::Stopped => cond("Ready", false, "Stopped", "the workspace is stopped".into()),
+        Phase::Dormant => cond(
+            "Ready",
+            false,
+            "Dormant",
+            "the workspace is Dormant: wake it to start it (berth wake, or berth start --wake)"
+                .into(),
+        ),
         Phase::Stopping => cond("Ready", false, "Stopping", "the task is stopping".into()),
         Phase::Failed => cond(
             "Ready",
@@ -285,8 +300,27 @@ pub fn conditions(
             "runs the version it follows".into(),
         ),
     };
-    [ready, synced, outdated]
+    // Only where the policy sets a dormancyThreshold.
+    let dormant = f.dormancy_threshold.as_ref().map(|t| match f.dormant_since {
+        Some(since) => cond(
+            "Dormant",
+            true,
+            "Unused",
+            format!(
+                "stopped and unused for the lifecycle policy's dormancyThreshold {t} (Dormant since {}); schedules do not start it",
+                since.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ),
+        None => cond(
+            "Dormant",
+            false,
+            "InUse",
+            format!("used within the lifecycle policy's dormancyThreshold {t}"),
+        ),
+    });
+    [Some(ready), Some(synced), Some(outdated), dormant]
         .into_iter()
+        .flatten()
         .map(|(type_, status, reason, message)| {
             let last_transition_time = prev
                 .iter()
