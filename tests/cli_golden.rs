@@ -214,6 +214,8 @@ fn delete_by_name_and_by_file_and_tokens() {
     let op = Operator::start();
     let mut t = Transcript::new(&op);
     t.setup(&["apply", "-f", "."]);
+    // A template in use is not deleted; the error names it once.
+    t.run(&["delete", "wst", "dev"]);
     t.run(&["delete", "ws", "alice"]);
     t.run(&["delete", "ws", "alice"]);
     t.run(&["delete", "ws", "alice", "--ignore-not-found"]);

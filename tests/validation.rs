@@ -2578,7 +2578,12 @@ fn dormancy_needs_a_threshold_and_bounded_durations() {
     let errs = invalid(&policy(
         "  dormancyThreshold: 3000000000h\n  dormancyNotice: 1ns\n",
     ));
-    assert_has(&errs, "lifecyclepolicies/org", "spec.dormancyThreshold", &[]);
+    assert_has(
+        &errs,
+        "lifecyclepolicies/org",
+        "spec.dormancyThreshold",
+        &[],
+    );
     assert_has(&errs, "lifecyclepolicies/org", "spec.dormancyNotice", &[]);
     assert_eq!(errs.len(), 2, "{}", show(&errs));
 }

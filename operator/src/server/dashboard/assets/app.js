@@ -268,7 +268,11 @@ function renderWorkspace(ns, name) {
   const updateBtn = act("restart", "Update");
   updateBtn.title = "Restart on the template's newest version";
   updateBtn.hidden = true;
-  actions.append(act("start", "Start"), act("stop", "Stop"), act("restart", "Restart"), updateBtn);
+  // A Dormant workspace is woken before it can start (berth wake).
+  const wakeBtn = act("wake", "Wake");
+  wakeBtn.title = "Dormant: wake it so that it can start";
+  wakeBtn.hidden = true;
+  actions.append(act("start", "Start"), act("stop", "Stop"), act("restart", "Restart"), updateBtn, wakeBtn);
   function same(parent, els) {
     return parent.children.length === els.length && els.every((e, i) => parent.children[i] === e);
   }
@@ -281,6 +285,7 @@ function renderWorkspace(ns, name) {
     document.getElementById("phase").replaceChildren(badge(phase));
     const ready = cond(ws, "Ready");
     updateBtn.hidden = !outdated(ws);
+    wakeBtn.hidden = phase !== "Dormant";
     kv(overview, [
       ["Owner", ws.spec.owner || ""],
       ["Namespace", ns],
@@ -295,6 +300,8 @@ function renderWorkspace(ns, name) {
       ["Autostop", when(s.autostopAt)],
       ["Lifetime ends", when(s.lifetimeEndsAt)],
       ["Next autostart", when(s.nextAutostartAt)],
+      ...(s.dormantAt ? [["Dormant", when(s.dormantAt)]] : []),
+      ...(s.dormantDeletionAt ? [["Deleted (dormant)", when(s.dormantDeletionAt)]] : []),
     ]);
     conds.replaceChildren(...(s.conditions || []).map((c) => h("tr", {},
       h("td", {}, c.type), h("td", {}, c.status), h("td", {}, c.reason || ""), h("td", {}, c.message || ""),
