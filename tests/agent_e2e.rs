@@ -887,9 +887,17 @@ fn balancer(backend: std::sync::Arc<std::sync::Mutex<String>>) -> String {
 #[test]
 fn with_two_replicas_a_client_on_either_reaches_the_agent_and_a_dead_replicas_agent_moves() {
     let mut op = Operator::start();
+    let app_port = free_port();
+    let _app = start_app(app_port, "/@frank/frank/apps/web/");
     apply(
         &op,
-        AGENT_TEMPLATE.replace("sleep 0.02", "sleep 0.001").as_str(),
+        AGENT_TEMPLATE
+            .replace("sleep 0.02", "sleep 0.001")
+            .replace(
+                "  scripts:\n",
+                &format!("  apps:\n    - slug: web\n      displayName: Web\n      port: {app_port}\n  scripts:\n"),
+            )
+            .as_str(),
     );
     let (b, b_url) = op.start_replica(&[]);
     struct Kill(std::process::Child);
@@ -972,6 +980,79 @@ fn with_two_replicas_a_client_on_either_reaches_the_agent_and_a_dead_replicas_ag
     // Agent on A; the client on A, then on B (forwarded to A).
     assert_eq!(until_ok(&a_url, "via-a"), "via-a\n");
     assert_eq!(until_ok(&b_url, "via-b"), "via-b\n");
+    // An app through B too: a browser session has no token to pass on, so
+    // B opens the stream through A with a one-time relay ticket.
+    runtime().block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let open = http
+            .post(format!(
+                "{b_url}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/frank/open"
+            ))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"app": "web"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(open.status(), 201);
+        let link: Value = open.json().await.unwrap();
+        let r = http
+            .get(format!("{b_url}{}", link["url"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let session = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let app_url = format!("{b_url}/@frank/frank/apps/web/");
+        let page = http
+            .get(&app_url)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.status(),
+            200,
+            "the app through the replica without the agent"
+        );
+        assert_eq!(
+            page.text().await.unwrap(),
+            "hello from the app; berth credentials seen: false"
+        );
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut req = format!("{}echo", app_url.replace("http://", "ws://"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("cookie", session.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("an app websocket through B");
+        ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.to_text().unwrap(), "echo: hi");
+        // A relay ticket is good once, and only from a forwarding replica.
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-berth-relay-ticket", "berth_forged".parse().unwrap());
+        h.insert("x-berth-forwarded", "1".parse().unwrap());
+        let url = format!(
+            "{a_url}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/frank/connect?target=ssh"
+        );
+        match berth::relay::ws::dial(&reqwest::Client::new(), &url, h).await {
+            Err(berth::relay::ws::DialError::Refused { status, .. }) => assert_eq!(status, 401),
+            other => panic!("a forged relay ticket must be refused: {:?}", other.err()),
+        }
+    });
     // A dies; the balancer sends the agent to B, and B serves new sessions.
     op.kill();
     *backend.lock().unwrap() = b_url.trim_start_matches("http://").to_string();

@@ -50,7 +50,13 @@ fn last_reason(ws: &Value) -> String {
 }
 
 /// Polls until `done` holds, for at most `within`.
-fn wait_for(op: &Operator, name: &str, what: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+fn wait_for(
+    op: &Operator,
+    name: &str,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let ws = workspace(op, name);
@@ -80,9 +86,14 @@ fn a_workspace_reporting_more_often_than_its_threshold_is_never_stopped_and_sile
     let op = start();
     apply(
         &op,
-        &ws_yaml("busy", "  schedule:\n    autostop:\n      afterInactivity: 1m\n"),
+        &ws_yaml(
+            "busy",
+            "  schedule:\n    autostop:\n      afterInactivity: 1m\n",
+        ),
     );
-    wait_for(&op, "busy", "Running", Duration::from_secs(60), |w| phase(w) == "Running");
+    wait_for(&op, "busy", "Running", Duration::from_secs(60), |w| {
+        phase(w) == "Running"
+    });
     let begin = Instant::now();
     let mut last_report = Instant::now();
     while begin.elapsed() < Duration::from_secs(180) {
@@ -101,9 +112,13 @@ fn a_workspace_reporting_more_often_than_its_threshold_is_never_stopped_and_sile
             std::thread::sleep(Duration::from_secs(2));
         }
     }
-    let ws = wait_for(&op, "busy", "stopped after the reports end", Duration::from_secs(120), |w| {
-        matches!(phase(w).as_str(), "Stopping" | "Stopped")
-    });
+    let ws = wait_for(
+        &op,
+        "busy",
+        "stopped after the reports end",
+        Duration::from_secs(120),
+        |w| matches!(phase(w).as_str(), "Stopping" | "Stopped"),
+    );
     let after = last_report.elapsed();
     assert_eq!(last_reason(&ws), "AutoStop", "{ws:#}");
     assert!(
@@ -146,7 +161,10 @@ fn an_early_autostart_stays_up_until_a_threshold_past_its_scheduled_time() {
         .unwrap()
         .expect("an early autostart keeps its scheduled time")
     });
-    assert!(scheduled > started, "began early: {started} for {scheduled}");
+    assert!(
+        scheduled > started,
+        "began early: {started} for {scheduled}"
+    );
     // Running until a threshold past the scheduled time (not the start).
     let idle_until = scheduled + chrono::Duration::seconds(55);
     while Utc::now() < idle_until {

@@ -420,9 +420,8 @@ pub async fn workspace_get_action(
             super::agent::logs(st, ns, name, q, caller).await
         }
         "connect" => {
-            let caller = person(&st, &headers, false).await?;
             let q = query::<super::connect::ConnectQuery>(&uri)?;
-            super::connect::connect(st, ns, name, caller, headers, q, ws).await
+            super::connect::connect(st, ns, name, headers, q, ws).await
         }
         "terminal" => super::dashboard::terminal::serve(st, ns, name, headers, uri, ws).await,
         other => Err(ApiError::NotFound(format!(

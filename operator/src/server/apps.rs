@@ -370,30 +370,27 @@ async fn serve_inner(
         ));
     }
     let uid = obj.metadata.uid.unwrap_or_default();
-    if !st.agents.holds(uid) {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("workspaces/{name}: its agent is not connected to this replica; is it running? (berth start {name})\n"),
-        ));
-    }
-    let end = match st
-        .agents
-        .open_stream(uid, StreamTarget::Tcp { port: app.port })
-        .await
-    {
-        Ok(e) => e,
-        Err(e) => {
+    // Over this replica's agent connection, or the replica that holds it.
+    let target = StreamTarget::Tcp { port: app.port };
+    let near = match super::connect::open_duplex(&st, &ns, &name, uid, target, &who).await {
+        Ok(near) => near,
+        Err(super::connect::OpenError::NotConnected) => {
+            return Ok(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("workspaces/{name}: its agent is not connected; is it running? (berth start {name})\n"),
+            ))
+        }
+        Err(super::connect::OpenError::Failed(e)) => {
             return Ok(plain(
                 StatusCode::BAD_GATEWAY,
                 format!("app {slug:?} (port {}): {e}\n", app.port),
             ))
         }
+        Err(super::connect::OpenError::Api(e)) => return Err(e),
     };
     if let Err(e) = super::activity::record(&st, uid, &ns, &name, &format!("app:{slug}")).await {
         tracing::warn!(error = %e, "cannot record app activity");
     }
-    let (near, far) = tokio::io::duplex(4 * crate::relay::MAX_CHUNK);
-    tokio::spawn(crate::relay::pump(end, far));
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(near))
             .await

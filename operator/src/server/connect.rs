@@ -26,6 +26,12 @@ use crate::store::{EventType, InvolvedObject};
 
 /// Set on a request one replica forwards to another (which must not forward again).
 pub const FORWARDED_HEADER: &str = "x-berth-forwarded";
+/// On a forwarded request: a one-time relay ticket standing for the user
+/// whom the forwarding replica authenticated (from a browser session, which
+/// has no token to pass on). Redeemed once, for one workspace and target.
+pub const RELAY_TICKET_HEADER: &str = "x-berth-relay-ticket";
+/// How long a relay ticket is good for (the forward happens at once).
+const RELAY_TICKET_TTL: Duration = Duration::from_secs(30);
 /// How often an open stream renews the workspace's activity.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(30);
 
@@ -56,16 +62,38 @@ impl ConnectQuery {
 
 /// Opens the stream, then upgrades: a refused stream is an HTTP error the
 /// client can show.
+///
+/// A request that carries a relay ticket is a stream another replica opened
+/// for one of its own sessions (an app, a web terminal): that replica
+/// reports its events and activity, so this one only relays.
 pub async fn connect(
     st: AppState,
     ns: String,
     name: String,
-    caller: Caller,
     headers: HeaderMap,
     q: ConnectQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let target = q.target()?;
+    let ticket = headers
+        .get(RELAY_TICKET_HEADER)
+        .filter(|_| headers.contains_key(FORWARDED_HEADER))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let caller = match &ticket {
+        Some(t) => {
+            let obj = st.store.object_get(Kind::Workspace, &ns, &name).await?;
+            let scope = relay_scope(obj.and_then(|o| o.metadata.uid).unwrap_or_default(), target);
+            Caller(
+                st.store
+                    .web_ticket_redeem(t, &scope)
+                    .await?
+                    .ok_or_else(|| ApiError::Unauthorized("unknown or used relay ticket".into()))?,
+            )
+        }
+        None => Caller::from_headers(&st, &axum::http::Method::GET, &headers).await?,
+    };
+    let report = ticket.is_none();
     let obj = st
         .store
         .object_get(Kind::Workspace, &ns, &name)
@@ -84,6 +112,13 @@ pub async fn connect(
         .open_stream(uid, target)
         .await
         .map_err(|e| ApiError::Unavailable(format!("workspaces/{name}: {e}")))?;
+    if !report {
+        return Ok(ws
+            .on_upgrade(move |socket: WebSocket| async move {
+                let _ = crate::relay::pump(end, crate::relay::ws::axum_io(socket)).await;
+            })
+            .into_response());
+    }
     let user = caller.0.user.clone();
     let source = target.activity_source();
     // Renew activity well within the workspace's inactivity threshold.
@@ -165,27 +200,57 @@ async fn forward(
     if headers.contains_key(FORWARDED_HEADER) {
         return Err(not_connected());
     }
-    let Some((replica, url)) = st.store.agent_replica(uid).await? else {
-        return Err(not_connected());
-    };
-    if replica == st.agents.replica || url.is_empty() {
-        return Err(not_connected());
-    }
-    let mut query = format!("target={}", q.target);
-    if let Some(p) = q.port {
-        query.push_str(&format!("&port={p}"));
-    }
-    let upstream_url = format!(
-        "{}/apis/berth.dev/v1alpha1/namespaces/{ns}/workspaces/{name}/connect?{query}",
-        url.trim_end_matches('/')
-    );
     let mut h = reqwest::header::HeaderMap::new();
     if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
         if let Ok(v) = reqwest::header::HeaderValue::from_bytes(auth.as_bytes()) {
             h.insert(reqwest::header::AUTHORIZATION, v);
         }
     }
-    h.insert(
+    let upstream = dial_holder(st, ns, name, uid, q.target()?, h)
+        .await?
+        .ok_or_else(not_connected)?;
+    Ok(ws
+        .on_upgrade(move |socket: WebSocket| async move {
+            let mut client_io = crate::relay::ws::axum_io(socket);
+            let mut upstream_io = crate::relay::ws::tungstenite_io(upstream);
+            let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+        })
+        .into_response())
+}
+
+fn relay_scope(uid: uuid::Uuid, target: StreamTarget) -> String {
+    match target {
+        StreamTarget::Ssh => format!("relay:{uid}:ssh"),
+        StreamTarget::Tcp { port } => format!("relay:{uid}:tcp:{port}"),
+    }
+}
+
+/// Dials `…/connect` on the replica that holds the workspace's agent (not
+/// this one), with `auth` (the client's own headers, or a relay ticket).
+/// `None` when no other replica holds it.
+async fn dial_holder(
+    st: &AppState,
+    ns: &str,
+    name: &str,
+    uid: uuid::Uuid,
+    target: StreamTarget,
+    mut auth: reqwest::header::HeaderMap,
+) -> Result<Option<tokio_tungstenite::WebSocketStream<reqwest::Upgraded>>, ApiError> {
+    let Some((replica, url)) = st.store.agent_replica(uid).await? else {
+        return Ok(None);
+    };
+    if replica == st.agents.replica || url.is_empty() {
+        return Ok(None);
+    }
+    let query = match target {
+        StreamTarget::Ssh => "target=ssh".to_string(),
+        StreamTarget::Tcp { port } => format!("target=tcp&port={port}"),
+    };
+    let upstream_url = format!(
+        "{}/apis/berth.dev/v1alpha1/namespaces/{ns}/workspaces/{name}/connect?{query}",
+        url.trim_end_matches('/')
+    );
+    auth.insert(
         FORWARDED_HEADER,
         reqwest::header::HeaderValue::from_static("1"),
     );
@@ -194,7 +259,7 @@ async fn forward(
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    let upstream = crate::relay::ws::dial(&client, &upstream_url, h)
+    let upstream = crate::relay::ws::dial(&client, &upstream_url, auth)
         .await
         .map_err(|e| match e {
             crate::relay::ws::DialError::Refused { status, message } if status < 500 => {
@@ -208,11 +273,71 @@ async fn forward(
             }
         })?;
     tracing::debug!(replica = %replica, workspace = %format!("{ns}/{name}"), "forwarding a connection");
-    Ok(ws
-        .on_upgrade(move |socket: WebSocket| async move {
-            let mut client_io = crate::relay::ws::axum_io(socket);
-            let mut upstream_io = crate::relay::ws::tungstenite_io(upstream);
-            let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-        })
-        .into_response())
+    Ok(Some(upstream))
+}
+
+/// Why [`open_duplex`] has no stream.
+#[derive(Debug)]
+pub enum OpenError {
+    /// No replica holds the workspace's agent.
+    NotConnected,
+    /// The agent (or the holding replica) refused or failed to open it.
+    Failed(String),
+    /// The database or another internal failure.
+    Api(ApiError),
+}
+
+impl From<ApiError> for OpenError {
+    fn from(e: ApiError) -> Self {
+        OpenError::Api(e)
+    }
+}
+
+/// A byte stream to `target` in a workspace for `who` (already authorized
+/// by the caller), wherever its agent is connected: over this replica's
+/// agent connection, or through the replica that holds it (with a
+/// one-time relay ticket for `who`). The caller reports events and activity.
+pub async fn open_duplex(
+    st: &AppState,
+    ns: &str,
+    name: &str,
+    uid: uuid::Uuid,
+    target: StreamTarget,
+    who: &crate::store::Identity,
+) -> Result<tokio::io::DuplexStream, OpenError> {
+    let (near, far) = tokio::io::duplex(4 * crate::relay::MAX_CHUNK);
+    if st.agents.holds(uid) {
+        let end = st
+            .agents
+            .open_stream(uid, target)
+            .await
+            .map_err(|e| OpenError::Failed(e.to_string()))?;
+        tokio::spawn(crate::relay::pump(end, far));
+        return Ok(near);
+    }
+    let ticket = st
+        .store
+        .web_ticket_create(who, &relay_scope(uid, target), RELAY_TICKET_TTL)
+        .await
+        .map_err(ApiError::from)?;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        RELAY_TICKET_HEADER,
+        reqwest::header::HeaderValue::from_str(&ticket)
+            .map_err(|e| ApiError::Internal(Box::new(e)))?,
+    );
+    let upstream = match dial_holder(st, ns, name, uid, target, auth).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(OpenError::NotConnected),
+        Err(ApiError::Unavailable(m) | ApiError::BadRequest(m)) => {
+            return Err(OpenError::Failed(m))
+        }
+        Err(e) => return Err(OpenError::Api(e)),
+    };
+    tokio::spawn(async move {
+        let mut far = far;
+        let mut up = crate::relay::ws::tungstenite_io(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut far, &mut up).await;
+    });
+    Ok(near)
 }

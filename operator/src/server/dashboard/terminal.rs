@@ -77,16 +77,20 @@ pub async fn serve(
         })?;
     let ws = ws.map_err(|e| ApiError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let uid = obj.metadata.uid.unwrap_or_default();
-    if !st.agents.holds(uid) {
-        return Err(ApiError::Unavailable(format!(
-            "workspaces/{name}: its agent is not connected to this replica (start the workspace, or use `berth ssh {name}`)"
-        )));
-    }
-    let end = st
-        .agents
-        .open_stream(uid, StreamTarget::Ssh)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("workspaces/{name}: {e}")))?;
+    // Over this replica's agent connection, or the replica that holds it.
+    use super::super::connect::{open_duplex, OpenError};
+    let end = match open_duplex(&st, &ns, &name, uid, StreamTarget::Ssh, &caller.0).await {
+        Ok(near) => near,
+        Err(OpenError::NotConnected) => {
+            return Err(ApiError::Unavailable(format!(
+                "workspaces/{name}: its agent is not connected (start the workspace, or see `berth describe ws {name}`)"
+            )))
+        }
+        Err(OpenError::Failed(e)) => {
+            return Err(ApiError::Unavailable(format!("workspaces/{name}: {e}")))
+        }
+        Err(OpenError::Api(e)) => return Err(e),
+    };
     let initial = q
         .cols
         .zip(q.rows)
@@ -148,15 +152,14 @@ pub async fn serve(
         .into_response())
 }
 
-/// Runs the SSH session over `end`, its pty's bytes to and from `socket`.
+/// Runs the SSH session over `ssh_side` (a stream to the agent's SSH
+/// server), its pty's bytes to and from `socket`.
 async fn bridge(
     socket: WebSocket,
-    end: crate::relay::StreamEnd,
+    ssh_side: tokio::io::DuplexStream,
     initial: (u32, u32),
     user: &str,
 ) -> Result<i32, String> {
-    let (ssh_side, relay_side) = tokio::io::duplex(64 * 1024);
-    let pump = tokio::spawn(crate::relay::pump(end, relay_side));
     let (mut stdin_w, stdin_r) = tokio::io::duplex(64 * 1024);
     let (stdout_w, mut stdout_r) = tokio::io::duplex(64 * 1024);
     let (resize_tx, resize_rx) = tokio::sync::mpsc::channel(16);
@@ -234,7 +237,6 @@ async fn bridge(
             Err("the page went away".to_string())
         }
     };
-    pump.abort();
     result
 }
 
