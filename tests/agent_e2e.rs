@@ -549,6 +549,166 @@ fn start_app(port: u16, base: &'static str) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// `--apps-domain`: each app on a host of its own. The owner's link signs
+/// the browser in on that host only; `share: authenticated` lets another
+/// user in there, `share: owner` does not; the host serves the app (with
+/// its base path) and never the API; requests from other sites, and
+/// same-site ones other than a page navigation, are refused.
+#[test]
+fn apps_on_origins_of_their_own_honour_share_and_keep_the_api_out_of_reach() {
+    let op = Operator::start_with(&[
+        "--cloud",
+        "sim",
+        "--sim-delay-scale",
+        "0.05",
+        "--apps-domain",
+        "apps.test",
+    ]);
+    let (web_port, pub_port) = (free_port(), free_port());
+    let _web = start_app(web_port, "/@gina/gina/apps/web/");
+    let _pub = start_app(pub_port, "/@gina/gina/apps/pub/");
+    apply(
+        &op,
+        &LOCAL_TEMPLATE
+            .replace("name: e2e\n", "name: apps\n")
+            .replace("    name: e2e\n", "    name: apps\n")
+            .replace("name: erin", "name: gina")
+            .replace("owner: erin", "owner: gina")
+            .replace(
+                "  scripts:\n",
+                &format!(
+                    "  apps:\n    - slug: web\n      displayName: Web\n      port: {web_port}\n    - slug: pub\n      displayName: Shared\n      port: {pub_port}\n      share: authenticated\n  scripts:\n"
+                ),
+            ),
+    );
+    eventually(&op, "gina", "running its agent", |ws| {
+        ws.pointer("/status/agent/connected") == Some(&Value::Bool(true))
+    });
+    let (server, _admin) = op.server_and_token();
+    let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
+    let loopback: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let gina = ok(&op, &["token", "create", "gina"])
+        .stdout
+        .trim()
+        .to_string();
+    let mallory = ok(&op, &["token", "create", "mallory"])
+        .stdout
+        .trim()
+        .to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("web--gina--default.apps.test", loopback)
+        .resolve("pub--gina--default.apps.test", loopback)
+        .build()
+        .unwrap();
+    let open = |token: String, app: &'static str| {
+        let http = http.clone();
+        let server = server.clone();
+        async move {
+            http.post(format!(
+                "{server}/apis/berth.dev/v1alpha1/namespaces/default/workspaces/gina/open"
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "app": app }))
+            .send()
+            .await
+            .unwrap()
+        }
+    };
+    // Follows a sign-in link: the session cookie for that host.
+    let sign_in = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 303, "{url}");
+            assert_eq!(r.headers()["location"], "/");
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+            assert!(
+                cookie.contains("Path=/;")
+                    && cookie.contains("HttpOnly")
+                    && cookie.contains("SameSite=Strict"),
+                "{cookie}"
+            );
+            cookie.split(';').next().unwrap().to_string()
+        }
+    };
+    runtime().block_on(async {
+        let r = open(gina.clone(), "web").await;
+        assert_eq!(r.status(), 201);
+        let link: Value = r.json().await.unwrap();
+        let url = link["url"].as_str().unwrap().to_string();
+        assert!(
+            url.starts_with(&format!(
+                "http://web--gina--default.apps.test:{port}/?berth_ticket="
+            )),
+            "{url}"
+        );
+        let session = sign_in(url).await;
+        let web = format!("http://web--gina--default.apps.test:{port}/");
+        let page = http
+            .get(&web)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "the app at the root of its host");
+        assert_eq!(
+            page.text().await.unwrap(),
+            "hello from the app; berth credentials seen: false"
+        );
+        // The cookie is that host's: the other app's host does not take it.
+        let r = http
+            .get(format!("http://pub--gina--default.apps.test:{port}/"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // The host is the app's: the API is not reachable there.
+        let r = http
+            .get(format!("{web}apis/berth.dev/v1alpha1/whoami"))
+            .bearer_auth(&gina)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("\"user\""), "{status}: {body}");
+        // Other sites are refused; a sibling app's page only by navigating.
+        for (site, mode, code) in [
+            ("cross-site", "navigate", 403),
+            ("same-site", "cors", 403),
+            ("same-site", "navigate", 200),
+        ] {
+            let r = http
+                .get(&web)
+                .header("cookie", &session)
+                .header("sec-fetch-site", site)
+                .header("sec-fetch-mode", mode)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), code, "{site} {mode}");
+        }
+        // share: owner: another user gets no link; share: authenticated: they do.
+        assert_eq!(open(mallory.clone(), "web").await.status(), 404);
+        let r = open(mallory.clone(), "pub").await;
+        assert_eq!(r.status(), 201, "share: authenticated");
+        let link: Value = r.json().await.unwrap();
+        let session = sign_in(link["url"].as_str().unwrap().to_string()).await;
+        let page = http
+            .get(format!("http://pub--gina--default.apps.test:{port}/"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        // Their session does not open the owner-only app, even with its host.
+        let r = http.get(&web).bearer_auth(&mallory).send().await.unwrap();
+        assert_eq!(r.status(), 404, "share: owner");
+    });
+}
+
 #[test]
 fn apps_port_forward_and_relay_paths_admit_the_owner_only() {
     let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);

@@ -58,6 +58,11 @@ pub struct AccessArgs {
         value_name = "TOKEN"
     )]
     pub metrics_token: Option<String>,
+    /// Serve each workspace app on an origin of its own, `<app>--<workspace>--<namespace>.DOMAIN`
+    /// (a wildcard DNS name pointing at the operator, e.g. `apps.berth.example.com`; `apps.localhost` on a laptop).
+    /// Without it, apps live under the operator's own origin and only their owner (and admins) may open them.
+    #[arg(long, env = "BERTH_APPS_DOMAIN", value_name = "DOMAIN")]
+    pub apps_domain: Option<String>,
 }
 
 /// Flags of the simulated cloud (`--cloud sim`).
@@ -320,6 +325,7 @@ pub async fn operator(
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: false,
         metrics_token: access.metrics_token,
+        apps_domain: access.apps_domain,
         ensure_cli_token: false,
     };
     if cloud.is_none() {
@@ -399,6 +405,7 @@ pub async fn up(
         agent_binary_dir: access.agent_binary_dir,
         sign_in_link: true,
         metrics_token: access.metrics_token,
+        apps_domain: access.apps_domain,
         ensure_cli_token: true,
     };
     let result = run_operator_with(opts, cloud, shutdown_signal()).await;

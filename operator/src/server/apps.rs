@@ -5,6 +5,12 @@
 //! is passed on, so an app is configured with that base path (VS Code Web:
 //! `--server-base-path "/@$BERTH_OWNER/$BERTH_WORKSPACE/apps/vscode/"`).
 //!
+//! With `--apps-domain`, each app also has an origin of its own,
+//! `<slug>--<workspace>--<namespace>.<domain>` (see [`AppsDomain`]): links
+//! from `berth open` and the dashboard go there, `share: authenticated` is
+//! honoured (on the operator's origin an app is its owner's only), and the
+//! app still sees its base path (`/x` on its host is `<base>x` to it).
+//!
 //! # Who gets in
 //! A browser cannot send a bearer token, so `POST …/workspaces/{name}/open`
 //! (with the user's token) mints a one-time ticket, good for a minute on
@@ -110,10 +116,148 @@ fn owner_of(obj: &crate::api::DynObject) -> String {
 
 /// Who may open an app. Path-based apps share the operator's origin, so an
 /// app's page could act, in a visitor's browser, on whatever else that
-/// visitor has open there: until apps get origins of their own, an app is
-/// served to its owner (and admins) only, whatever its `share` says.
-fn may_open(who: &Identity, owner: &str, _share: AppShare) -> bool {
-    who.admin || who.user == owner
+/// visitor has open there: there an app is served to its owner (and
+/// admins) only, whatever its `share` says. On an origin of its own
+/// (`--apps-domain`), `share: authenticated` lets every signed-in user in.
+fn may_open(who: &Identity, owner: &str, share: AppShare, own_origin: bool) -> bool {
+    who.admin || who.user == owner || (own_origin && share == AppShare::Authenticated)
+}
+
+/// Per-app origins: each app at `<slug>--<workspace>--<namespace>.<domain>`,
+/// a host of its own (a wildcard DNS name points at the operator), so that
+/// an app's page can reach neither the API, nor the dashboard, nor another
+/// app as the same origin.
+#[derive(Clone, Debug)]
+pub struct AppsDomain {
+    /// The domain (`apps.berth.example.com`).
+    pub domain: String,
+    scheme: String,
+    port: Option<u16>,
+}
+
+impl AppsDomain {
+    /// The domain, with the scheme and port of the operator's advertised URL.
+    pub fn new(domain: &str, advertise_url: &str) -> Result<AppsDomain, String> {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let labels_ok = !domain.is_empty()
+            && domain.len() <= 200
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !labels_ok {
+            return Err(format!(
+                "{domain:?} is not a DNS name (labels of a-z, 0-9 and inner '-', e.g. apps.berth.example.com)"
+            ));
+        }
+        let url = reqwest::Url::parse(advertise_url)
+            .map_err(|e| format!("the advertise URL {advertise_url:?}: {e}"))?;
+        Ok(AppsDomain {
+            domain,
+            scheme: url.scheme().to_string(),
+            port: url.port(),
+        })
+    }
+
+    /// The host of an app; `None` when its label would be longer than DNS allows.
+    pub fn host(&self, ns: &str, name: &str, slug: &str) -> Option<String> {
+        let label = format!("{slug}--{name}--{ns}");
+        (label.len() <= 63).then(|| format!("{label}.{}", self.domain))
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn origin(&self, host: &str) -> String {
+        match self.port {
+            Some(p) => format!("{}://{host}:{p}", self.scheme),
+            None => format!("{}://{host}", self.scheme),
+        }
+    }
+
+    /// The app label of a `Host` header on this domain.
+    fn label_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let label = name
+            .len()
+            .checked_sub(self.domain.len() + 1)
+            .filter(|&i| {
+                name.is_char_boundary(i)
+                    && name[i..].starts_with('.')
+                    && name[i + 1..].eq_ignore_ascii_case(&self.domain)
+            })
+            .map(|i| &name[..i])?;
+        (!label.is_empty() && !label.contains('.')).then_some(label)
+    }
+}
+
+/// The ways a label `a--b--c` splits into (slug, workspace, namespace):
+/// names may hold `--` themselves, so every split into three is a candidate.
+fn label_candidates(label: &str) -> Vec<(String, String, String)> {
+    let cuts: Vec<usize> = label.match_indices("--").map(|(i, _)| i).collect();
+    let mut out = Vec::new();
+    for (n, &i) in cuts.iter().enumerate() {
+        for &j in &cuts[n + 1..] {
+            if j >= i + 3 {
+                let (slug, name, ns) = (&label[..i], &label[i + 2..j], &label[j + 2..]);
+                if !slug.is_empty() && !name.is_empty() && !ns.is_empty() {
+                    out.push((slug.to_string(), name.to_string(), ns.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Middleware: a request to an app's own host goes to the app.
+pub async fn by_host(
+    State(st): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(apps) = st.apps_domain.clone() else {
+        return next.run(req).await;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().host().map(str::to_string));
+    let Some(label) = host.as_deref().and_then(|h| apps.label_of(h)) else {
+        return next.run(req).await;
+    };
+    let label = label.to_ascii_lowercase();
+    for (slug, name, ns) in label_candidates(&label) {
+        match find_app(&st, &ns, &name, &slug).await {
+            Ok(_) => {
+                let host = format!("{label}.{}", apps.domain);
+                let mount = Mount {
+                    scope: format!("//{host}"),
+                    cookie_path: "/".into(),
+                    url_owner: None,
+                    ns,
+                    name,
+                    slug,
+                };
+                return match serve_mounted(st, mount, req).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                };
+            }
+            Err(ApiError::NotFound(_)) => continue,
+            Err(e) => return e.into_response(),
+        }
+    }
+    plain(
+        StatusCode::NOT_FOUND,
+        format!("no workspace app at {label}\n"),
+    )
 }
 
 /// `POST …/workspaces/{name}/open` `{"app": "vscode"}`: the app's URL with
@@ -136,20 +280,40 @@ pub async fn open(
             other => other,
         })?;
     let owner = owner_of(&obj);
-    if !may_open(&caller.0, &owner, app.share) {
+    if !may_open(&caller.0, &owner, app.share, st.apps_domain.is_some()) {
         return Err(alike());
     }
-    let path = app_path(&owner, ns, name, &app.slug);
+    // On its own origin, or under the operator's.
+    let (scope, path, url_base) = match &st.apps_domain {
+        Some(apps) => {
+            let host = apps.host(ns, name, &app.slug).ok_or_else(|| {
+                ApiError::Invalid(
+                    format!("workspaces/{name}: app {:?}: its host name {}--{name}--{ns} would be longer than the 63 characters DNS allows; use shorter names", app.slug, app.slug),
+                    Vec::new(),
+                )
+            })?;
+            let origin = apps.origin(&host);
+            (
+                format!("//{host}"),
+                format!("{origin}/"),
+                format!("{origin}/"),
+            )
+        }
+        None => {
+            let path = app_path(&owner, ns, name, &app.slug);
+            (path.clone(), path.clone(), path)
+        }
+    };
     let ticket = st
         .store
-        .web_ticket_create(&caller.0, &path, TICKET_TTL)
+        .web_ticket_create(&caller.0, &scope, TICKET_TTL)
         .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
             "app": app.slug,
             "path": path,
-            "url": format!("{path}?{TICKET_PARAM}={ticket}"),
+            "url": format!("{url_base}?{TICKET_PARAM}={ticket}"),
             "expiresInSeconds": TICKET_TTL.as_secs(),
         })),
     )
@@ -220,13 +384,21 @@ fn is_https(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn cross_site(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site" || v == "same-site")
-    {
-        return true;
+fn cross_site(headers: &HeaderMap, own_origin: bool, method: &axum::http::Method) -> bool {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    match h("sec-fetch-site") {
+        Some("cross-site") => return true,
+        // Another app (a sibling host) is same-site: only a link followed
+        // to this app's page (a GET navigation) comes in from there, as
+        // the redirect after the dashboard's sign-in link does.
+        Some("same-site")
+            if !(own_origin
+                && method == axum::http::Method::GET
+                && h("sec-fetch-mode") == Some("navigate")) =>
+        {
+            return true
+        }
+        _ => {}
     }
     // A WebSocket from a page of another origin.
     if headers.contains_key(header::UPGRADE) {
@@ -275,7 +447,7 @@ async fn serve_inner(
     at_owner: String,
     wsref: String,
     slug: String,
-    mut req: Request,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let Some(owner) = at_owner.strip_prefix('@') else {
         return Err(ApiError::NotFound(format!(
@@ -292,6 +464,41 @@ async fn serve_inner(
     if req.uri().path() == base.trim_end_matches('/') {
         return Ok((StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, base)]).into_response());
     }
+    let mount = Mount {
+        scope: base.clone(),
+        cookie_path: base,
+        url_owner: Some(owner.to_string()),
+        ns,
+        name,
+        slug,
+    };
+    serve_mounted(st, mount, req).await
+}
+
+/// Where an app is served: under the operator's origin at a path, or on a
+/// host of its own.
+struct Mount {
+    /// What tickets and sessions are good for: the base path, or `//host`.
+    scope: String,
+    /// The session cookie's `Path`.
+    cookie_path: String,
+    /// The owner the URL names (path-based apps), checked against the real one.
+    url_owner: Option<String>,
+    ns: String,
+    name: String,
+    slug: String,
+}
+
+async fn serve_mounted(st: AppState, mount: Mount, mut req: Request) -> Result<Response, ApiError> {
+    let Mount {
+        scope,
+        cookie_path,
+        url_owner,
+        ns,
+        name,
+        slug,
+    } = mount;
+    let own_origin = url_owner.is_none();
     let headers = req.headers().clone();
     let https = is_https(&headers);
     // A ticket becomes a session cookie.
@@ -302,13 +509,16 @@ async fn serve_inner(
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
-        if !matches!(fetch_site, "none" | "same-origin") {
+        // On an app's own origin the link comes from the dashboard's site.
+        let from_berth = matches!(fetch_site, "none" | "same-origin")
+            || (own_origin && fetch_site == "same-site");
+        if !from_berth {
             return Ok(plain(
                 StatusCode::FORBIDDEN,
                 "sign-in links work only when opened directly\n".into(),
             ));
         }
-        let Some(who) = st.store.web_ticket_redeem(&ticket, &base).await? else {
+        let Some(who) = st.store.web_ticket_redeem(&ticket, &scope).await? else {
             return Ok(plain(
                 StatusCode::UNAUTHORIZED,
                 format!("this link was used already or has expired; open the app again (berth open {name} {slug})\n"),
@@ -316,10 +526,10 @@ async fn serve_inner(
         };
         let session = st
             .store
-            .web_session_create(&who, &base, SESSION_TTL)
+            .web_session_create(&who, &scope, SESSION_TTL)
             .await?;
         let cookie = format!(
-            "{COOKIE}={session}; Path={base}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+            "{COOKIE}={session}; Path={cookie_path}; Max-Age={}; HttpOnly; SameSite=Strict{}",
             SESSION_TTL.as_secs(),
             if https { "; Secure" } else { "" }
         );
@@ -333,14 +543,14 @@ async fn serve_inner(
         )
             .into_response());
     }
-    if cross_site(&headers) {
+    if cross_site(&headers, own_origin, req.method()) {
         return Ok(plain(
             StatusCode::FORBIDDEN,
             "cross-site requests to workspace apps are refused\n".into(),
         ));
     }
     let who = match cookie_value(&headers, COOKIE) {
-        Some(id) => st.store.web_session_lookup(&id, &base).await?,
+        Some(id) => st.store.web_session_lookup(&id, &scope).await?,
         None => match headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -362,7 +572,9 @@ async fn serve_inner(
         Err(e) => return Err(e),
     };
     let real_owner = owner_of(&obj);
-    if real_owner != owner || !may_open(&who, &real_owner, app.share) {
+    if url_owner.is_some_and(|o| o != real_owner)
+        || !may_open(&who, &real_owner, app.share, own_origin)
+    {
         // Alike for "not yours" and "not there": no existence oracle.
         return Ok(plain(
             StatusCode::NOT_FOUND,
@@ -404,11 +616,18 @@ async fn serve_inner(
     let (mut parts, body) = req.into_parts();
     strip_cookie(&mut parts.headers);
     parts.headers.remove(header::AUTHORIZATION);
-    let path = parts
+    let mut path = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    // On its own origin the app still sees its base path (as it is
+    // configured for, e.g. VS Code Web's --server-base-path): `/x` there is
+    // `<base>x` to the app, and the app's own links under `<base>` pass as they are.
+    let base = app_path(&real_owner, &ns, &name, &slug);
+    if own_origin && !path.starts_with(&base) {
+        path = format!("{base}{}", path.trim_start_matches('/'));
+    }
     parts.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
     let forwarded = axum::http::Request::from_parts(parts, body);
     let mut resp = sender

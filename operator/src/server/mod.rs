@@ -68,6 +68,8 @@ pub struct AppState {
     pub binaries: Arc<binaries::AgentBinaries>,
     /// When set, `/metrics` answers only requests bearing this token.
     pub metrics_token: Option<Arc<str>>,
+    /// Per-app origins (`--apps-domain`): each app on a host of its own.
+    pub apps_domain: Option<Arc<apps::AppsDomain>>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             agents: Arc::default(),
             binaries: Arc::default(),
             metrics_token: None,
+            apps_domain: None,
         }
     }
 }
@@ -148,6 +151,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{base}/{{plural}}"), get(routes::list_all))
         .merge(dashboard::routes())
+        // A request to an app's own host (`--apps-domain`) is the app's,
+        // whatever its path: the API and the dashboard are not on that origin.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            apps::by_host,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::yaml::MAX_INPUT_BYTES,
         ))
@@ -221,6 +230,8 @@ pub struct OperatorOptions {
     pub sign_in_link: bool,
     /// `/metrics` only with this bearer token (`--metrics-token`).
     pub metrics_token: Option<String>,
+    /// Serve each app on a host of its own under this domain (`--apps-domain`).
+    pub apps_domain: Option<String>,
     /// Make sure the CLI config holds a working admin token even when the
     /// database already has an admin (`berth up` with a new HOME).
     pub ensure_cli_token: bool,
@@ -238,6 +249,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// `--apps-domain` is not usable.
+    #[error("--apps-domain: {0}")]
+    AppsDomain(String),
     /// The CLI config with the admin token could not be written.
     #[error("cannot write the CLI config {0}")]
     Config(PathBuf, #[source] std::io::Error),
@@ -416,6 +430,12 @@ pub async fn run_operator_with(
         .as_deref()
         .filter(|t| !t.is_empty())
         .map(Arc::from);
+    if let Some(domain) = opts.apps_domain.as_deref().filter(|d| !d.is_empty()) {
+        let apps =
+            apps::AppsDomain::new(domain, &opts.advertise_url).map_err(ServeError::AppsDomain)?;
+        tracing::info!(domain = %apps.domain, "apps on origins of their own: {}", apps.origin("<app>--<workspace>--<namespace>"));
+        state.apps_domain = Some(Arc::new(apps));
+    }
     // Agents count as connected only while their replica proves it is alive.
     store
         .replica_heartbeat(&state.agents.replica, &opts.advertise_url)
