@@ -356,6 +356,90 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     c.stop().await;
 }
 
+/// One task per home: services are created with minimumHealthyPercent 0 /
+/// maximumPercent 100, so a restart stops the old task before the new one
+/// starts (never two servers writing one home); a deployment configuration
+/// changed behind Berth's back is set back, with an event naming it.
+#[tokio::test]
+async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_configuration_is_kept()
+{
+    use berth_cloud::ecs::DeploymentConfiguration;
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("hana", "hana", "")).await;
+    wait_until(&store, "hana", "Ready", is_running).await;
+    let svc = sim.service(CLUSTER, &family("hana")).unwrap();
+    assert_eq!(
+        svc.deployment_configuration,
+        Some(DeploymentConfiguration::ONE_AT_A_TIME)
+    );
+    let tasks_now = || {
+        sim.tasks_snapshot()
+            .into_iter()
+            .filter(|t| t.service == family("hana"))
+            .count()
+    };
+    store
+        .intent_record(
+            "default",
+            "hana",
+            &berth::store::NewIntent::manual(berth::store::PowerAction::Restart, "hana"),
+        )
+        .await
+        .unwrap();
+    let mut most = 0;
+    let mut replaced = false;
+    let first = sim.tasks_snapshot()[0].task_id.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !replaced {
+        most = most.max(tasks_now());
+        replaced = sim.tasks_snapshot().iter().any(|t| {
+            t.service == family("hana")
+                && t.task_id != first
+                && t.last_status == berth_cloud::ecs::TaskStatus::Running
+        });
+        assert!(tokio::time::Instant::now() < deadline, "not restarted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        most, 1,
+        "two tasks of one workspace at once during a restart"
+    );
+
+    // Someone sets ECS's default back in the console.
+    sim.update_service(UpdateService {
+        cluster: CLUSTER.into(),
+        service: family("hana"),
+        deployment_configuration: Some(DeploymentConfiguration::ECS_DEFAULT),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let evs = common::sim::events(&store, "hana").await;
+        if evs.iter().any(|(r, m)| {
+            r == "DriftCorrected" && m.contains("minimumHealthyPercent 100 / maximumPercent 200")
+        }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deployment configuration drift not corrected: {evs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sim.service(CLUSTER, &family("hana"))
+            .unwrap()
+            .deployment_configuration,
+        Some(DeploymentConfiguration::ONE_AT_A_TIME)
+    );
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn a_crash_between_a_cloud_create_and_the_status_write_adopts_instead_of_duplicating() {
     for point in [

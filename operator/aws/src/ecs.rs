@@ -5,11 +5,11 @@ use aws_sdk_ecs::types as t;
 use aws_sdk_ecs::Client;
 use berth_cloud::ecs::{
     AssignPublicIp, ContainerDefinition, CreateService, DeleteService, Deployment,
-    DeploymentStatus, DescribeServicesOutput, DescribeTasksOutput, DesiredStatus, Ecs,
-    EfsVolumeConfiguration, Failure, LogConfiguration, MountPoint, NetworkConfiguration,
-    RegisterTaskDefinition, RolloutState, SecretEnv, Service, ServiceEvent, ServiceStatus,
-    StopCode, Task, TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService, Volume,
-    MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS,
+    DeploymentConfiguration, DeploymentStatus, DescribeServicesOutput, DescribeTasksOutput,
+    DesiredStatus, Ecs, EfsVolumeConfiguration, Failure, LogConfiguration, MountPoint,
+    NetworkConfiguration, RegisterTaskDefinition, RolloutState, SecretEnv, Service, ServiceEvent,
+    ServiceStatus, StopCode, Task, TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService,
+    Volume, MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS,
 };
 use berth_cloud::{CloudError, CloudResult, ErrorCode, Tags};
 
@@ -340,6 +340,12 @@ fn service_from_sdk(s: &t::Service) -> Service {
             .collect(),
         network_configuration: network_from_sdk(s.network_configuration.as_ref()),
         enable_execute_command: s.enable_execute_command,
+        deployment_configuration: s.deployment_configuration.as_ref().and_then(|c| {
+            Some(DeploymentConfiguration {
+                minimum_healthy_percent: u32::try_from(c.minimum_healthy_percent?).ok()?,
+                maximum_percent: u32::try_from(c.maximum_percent?).ok()?,
+            })
+        }),
         created_at: time(s.created_at.as_ref()),
         tags: tags_from(s.tags()),
     }
@@ -524,17 +530,22 @@ impl Ecs for AwsEcs {
             .set_client_token(input.client_token.clone())
             .set_tags(ecs_tags(&input.tags))
             .enable_execute_command(input.enable_execute_command);
-        if input.deployment_circuit_breaker {
-            req = req.deployment_configuration(
-                t::DeploymentConfiguration::builder()
-                    .deployment_circuit_breaker(
-                        t::DeploymentCircuitBreaker::builder()
-                            .enable(true)
-                            .rollback(false)
-                            .build(),
-                    )
-                    .build(),
-            );
+        if input.deployment_circuit_breaker || input.deployment_configuration.is_some() {
+            let mut dc = t::DeploymentConfiguration::builder();
+            if input.deployment_circuit_breaker {
+                dc = dc.deployment_circuit_breaker(
+                    t::DeploymentCircuitBreaker::builder()
+                        .enable(true)
+                        .rollback(false)
+                        .build(),
+                );
+            }
+            if let Some(c) = input.deployment_configuration {
+                dc = dc
+                    .minimum_healthy_percent(int(c.minimum_healthy_percent))
+                    .maximum_percent(int(c.maximum_percent));
+            }
+            req = req.deployment_configuration(dc.build());
         }
         let out = req.send().await.map_err(|e| map_sdk_error(OP, e))?;
         let mut svc = answered_service(OP, out.service.as_ref())?;
@@ -555,6 +566,12 @@ impl Ecs for AwsEcs {
             .set_task_definition(input.task_definition.clone())
             .force_new_deployment(input.force_new_deployment)
             .set_enable_execute_command(input.enable_execute_command)
+            .set_deployment_configuration(input.deployment_configuration.map(|c| {
+                t::DeploymentConfiguration::builder()
+                    .minimum_healthy_percent(int(c.minimum_healthy_percent))
+                    .maximum_percent(int(c.maximum_percent))
+                    .build()
+            }))
             .send()
             .await
             .map_err(|e| map_sdk_error(OP, e))?;

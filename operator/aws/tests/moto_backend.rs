@@ -106,6 +106,7 @@ fn create_service(infra: &Infrastructure, name: &str, td: &str, uid: &str) -> Cr
         tags: owner(uid, name),
         enable_execute_command: true,
         deployment_circuit_breaker: true,
+        deployment_configuration: Some(berth_cloud::ecs::DeploymentConfiguration::ONE_AT_A_TIME),
     }
 }
 
@@ -342,6 +343,7 @@ async fn services_create_update_describe_delete_and_missing() {
             task_definition: Some(td2.task_definition_arn.clone()),
             force_new_deployment: false,
             enable_execute_command: None,
+            deployment_configuration: None,
         })
         .await
         .expect("start with revision 2");

@@ -251,6 +251,41 @@ pub struct CreateService {
     /// Deployment circuit breaker: mark a deployment FAILED when its tasks
     /// keep failing to start.
     pub deployment_circuit_breaker: bool,
+    /// Minimum healthy and maximum percent; ECS's default when `None`.
+    #[serde(default)]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+}
+
+/// How a service replaces its tasks (`deploymentConfiguration`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    /// The fewest tasks, as a percentage of desiredCount, that keep running
+    /// during a deployment.
+    pub minimum_healthy_percent: u32,
+    /// The most tasks (RUNNING or PENDING), as a percentage of desiredCount,
+    /// during a deployment.
+    pub maximum_percent: u32,
+}
+
+impl DeploymentConfiguration {
+    /// ECS's default: 100 / 200 (the new task starts before the old stops).
+    pub const ECS_DEFAULT: DeploymentConfiguration = DeploymentConfiguration {
+        minimum_healthy_percent: 100,
+        maximum_percent: 200,
+    };
+    /// Stop the old task before starting the new one: never two tasks of
+    /// one workspace (two servers on one home directory).
+    pub const ONE_AT_A_TIME: DeploymentConfiguration = DeploymentConfiguration {
+        minimum_healthy_percent: 0,
+        maximum_percent: 100,
+    };
+}
+
+impl Default for DeploymentConfiguration {
+    fn default() -> Self {
+        DeploymentConfiguration::ECS_DEFAULT
+    }
 }
 
 /// Input of `UpdateService`.
@@ -270,6 +305,9 @@ pub struct UpdateService {
     pub force_new_deployment: bool,
     /// Change ECS Exec.
     pub enable_execute_command: Option<bool>,
+    /// Change the minimum healthy and maximum percent.
+    #[serde(default)]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
 }
 
 /// Input of `DeleteService`.
@@ -388,6 +426,10 @@ pub struct Service {
     pub network_configuration: NetworkConfiguration,
     /// ECS Exec enabled.
     pub enable_execute_command: bool,
+    /// Minimum healthy and maximum percent in force (`None` when the
+    /// answer did not say; ECS always does).
+    #[serde(default)]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
     /// Created.
     pub created_at: SystemTime,
     /// Tags (filled when asked for with `include_tags`).

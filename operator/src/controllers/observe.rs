@@ -37,14 +37,16 @@ impl Observed {
     fn fingerprint(&self) -> String {
         match self {
             Observed::Found(s) => format!(
-                "{:?}/{}/{}/{}/{}/{:?}",
+                "{:?}/{}/{}/{}/{}/{:?}/{:?}",
                 s.status,
                 s.desired_count,
                 s.running_count,
                 s.pending_count,
                 s.task_definition,
                 s.primary_deployment()
-                    .map(|d| (d.rollout_state, d.failed_tasks))
+                    .map(|d| (d.rollout_state, d.failed_tasks)),
+                // Drift the controller corrects.
+                s.deployment_configuration
             ),
             Observed::Missing => "missing".into(),
         }

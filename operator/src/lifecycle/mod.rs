@@ -171,6 +171,8 @@ pub fn next_autostart(
     let a = ws.schedule.as_ref()?.autostart.as_ref()?;
     let cron = validate::cron(&a.cron).ok()?;
     let tz = validate::timezone(&a.timezone).ok()?;
+    // Whole seconds: occurrences are at whole seconds, never at `after`'s fraction.
+    let after = chrono::SubsecRound::trunc_subsecs(after, 0);
     let days: Vec<chrono::Weekday> = eff
         .autostart_days
         .iter()
@@ -292,11 +294,15 @@ pub fn pending_autostart(
     let from = intent
         .at
         .max(now.checked_sub_signed(chrono::Duration::from_std(grace).ok()?)?);
-    next_autostart(
-        i.spec,
-        i.effective,
-        from.checked_sub_signed(chrono::Duration::seconds(1))?,
-    )
+    // At or after `from`: strictly after the whole second before it (an
+    // occurrence earlier in `from`'s own second is before it).
+    let whole = chrono::SubsecRound::trunc_subsecs(from, 0);
+    let after = if whole == from {
+        whole.checked_sub_signed(chrono::Duration::seconds(1))?
+    } else {
+        whole
+    };
+    next_autostart(i.spec, i.effective, after)
 }
 
 /// A stopped workspace's dormancy (Coder's workspace dormancy), from the
@@ -461,6 +467,51 @@ pub fn is_start(i: &PowerIntent) -> bool {
 mod tests {
     use super::*;
     use chrono_tz::America::Los_Angeles;
+
+    #[test]
+    fn autostarts_fall_on_whole_seconds_and_one_before_a_stop_in_its_second_is_not_pending() {
+        let spec = ws("owner: a\ntemplate: {name: t}\nschedule:\n  autostart: {cron: '* * * * *', timezone: UTC}\n");
+        let eff = effective(&spec, None);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            next_autostart(&spec, &eff, at("2026-12-04T03:05:59.900Z")),
+            Some(at("2026-12-04T03:06:00Z"))
+        );
+        // Stopped at 03:06:00.9: the 03:06:00 occurrence came before the stop.
+        let stop = PowerIntent {
+            id: 1,
+            action: PowerAction::Stop,
+            reason: "Spec".into(),
+            actor: "a".into(),
+            message: String::new(),
+            at: at("2026-12-04T03:06:00.900Z"),
+            scheduled_for: None,
+        };
+        let input = Input {
+            uid: "u".into(),
+            spec: &spec,
+            effective: &eff,
+            intent: Some(&stop),
+            activity: None,
+        };
+        assert_eq!(
+            pending_autostart(stop.at, &input, Duration::from_secs(900)),
+            Some(at("2026-12-04T03:07:00Z"))
+        );
+        // Stopped at exactly 03:06:00: that occurrence is at the stop, pending.
+        let exact = PowerIntent {
+            at: at("2026-12-04T03:06:00Z"),
+            ..stop.clone()
+        };
+        let input = Input {
+            intent: Some(&exact),
+            ..input
+        };
+        assert_eq!(
+            pending_autostart(exact.at, &input, Duration::from_secs(900)),
+            Some(at("2026-12-04T03:06:00Z"))
+        );
+    }
 
     fn ws(yaml: &str) -> WorkspaceSpec {
         let v: serde_json::Value = crate::api::yaml::parse_documents(yaml).unwrap().remove(0);

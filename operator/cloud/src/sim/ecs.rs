@@ -21,11 +21,11 @@ use tokio::time::Instant;
 
 use super::{hex, is_valid_name, last_segment, Clock, Delays, SimConfig, SimTask, State};
 use crate::ecs::{
-    CreateService, DeleteService, DeploymentStatus, DescribeServicesOutput, DescribeTasksOutput,
-    DesiredStatus, Ecs, Failure, NetworkConfiguration, RegisterTaskDefinition, RolloutState,
-    Service, ServiceEvent, ServiceStatus, StopCode, Task, TaskDefinition, TaskDefinitionStatus,
-    TaskStatus, UpdateService, FAILURE_MISSING, MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS,
-    MAX_STOP_TIMEOUT_SECONDS,
+    CreateService, DeleteService, DeploymentConfiguration, DeploymentStatus,
+    DescribeServicesOutput, DescribeTasksOutput, DesiredStatus, Ecs, Failure, NetworkConfiguration,
+    RegisterTaskDefinition, RolloutState, Service, ServiceEvent, ServiceStatus, StopCode, Task,
+    TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService, FAILURE_MISSING,
+    MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS, MAX_STOP_TIMEOUT_SECONDS,
 };
 use crate::error::{CloudError, CloudResult, ErrorCode};
 use crate::ops::Operation;
@@ -85,6 +85,7 @@ struct SvcRec {
     network: NetworkConfiguration,
     enable_exec: bool,
     circuit_breaker: bool,
+    deployment_configuration: DeploymentConfiguration,
     created: Instant,
     inactive_at: Option<Instant>,
     /// Primary first.
@@ -506,10 +507,62 @@ impl SvcRec {
             .filter(|&i| self.tasks[i].deployment == primary_id && self.tasks[i].live(t, d))
             .collect();
         if live.len() < want {
-            // ECS waits before relaunching tasks that failed to start.
-            let restart = d.restart.max(MIN_RESTART);
-            let at = last_failure.map_or(t, |f| (f + restart).max(t));
-            self.launch(want - live.len(), at, t, env, families, rng);
+            // maximumPercent bounds the tasks not yet STOPPED (launched or
+            // to be) across deployments; minimumHealthyPercent the running
+            // ones an old deployment must keep while making room.
+            let dc = self.deployment_configuration;
+            let max_total = (want * dc.maximum_percent as usize / 100).max(want);
+            let min_healthy = (want * dc.minimum_healthy_percent as usize).div_ceil(100);
+            let old: Vec<usize> = (0..self.tasks.len())
+                .filter(|&i| {
+                    self.tasks[i].deployment != primary_id
+                        && self.tasks[i]
+                            .status(t, d)
+                            .is_none_or(|s| s != TaskStatus::Stopped)
+                })
+                .collect();
+            let need = want - live.len();
+            let room = max_total.saturating_sub(live.len() + old.len());
+            if room < need {
+                // Old tasks still stopping take room until they are STOPPED.
+                let mut old_live: Vec<usize> = old
+                    .into_iter()
+                    .filter(|&i| self.tasks[i].live(t, d))
+                    .collect();
+                let running = (0..self.tasks.len())
+                    .filter(|&i| {
+                        self.tasks[i].live(t, d)
+                            && self.tasks[i].status(t, d) == Some(TaskStatus::Running)
+                    })
+                    .count();
+                // Tasks not running yet first: stopping them costs no health.
+                old_live.sort_by_key(|&i| self.tasks[i].status(t, d) == Some(TaskStatus::Running));
+                let spare_running = running.saturating_sub(min_healthy);
+                let mut stop = Vec::new();
+                let mut spent = 0;
+                for i in old_live {
+                    if stop.len() >= need - room {
+                        break;
+                    }
+                    if self.tasks[i].status(t, d) == Some(TaskStatus::Running) {
+                        if spent >= spare_running {
+                            continue;
+                        }
+                        spent += 1;
+                    }
+                    stop.push(i);
+                }
+                if !stop.is_empty() {
+                    let reason = format!("Scaling activity initiated by (deployment {primary_id})");
+                    self.stop(&stop, t, &reason, env, rng);
+                }
+            }
+            if room > 0 {
+                // ECS waits before relaunching tasks that failed to start.
+                let restart = d.restart.max(MIN_RESTART);
+                let at = last_failure.map_or(t, |f| (f + restart).max(t));
+                self.launch(need.min(room), at, t, env, families, rng);
+            }
         } else if live.len() > want {
             // Stop tasks that are not running yet first, then the newest.
             let mut ordered = live;
@@ -528,8 +581,7 @@ impl SvcRec {
             self.stop(&ordered, t, &reason, env, rng);
         }
 
-        // Retire old deployments once the primary runs its desired count
-        // (minimumHealthyPercent 100, maximumPercent 200).
+        // Retire old deployments once the primary runs its desired count.
         let (primary_running, _) = self.counts(Some(&primary_id), t, d);
         if self.deployments.len() > 1 && primary_running as usize >= want {
             let old: Vec<String> = self.deployments[1..].iter().map(|x| x.id.clone()).collect();
@@ -713,6 +765,7 @@ impl SvcRec {
             events: self.events.iter().cloned().collect(),
             network_configuration: self.network.clone(),
             enable_execute_command: self.enable_exec,
+            deployment_configuration: Some(self.deployment_configuration),
             created_at: clock.wall(self.created),
             tags: if include_tags {
                 self.tags.clone()
@@ -1228,6 +1281,9 @@ impl State {
         if net.security_groups.len() > 5 {
             return Err(invalid("securityGroups can have at most 5 items."));
         }
+        if let Some(dc) = input.deployment_configuration {
+            check_deployment_configuration(dc).map_err(|m| invalid(&m))?;
+        }
         let td_arn = self.usable_task_definition(op, &input.task_definition)?;
 
         let clock = self.clock;
@@ -1258,6 +1314,7 @@ impl State {
             network: input.network_configuration,
             enable_exec: input.enable_execute_command,
             circuit_breaker: input.deployment_circuit_breaker,
+            deployment_configuration: input.deployment_configuration.unwrap_or_default(),
             created: now,
             inactive_at: None,
             deployments: vec![DepRec {
@@ -1297,6 +1354,10 @@ impl State {
 
     fn update_service(&mut self, input: UpdateService, now: Instant) -> CloudResult<Service> {
         let op = Operation::UpdateService;
+        if let Some(dc) = input.deployment_configuration {
+            check_deployment_configuration(dc)
+                .map_err(|m| CloudError::new(op.as_str(), ErrorCode::InvalidParameter, m))?;
+        }
         let cluster = self.cluster(op, &input.cluster)?;
         let td_arn = match &input.task_definition {
             Some(td) => Some(self.usable_task_definition(op, td)?),
@@ -1347,6 +1408,9 @@ impl State {
         }
         if let Some(exec) = input.enable_execute_command {
             svc.enable_exec = exec;
+        }
+        if let Some(dc) = input.deployment_configuration {
+            svc.deployment_configuration = dc;
         }
         let current_td = svc.deployments.first().map(|d| d.task_definition.clone());
         let new_td = td_arn.or(current_td.clone()).unwrap_or_default();
@@ -1641,4 +1705,16 @@ impl Ecs for Sim {
         })
         .await
     }
+}
+
+/// ECS's bounds for a REPLICA service: minimumHealthyPercent 0–100,
+/// maximumPercent at least 100.
+fn check_deployment_configuration(dc: DeploymentConfiguration) -> Result<(), String> {
+    if dc.minimum_healthy_percent > 100 {
+        return Err("minimumHealthyPercent must be between 0 and 100.".into());
+    }
+    if dc.maximum_percent < 100 {
+        return Err("maximumPercent must be at least 100.".into());
+    }
+    Ok(())
 }

@@ -295,6 +295,94 @@ async fn new_task_definition_rolls_out_a_new_deployment_and_retires_the_old_one(
     assert_eq!(svc.deployments.len(), 2);
 }
 
+/// The most tasks of `name` not yet STOPPED at once, sampled every 100 ms
+/// for `secs`.
+async fn most_tasks_at_once(sim: &Sim, name: &str, secs: u64) -> usize {
+    let mut most = 0;
+    for _ in 0..secs * 10 {
+        let live = task_statuses(sim, name)
+            .await
+            .iter()
+            .filter(|t| t.last_status != crate::ecs::TaskStatus::Stopped)
+            .count();
+        most = most.max(live);
+        advance(Duration::from_millis(100)).await;
+    }
+    most
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_revision_under_zero_and_one_hundred_percent_stops_the_old_task_before_the_new_one_starts(
+) {
+    use crate::ecs::DeploymentConfiguration;
+    // ECS's default (100/200): the new task starts while the old one runs.
+    let sim = sim();
+    running_service(&sim, "ws-two").await;
+    sim.register_task_definition(task_def("ws-two", "ghcr.io/berth/dev:2"))
+        .await
+        .unwrap();
+    sim.update_service(UpdateService {
+        task_definition: Some("ws-two".into()),
+        ..scale("ws-two", 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(most_tasks_at_once(&sim, "ws-two", 20).await, 2);
+
+    // 0/100: never two tasks, and the new one runs in the end.
+    let sim = self::sim();
+    sim.register_task_definition(task_def("ws-one", "ghcr.io/berth/dev:1"))
+        .await
+        .unwrap();
+    let svc = sim
+        .create_service(CreateService {
+            deployment_configuration: Some(DeploymentConfiguration::ONE_AT_A_TIME),
+            ..create("ws-one", "ws-one", 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.deployment_configuration,
+        Some(DeploymentConfiguration::ONE_AT_A_TIME)
+    );
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(describe(&sim, "ws-one").await.running_count, 1);
+    let v2 = sim
+        .register_task_definition(task_def("ws-one", "ghcr.io/berth/dev:2"))
+        .await
+        .unwrap();
+    sim.update_service(UpdateService {
+        task_definition: Some("ws-one".into()),
+        ..scale("ws-one", 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(most_tasks_at_once(&sim, "ws-one", 30).await, 1);
+    let svc = describe(&sim, "ws-one").await;
+    assert_eq!((svc.running_count, svc.deployments.len()), (1, 1));
+    assert_eq!(svc.task_definition, v2.task_definition_arn);
+    // A restart (forceNewDeployment) too.
+    sim.update_service(UpdateService {
+        force_new_deployment: true,
+        ..scale("ws-one", 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(most_tasks_at_once(&sim, "ws-one", 30).await, 1);
+    assert_eq!(describe(&sim, "ws-one").await.running_count, 1);
+    // ECS's bounds are enforced.
+    let bad = sim
+        .update_service(UpdateService {
+            deployment_configuration: Some(DeploymentConfiguration {
+                minimum_healthy_percent: 0,
+                maximum_percent: 50,
+            }),
+            ..scale("ws-one", 1)
+        })
+        .await;
+    assert!(bad.is_err());
+}
+
 #[tokio::test(start_paused = true)]
 async fn invalid_fargate_sizes_are_rejected_as_aws_does() {
     let sim = sim();

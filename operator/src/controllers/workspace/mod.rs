@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cloud::ecs::{
-    AssignPublicIp, CreateService, DeleteService, DesiredStatus, NetworkConfiguration,
-    RolloutState, Service, ServiceStatus, UpdateService,
+    AssignPublicIp, CreateService, DeleteService, DeploymentConfiguration, DesiredStatus,
+    NetworkConfiguration, RolloutState, Service, ServiceStatus, UpdateService,
 };
 use berth_cloud::efs::{
     AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory,
@@ -650,6 +650,35 @@ async fn converge(
                 .as_ref()
                 .map(|e| e.task_definition_arn.clone())
                 .unwrap_or_default();
+            if let Some(found) = s
+                .deployment_configuration
+                .filter(|c| *c != DeploymentConfiguration::ONE_AT_A_TIME)
+            {
+                let updated = ctx
+                    .ecs()
+                    .update_service(UpdateService {
+                        cluster: cluster.clone(),
+                        service: service_name.clone(),
+                        deployment_configuration: Some(DeploymentConfiguration::ONE_AT_A_TIME),
+                        ..Default::default()
+                    })
+                    .await?;
+                pass.event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    &format!(
+                        "deployment configuration was minimumHealthyPercent {} / maximumPercent {}; set back to 0 / 100 (one task per home: the old task stops before a new one starts)",
+                        found.minimum_healthy_percent, found.maximum_percent
+                    ),
+                )
+                .await;
+                ctx.cache.put(&cluster, updated);
+            }
+            let s = ctx
+                .cache
+                .get(&cluster, &service_name)
+                .and_then(|e| e.active().cloned())
+                .unwrap_or_else(|| s.clone());
             if !ours.is_empty() && !same_task_definition(&s.task_definition, &ours) {
                 let updated = ctx
                     .ecs()
@@ -925,6 +954,12 @@ async fn start(
             let force = restart
                 && s.desired_count >= 1
                 && same_task_definition(&s.task_definition, &td_arn);
+            // A service made before Berth set it (or changed outside
+            // Berth) gets one task at a time with this start.
+            let dc = s
+                .deployment_configuration
+                .filter(|c| *c != DeploymentConfiguration::ONE_AT_A_TIME)
+                .map(|_| DeploymentConfiguration::ONE_AT_A_TIME);
             ctx.ecs()
                 .update_service(UpdateService {
                     cluster: cluster.to_string(),
@@ -934,6 +969,7 @@ async fn start(
                         .then(|| td_arn.clone()),
                     force_new_deployment: force,
                     enable_execute_command: None,
+                    deployment_configuration: dc,
                 })
                 .await?
         }
@@ -960,6 +996,9 @@ async fn start(
                     tags: pass.id.tags(),
                     enable_execute_command: true,
                     deployment_circuit_breaker: false,
+                    // One task per home: the old task stops before the new
+                    // one starts (restarts, new revisions, task retirement).
+                    deployment_configuration: Some(DeploymentConfiguration::ONE_AT_A_TIME),
                 })
                 .await?;
             pass.event(
