@@ -986,6 +986,11 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
             .await
             .unwrap();
         screenshot(c, "settings").await;
+        // The whole page, for the README.
+        c.set_window_size(1280, 1300).await.unwrap();
+        c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        screenshot(c, "workspace-settings").await;
+        c.set_window_size(1280, 800).await.unwrap();
 
         // Changed elsewhere: the page says so and a save is refused (409).
         apply(

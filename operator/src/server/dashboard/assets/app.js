@@ -797,7 +797,7 @@ function renderCreate() {
     f.field("metadata.name", "new-name", "Name", nameIn, "Lowercase letters, digits and dashes"),
     ownerIn ? f.field("spec.owner", "new-owner", "Owner", ownerIn, "Admins may create workspaces for others") : null,
     details, f.general,
-    h("div", { class: "actions" }, submit, h("a", { href: "/", class: "button-link" }, "Cancel")));
+    h("div", { class: "actions" }, submit, h("a", { href: "/", class: "button-link secondary" }, "Cancel")));
   main.replaceChildren(h("p", {}, h("a", { href: "/" }, "← Workspaces")), h("h1", {}, "Create workspace"), form);
   api(`${API}/workspacetemplates`).then((list) => {
     const items = (list.items || []).sort((a, b) => key(a).localeCompare(key(b)));
