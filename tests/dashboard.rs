@@ -9,6 +9,13 @@
 //!   signs in with the keyboard alone, sees only their own workspace (and a
 //!   stop made elsewhere without a reload) and is refused another's page
 //!   and API;
+//! * settings: the size that runs and a change pending for the next start,
+//!   a saved change of size, parameters and schedule (checked with `berth
+//!   get -o json`), a Fargate-invalid size shown next to its field and not
+//!   saved, immutable parameters read-only, a change made elsewhere refused
+//!   (409) with a Reload; creating a workspace from a template (a bad name
+//!   refused next to its field) that reaches Running; the templates page
+//!   with each version's resources and parameters, the active one marked;
 //! * over plain HTTP: the session cookie's flags, the CSRF token and the
 //!   origin checks on state-changing requests, sign-out, and the one-time
 //!   sign-in ticket.
