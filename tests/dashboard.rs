@@ -9,6 +9,13 @@
 //!   signs in with the keyboard alone, sees only their own workspace (and a
 //!   stop made elsewhere without a reload) and is refused another's page
 //!   and API;
+//! * settings: the size that runs and a change pending for the next start,
+//!   a saved change of size, parameters and schedule (checked with `berth
+//!   get -o json`), a Fargate-invalid size shown next to its field and not
+//!   saved, immutable parameters read-only, a change made elsewhere refused
+//!   (409) with a Reload; creating a workspace from a template (a bad name
+//!   refused next to its field) that reaches Running; the templates page
+//!   with each version's resources and parameters, the active one marked;
 //! * over plain HTTP: the session cookie's flags, the CSRF token and the
 //!   origin checks on state-changing requests, sign-out, and the one-time
 //!   sign-in ticket.
@@ -802,4 +809,414 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         assert!(again.headers().get("set-cookie").is_none());
         let _ = admin;
     });
+}
+
+// ---- settings, creating a workspace, templates ---------------------------
+
+const DEV_TEMPLATE: &str = r#"
+apiVersion: berth.dev/v1alpha1
+kind: WorkspaceTemplate
+metadata:
+  name: dev
+  annotations:
+    berth.dev/local-scripts: "true"
+spec:
+  displayName: Dev box
+  description: A box for development
+  infrastructure:
+    region: us-west-2
+    cluster: CoderCluster
+    subnets: [subnet-1]
+    securityGroups: [sg-1]
+    fileSystemId: fs-1
+    efsRootDirectory: /homes
+    executionRoleArn: arn:aws:iam::123456789012:role/exec
+  container:
+    image: ghcr.io/example/dev:1
+    homePath: /home/dev
+    stopTimeout: 10
+  resources:
+    default: {cpu: 1024, memory: 2048}
+  parameters:
+    - name: region
+      displayName: Region
+      type: string
+      default: eu
+      options: [eu, us]
+    - name: branch
+      displayName: Branch
+      type: string
+      default: main
+      mutable: true
+  scripts:
+    - name: setup
+      script: |
+        echo "ready"
+"#;
+
+const ERIN_DEV: &str = r#"
+apiVersion: berth.dev/v1alpha1
+kind: Workspace
+metadata:
+  name: erin
+spec:
+  owner: erin
+  template:
+    name: dev
+  parameters:
+    region: us
+"#;
+
+/// `berth get ws NAME -o json`, parsed.
+fn ws_json(op: &Operator, name: &str) -> Value {
+    serde_json::from_str(&ok(op, &["get", "ws", name, "-o", "json"]).stdout).unwrap()
+}
+
+async fn set_value(c: &Client, css: &str, value: &str) {
+    let el = c.find(Locator::Css(css)).await.unwrap();
+    el.clear().await.unwrap();
+    el.send_keys(value).await.unwrap();
+}
+
+/// Clicks `css` once it is there (20 s).
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn prop(c: &Client, css: &str, name: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .prop(name)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[test]
+fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors_and_conflicts() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(&op, &format!("{DEV_TEMPLATE}---{ERIN_DEV}"));
+    let (server, _) = op.server_and_token();
+    runtime().block_on(async {
+        let erin = user_token(&op, "erin").await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        sign_in(c, &server, &erin).await;
+        wait_text(
+            c,
+            "tr[data-workspace='default/erin'] .phase",
+            "listed",
+            |t| t == "Running",
+        )
+        .await;
+        c.goto(&format!("{server}/workspaces/default/erin"))
+            .await
+            .unwrap();
+        wait_text(c, "#phase", "running", |t| t == "Running").await;
+        // What runs, from status.resources (the template's default here).
+        let size = "#overview dd[data-key='CPU / memory']";
+        wait_text(c, size, "the running size", |t| {
+            t == "1024 CPU units / 2048 MiB"
+        })
+        .await;
+        // The form shows the workspace's values; the immutable one is read-only.
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#settings-form"))
+            .await
+            .expect("the settings form");
+        assert_eq!(prop(c, "#set-memory", "value").await, "2048");
+        assert_eq!(prop(c, "#set-cpu", "value").await, "1024");
+        let region = c.find(Locator::Css("#set-param-region")).await.unwrap();
+        assert!(!region.is_enabled().await.unwrap(), "region is editable");
+        assert_eq!(
+            region
+                .find(Locator::Css("option:checked"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "us"
+        );
+        assert_eq!(prop(c, "#set-param-branch", "value").await, "main");
+
+        // A size Fargate does not run: the error names the memory field; nothing changes.
+        set_value(c, "#set-memory", "3000").await;
+        click(c, "#settings-save").await;
+        let err = wait_text(c, "#set-memory-error", "the memory error", |t| {
+            !t.is_empty()
+        })
+        .await;
+        assert!(err.contains("3000 MiB is not valid with cpu 1024"), "{err}");
+        assert_eq!(
+            wait_text(c, "#set-cpu-error", "no cpu error", |_| true).await,
+            ""
+        );
+        screenshot(c, "settings-error").await;
+        let spec = &ws_json(&op, "erin")["spec"];
+        assert!(spec.get("resources").is_none(), "{spec}");
+
+        // A valid change: saved, and shown as applying at the next start.
+        set_value(c, "#set-memory", "4096").await;
+        set_value(c, "#set-param-branch", "dev").await;
+        set_value(c, "#set-after", "2h").await;
+        set_value(c, "#set-cron", "0 9 * * 1-5").await;
+        set_value(c, "#set-tz", "Europe/Berlin").await;
+        click(c, "#settings-save").await;
+        wait_text(c, "#settings-saved", "saved", |t| t.starts_with("Saved")).await;
+        assert_eq!(
+            wait_text(c, "#set-memory-error", "error cleared", |_| true).await,
+            ""
+        );
+        wait_text(c, size, "the pending change", |t| {
+            t == "1024 CPU units / 2048 MiB · 2048 → 4096 MiB at next start"
+        })
+        .await;
+        let spec = ws_json(&op, "erin")["spec"].clone();
+        assert_eq!(spec["resources"], json!({"cpu": 1024, "memory": 4096}));
+        assert_eq!(spec["parameters"], json!({"region": "us", "branch": "dev"}));
+        assert_eq!(spec["schedule"]["autostop"]["afterInactivity"], "2h");
+        assert_eq!(
+            spec["schedule"]["autostart"],
+            json!({"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"})
+        );
+        c.execute("document.getElementById('h-set').scrollIntoView();", vec![])
+            .await
+            .unwrap();
+        screenshot(c, "settings").await;
+        // The whole page, for the README.
+        c.set_window_size(1280, 1300).await.unwrap();
+        c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        screenshot(c, "workspace-settings").await;
+        c.set_window_size(1280, 800).await.unwrap();
+
+        // Changed elsewhere: the page says so and a save is refused (409).
+        apply(
+            &op,
+            &format!("{ERIN_DEV}  resources: {{cpu: 1024, memory: 8192}}\n"),
+        );
+        let stale = c.find(Locator::Css("#settings-stale")).await.unwrap();
+        wait_until(
+            || async { stale.is_displayed().await.unwrap_or(false) },
+            "the stale notice",
+        )
+        .await;
+        set_value(c, "#set-memory", "5120").await;
+        click(c, "#settings-save").await;
+        let msg = wait_text(c, "#settings-form .form-error", "the conflict", |t| {
+            !t.is_empty()
+        })
+        .await;
+        assert!(msg.contains("changed elsewhere"), "{msg}");
+        assert_eq!(
+            ws_json(&op, "erin")["spec"]["resources"]["memory"],
+            8192,
+            "the stale form overwrote the change"
+        );
+        click(c, "#settings-reload").await;
+        wait_until(
+            || async { prop(c, "#set-memory", "value").await == "8192" },
+            "the reloaded form",
+        )
+        .await;
+        assert!(!stale.is_displayed().await.unwrap_or(true));
+
+        // After a restart the new size is what runs.
+        click(c, "#action-restart").await;
+        wait_text(c, size, "the new size running", |t| {
+            t == "1024 CPU units / 8192 MiB"
+        })
+        .await;
+        wait_text(c, "#phase", "running again", |t| t == "Running").await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn in_chromium_a_user_creates_a_workspace_from_a_template_and_reads_the_templates_page() {
+    let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
+    apply(&op, DEV_TEMPLATE);
+    // Version 2: offered sizes and a new parameter.
+    apply(
+        &op,
+        &DEV_TEMPLATE.replace(
+            "    default: {cpu: 1024, memory: 2048}\n",
+            "    default: {cpu: 1024, memory: 2048}\n    cpuOptions: [1024, 2048]\n    memoryOptions: [2048, 4096, 8192]\n",
+        )
+        .replace(
+            "  scripts:\n",
+            "    - name: dotfiles\n      type: bool\n      default: false\n      mutable: true\n  scripts:\n",
+        ),
+    );
+    let (server, _) = op.server_and_token();
+    runtime().block_on(async {
+        let erin = user_token(&op, "erin").await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        sign_in(c, &server, &erin).await;
+        wait_text(c, "#count", "the list", |t| t == "0 workspaces").await;
+
+        // The templates page: both versions, the active one marked, each
+        // with its own parameters and resources.
+        click(c, "nav.pages a[href='/templates']").await;
+        let tpl = "section[data-template='default/dev']";
+        let v2 = format!("{tpl} details[data-version='2']");
+        let v1 = format!("{tpl} details[data-version='1']");
+        let t2 = wait_text(c, &format!("{v2} summary"), "version 2", |t| !t.is_empty()).await;
+        assert!(t2.contains("Version 2") && t2.contains("active"), "{t2}");
+        let t1 = c
+            .find(Locator::Css(&format!("{v1} summary")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(t1.contains("Version 1") && !t1.contains("active"), "{t1}");
+        let r2 = wait_text(
+            c,
+            &format!("{v2} dd[data-key='Resources']"),
+            "v2 resources",
+            |t| !t.is_empty(),
+        )
+        .await;
+        assert!(
+            r2.contains("1024 CPU units / 2048 MiB default")
+                && r2.contains("CPU 1024, 2048")
+                && r2.contains("memory 2048, 4096, 8192 MiB"),
+            "{r2}"
+        );
+        assert!(c
+            .find(Locator::Css(&format!("{v2} tr[data-param='dotfiles']")))
+            .await
+            .is_ok());
+        // Version 1 is collapsed: open it to read it.
+        click(c, &format!("{v1} summary")).await;
+        assert!(c
+            .find(Locator::Css(&format!("{v1} tr[data-param='dotfiles']")))
+            .await
+            .is_err());
+        let region = c
+            .find(Locator::Css(&format!("{v1} tr[data-param='region']")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            region.contains("eu") && region.contains("immutable") && region.contains("eu, us"),
+            "{region}"
+        );
+        screenshot(c, "templates").await;
+
+        // Create a workspace from the list's button.
+        c.goto(&format!("{server}/")).await.unwrap();
+        click(c, "#create-workspace").await;
+        let sel = c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#new-template option[value='default/dev']"))
+            .await
+            .expect("the template choice");
+        let _ = sel;
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#new-param-region"))
+            .await
+            .expect("the template's parameters");
+        // The active version's choices: offered sizes as lists, defaults filled in.
+        assert_eq!(prop(c, "#new-memory", "tagName").await, "SELECT");
+        assert_eq!(prop(c, "#new-memory", "value").await, "2048");
+        assert_eq!(prop(c, "#new-param-branch", "value").await, "main");
+        assert!(c.find(Locator::Css("#new-param-dotfiles")).await.is_ok());
+        // A bad name is refused next to the name field.
+        set_value(c, "#new-name", "Erin_Box").await;
+        click(c, "#new-create").await;
+        let err = wait_text(c, "#new-name-error", "the name error", |t| !t.is_empty()).await;
+        assert!(!err.is_empty());
+        assert!(ws_list(&op).is_empty(), "a workspace was created");
+        // A good one.
+        set_value(c, "#new-name", "box").await;
+        c.find(Locator::Css("#new-param-region"))
+            .await
+            .unwrap()
+            .select_by_label("us")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#new-memory"))
+            .await
+            .unwrap()
+            .select_by_value("4096")
+            .await
+            .unwrap();
+        click(c, "#new-param-dotfiles").await;
+        screenshot(c, "create").await;
+        click(c, "#new-create").await;
+        wait_until(
+            || async {
+                c.current_url()
+                    .await
+                    .map(|u| u.path() == "/workspaces/default/box")
+                    .unwrap_or(false)
+            },
+            "the new workspace's page",
+        )
+        .await;
+        wait_text(c, "#phase", "the new workspace running", |t| t == "Running").await;
+        wait_text(
+            c,
+            "#overview dd[data-key='CPU / memory']",
+            "its size",
+            |t| t == "1024 CPU units / 4096 MiB",
+        )
+        .await;
+        let spec = ws_json(&op, "box")["spec"].clone();
+        assert_eq!(spec["owner"], "erin");
+        assert_eq!(spec["template"]["name"], "dev");
+        assert_eq!(
+            spec["parameters"],
+            json!({"region": "us", "dotfiles": true})
+        );
+        assert_eq!(spec["resources"], json!({"cpu": 1024, "memory": 4096}));
+        // Its settings follow version 2: region is now read-only.
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#set-param-dotfiles"))
+            .await
+            .expect("the new workspace's settings");
+        assert!(!c
+            .find(Locator::Css("#set-param-region"))
+            .await
+            .unwrap()
+            .is_enabled()
+            .await
+            .unwrap());
+        b.close().await;
+    });
+}
+
+/// The names `berth get ws -o json` lists.
+fn ws_list(op: &Operator) -> Vec<String> {
+    let v: Value = serde_json::from_str(&ok(op, &["get", "ws", "-o", "json"]).stdout).unwrap();
+    v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| {
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

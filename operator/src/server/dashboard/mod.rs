@@ -1,6 +1,7 @@
 //! The web dashboard, served on the API's port: sign in, the workspaces
-//! page, a workspace's page (power actions, conditions, events, scripts and
-//! their live logs, apps) and a web terminal. The pages are plain HTML, CSS
+//! page, a workspace's page (power actions, settings, conditions, events,
+//! scripts and their live logs, apps), a web terminal, the create-workspace
+//! page (`/new`) and the templates page (`/templates`, read-only). The pages are plain HTML, CSS
 //! and JavaScript embedded in the binary; they call the JSON API with the
 //! session cookie.
 //!
@@ -69,6 +70,8 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/session", get(session_info))
         .route("/dashboard/assets/{file}", get(asset))
         .route("/workspaces/{ns}/{name}", get(workspace_page))
+        .route("/new", get(page))
+        .route("/templates", get(page))
 }
 
 /// The CSRF token of session `id`.

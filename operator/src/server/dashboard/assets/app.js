@@ -49,6 +49,7 @@ async function api(path, opts) {
   if (!resp.ok) {
     const err = new Error((data && data.message) || resp.statusText);
     err.status = resp.status;
+    err.body = data;
     throw err;
   }
   return data;
@@ -131,9 +132,173 @@ function templateText(o) {
   return `${t.name || "?"}${v ? "@" + v : ""}`;
 }
 function outdated(o) { const c = cond(o, "Outdated"); return !!c && c.status === "True"; }
+function sizeText(r) { return `${r.cpu} CPU units / ${r.memory} MiB`; }
+// What runs (status.resources) and a change that applies at the next start
+// (status.pendingResources): "1024 CPU units / 2048 MiB · 2048 → 4096 MiB at next start".
 function resources(o) {
-  const r = o.spec && o.spec.resources;
-  return r ? `${r.cpu} CPU units / ${r.memory} MiB` : "template default";
+  const s = o.status || {};
+  const run = s.resources;
+  const next = s.pendingResources;
+  if (!run) {
+    if (next) return h("span", { class: "pending" }, `${sizeText(next)} at next start`);
+    const r = o.spec && o.spec.resources;
+    return r ? sizeText(r) : "template default";
+  }
+  if (!next) return sizeText(run);
+  const changes = [];
+  if (next.cpu !== run.cpu) changes.push(`${run.cpu} → ${next.cpu} CPU units`);
+  if (next.memory !== run.memory) changes.push(`${run.memory} → ${next.memory} MiB`);
+  return h("span", {}, sizeText(run),
+    h("span", { class: "pending", title: "Applies when the workspace next starts" }, ` · ${changes.join(", ")} at next start`));
+}
+// Valid Fargate task sizes (operator/src/api/fargate.rs).
+const FARGATE_CPU = [256, 512, 1024, 2048, 4096, 8192, 16384];
+function fargateMemory(cpu) {
+  const range = (lo, hi, step) => { const v = []; for (let m = lo; m <= hi; m += step) v.push(m); return v; };
+  switch (Number(cpu)) {
+    case 256: return [512, 1024, 2048];
+    case 512: return range(1024, 4096, 1024);
+    case 1024: return range(2048, 8192, 1024);
+    case 2048: return range(4096, 16384, 1024);
+    case 4096: return range(8192, 30720, 1024);
+    case 8192: return range(16384, 61440, 4096);
+    case 16384: return range(32768, 122880, 8192);
+    default: return [];
+  }
+}
+function nsPath(ns) { return `${API}/namespaces/${encodeURIComponent(ns)}`; }
+// A template and the spec of the version `version` (the active one when unset).
+async function templateVersion(ns, name, version) {
+  const base = `${nsPath(ns)}/workspacetemplates/${encodeURIComponent(name)}`;
+  const [tpl, vers] = await Promise.all([api(base), api(`${base}/versions`)]);
+  const items = vers.items || [];
+  const active = (tpl.status && tpl.status.latestVersion) || Math.max(0, ...items.map((v) => v.version));
+  const want = version || active;
+  const v = items.find((x) => x.version === want);
+  return { tpl, versions: items, active, version: want, spec: v ? v.spec : tpl.spec };
+}
+function valueText(v) { return v === undefined || v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v); }
+
+// A form's fields: each names the API field path its errors come back on.
+function formFields() {
+  const errs = new Map(); // field path -> error element
+  const general = h("div", { class: "error form-error", role: "alert" });
+  return {
+    general,
+    errs,
+    field(path, id, label, input, help) {
+      const err = h("p", { class: "error field-error", id: `${id}-error`, "data-error-for": path });
+      errs.set(path, err);
+      input.setAttribute("aria-describedby", `${id}-help ${id}-error`);
+      return h("div", { class: "field", "data-field": path }, h("label", { for: id }, label), input,
+        help ? h("p", { class: "muted help", id: `${id}-help` }, help) : null, err);
+    },
+    clear() { general.replaceChildren(); errs.forEach((e) => { e.textContent = ""; e.parentElement && e.parentElement.classList.remove("invalid"); }); },
+    // Shows a 422's causes next to the fields they name (the longest known
+    // prefix of the path), the rest above the buttons.
+    show(e) {
+      const causes = (e.body && e.body.details && e.body.details.causes) || [];
+      const rest = [];
+      for (const c of causes) {
+        let p = c.field || "";
+        while (p && !errs.has(p)) p = p.includes(".") ? p.slice(0, p.lastIndexOf(".")) : "";
+        const el = p ? errs.get(p) : null;
+        if (el) {
+          el.textContent = el.textContent ? `${el.textContent} ${c.message}` : c.message;
+          el.parentElement.classList.add("invalid");
+        } else rest.push(`${c.field ? c.field + ": " : ""}${c.message}`);
+      }
+      if (!causes.length) rest.push(e.message);
+      general.replaceChildren(...rest.map((t) => h("p", {}, t)));
+      const first = [...errs.values()].find((x) => x.textContent);
+      if (first) { const inp = first.parentElement.querySelector("input, select"); if (inp) inp.focus(); }
+    },
+  };
+}
+
+// CPU and memory: the template's choices when it lists them, else any
+// number (with Fargate's valid values suggested).
+function resourceInputs(f, idp, tres, current) {
+  const def = (tres && tres.default) || { cpu: 1024, memory: 2048 };
+  const cur = current || def;
+  const cpuOpts = (tres && tres.cpuOptions) || [];
+  const memOpts = (tres && tres.memoryOptions) || [];
+  function pick(id, opts, value, list) {
+    if (opts.length) {
+      // A value the template no longer offers stays visible (and is refused on save).
+      const all = opts.includes(value) ? opts : [value, ...opts];
+      return h("select", { id, name: id }, all.map((v) => h("option", { value: String(v), selected: v === value }, String(v))));
+    }
+    return h("input", { id, name: id, type: "number", min: "1", step: "1", value: String(value), list, inputmode: "numeric" });
+  }
+  const memList = h("datalist", { id: `${idp}-memory-values` });
+  const cpuList = h("datalist", { id: `${idp}-cpu-values` }, FARGATE_CPU.map((v) => h("option", { value: String(v) })));
+  const cpu = pick(`${idp}-cpu`, cpuOpts, cur.cpu, `${idp}-cpu-values`);
+  const mem = pick(`${idp}-memory`, memOpts, cur.memory, `${idp}-memory-values`);
+  const fill = () => memList.replaceChildren(...fargateMemory(cpu.value).map((v) => h("option", { value: String(v) })));
+  cpu.addEventListener("change", fill);
+  fill();
+  return {
+    els: [
+      f.field("spec.resources.cpu", `${idp}-cpu`, "CPU (units)", cpu, `Template default ${def.cpu}${cpuOpts.length ? "; offered: " + cpuOpts.join(", ") : "; Fargate: " + FARGATE_CPU.join(", ")}`),
+      f.field("spec.resources.memory", `${idp}-memory`, "Memory (MiB)", mem, `Template default ${def.memory}${memOpts.length ? "; offered: " + memOpts.join(", ") : "; must suit the CPU on Fargate"}`),
+      cpuList, memList],
+    // The spec's resources: unset while it was unset and still is the default.
+    read() {
+      const r = { cpu: Number(cpu.value), memory: Number(mem.value) };
+      if (!current && r.cpu === def.cpu && r.memory === def.memory) return undefined;
+      return r;
+    },
+  };
+}
+
+// A template's parameters. `set` holds the workspace's values; without
+// `creating`, immutable ones are read-only.
+function parameterInputs(f, idp, params, set, creating) {
+  const reads = [];
+  const els = (params || []).map((p) => {
+    const id = `${idp}-param-${p.name}`;
+    const has = Object.prototype.hasOwnProperty.call(set || {}, p.name);
+    const value = has ? set[p.name] : p.default;
+    const locked = !creating && !p.mutable;
+    let input;
+    let read;
+    if (p.options && p.options.length) {
+      input = h("select", { id, name: id, disabled: locked },
+        p.default === undefined && !has ? h("option", { value: "" }, "— choose —") : null,
+        p.options.map((o, i) => h("option", { value: String(i), selected: valueText(o) === valueText(value) }, valueText(o))));
+      read = () => (input.value === "" ? undefined : p.options[Number(input.value)]);
+    } else if (p.type === "bool") {
+      input = h("input", { id, name: id, type: "checkbox", disabled: locked, checked: value === true || value === "true" });
+      read = () => input.checked;
+    } else {
+      input = h("input", { id, name: id, type: p.type === "number" ? "number" : "text", disabled: locked, value: value === undefined ? "" : String(value), step: p.type === "number" ? "any" : undefined });
+      read = () => (input.value === "" ? undefined : p.type === "number" ? Number(input.value) : input.value);
+    }
+    const help = [
+      p.type,
+      p.default === undefined ? "required" : `default ${valueText(p.default)}`,
+      p.mutable ? "mutable" : creating ? "immutable: cannot change after creation" : "immutable: set at creation",
+    ].join(" · ");
+    reads.push({ p, read, has, locked });
+    return f.field(`spec.parameters.${p.name}`, id, p.displayName || p.name, input, p.description ? `${p.description} (${help})` : help);
+  });
+  return {
+    els,
+    // The spec's parameters: `set` with the editable values applied (a
+    // value equal to the default that was unset stays unset).
+    read() {
+      const out = { ...(set || {}) };
+      for (const { p, read, has, locked } of reads) {
+        if (locked) continue;
+        const v = read();
+        if (v === undefined) delete out[p.name];
+        else if (!has && valueText(v) === valueText(p.default)) continue;
+        else out[p.name] = v;
+      }
+      return out;
+    },
+  };
 }
 function activity(o) {
   const s = o.status || {};
@@ -218,7 +383,8 @@ function renderWorkspaces() {
     }));
   }
   main.replaceChildren(...[
-    h("h1", {}, session.admin ? "All workspaces" : "My workspaces"),
+    h("div", { class: "title-row" }, h("h1", {}, session.admin ? "All workspaces" : "My workspaces"),
+      h("a", { href: "/new", id: "create-workspace", class: "button-link" }, "Create workspace")),
     filterBox,
     count,
     h("div", { class: "card table-wrap" }, h("table", { class: "responsive" },
@@ -433,6 +599,100 @@ function renderWorkspace(ns, name) {
   }
   const termBtn = h("button", { type: "button", id: "open-terminal", onclick: openTerminal }, "Open terminal");
 
+  // Settings (Coder's workspace settings): a PUT of the whole workspace
+  // with the resourceVersion its spec was read at.
+  const settingsBox = h("div", { id: "settings" }, h("p", { class: "muted" }, "Loading…"));
+  const stale = h("div", { id: "settings-stale", class: "notice", role: "status", hidden: true },
+    "These settings were changed elsewhere since you opened them. ",
+    h("button", { type: "button", class: "secondary", onclick: () => loadSettings() }, "Reload settings"));
+  let form = null; // {gen, rv} of the spec the form shows
+  let settingsStarted = false;
+  function drawStale() {
+    stale.hidden = !form || !ws || ws.metadata.generation === form.gen;
+  }
+  async function loadSettings() {
+    const shown = ws;
+    let t;
+    try {
+      t = await templateVersion(ns, shown.spec.template.name, shown.spec.template.version || (shown.status && shown.status.templateVersion));
+    } catch (e) {
+      settingsBox.replaceChildren(h("p", { class: "error" }, `Cannot read template ${shown.spec.template.name}: ${e.message}`));
+      return;
+    }
+    const f = formFields();
+    const sched = shown.spec.schedule || {};
+    const stop = sched.autostop || {};
+    const start = sched.autostart || {};
+    const res = resourceInputs(f, "set", t.spec.resources, shown.spec.resources);
+    const params = parameterInputs(f, "set", t.spec.parameters, shown.spec.parameters, false);
+    const eff = shown.status && shown.status.lifecycle && shown.status.lifecycle.afterInactivity;
+    const after = h("input", { id: "set-after", name: "set-after", value: stop.afterInactivity || "", placeholder: eff || "e.g. 2h" });
+    const never = h("input", { id: "set-never", name: "set-never", type: "checkbox", checked: !!stop.disabled });
+    const cron = h("input", { id: "set-cron", name: "set-cron", value: start.cron || "", placeholder: "e.g. 0 9 * * 1-5" });
+    const tz = h("input", { id: "set-tz", name: "set-tz", value: start.timezone || "", placeholder: "UTC" });
+    const saved = h("p", { id: "settings-saved", class: "ok", role: "status" });
+    const save = h("button", { type: "submit", id: "settings-save" }, "Save settings");
+    form = { gen: shown.metadata.generation, rv: shown.metadata.resourceVersion };
+    const el = h("form", { id: "settings-form", class: "settings", novalidate: true, onsubmit: async (ev) => {
+      ev.preventDefault();
+      f.clear();
+      saved.textContent = "";
+      const spec = JSON.parse(JSON.stringify(ws.spec));
+      const r = res.read();
+      if (r) spec.resources = r; else delete spec.resources;
+      spec.parameters = params.read();
+      if (!Object.keys(spec.parameters).length) delete spec.parameters;
+      const schedule = {};
+      if (cron.value.trim()) schedule.autostart = { cron: cron.value.trim(), timezone: tz.value.trim() || "UTC" };
+      if (after.value.trim() || never.checked) {
+        schedule.autostop = {};
+        if (after.value.trim()) schedule.autostop.afterInactivity = after.value.trim();
+        if (never.checked) schedule.autostop.disabled = true;
+      }
+      if (Object.keys(schedule).length) spec.schedule = schedule; else delete spec.schedule;
+      const m = ws.metadata;
+      // The newest resourceVersion while the spec is the one shown (status
+      // writes bump it too); the shown one otherwise, which the API refuses.
+      const rv = m.generation === form.gen ? m.resourceVersion : form.rv;
+      const body = { apiVersion: ws.apiVersion, kind: ws.kind,
+        metadata: { name: m.name, namespace: m.namespace, labels: m.labels, annotations: m.annotations, resourceVersion: rv },
+        spec };
+      save.disabled = true;
+      try {
+        const out = await api(base, { method: "PUT", body });
+        form = { gen: out.metadata.generation, rv: out.metadata.resourceVersion };
+        if (Number(out.metadata.resourceVersion) > Number(ws.metadata.resourceVersion)) { ws = out; draw(); }
+        drawStale();
+        saved.textContent = "Saved. CPU and memory changes apply at the next start.";
+        toast("Settings saved");
+      } catch (e) {
+        if (e.status === 409) {
+          f.general.replaceChildren(h("p", {}, "This workspace was changed elsewhere since you opened its settings; nothing was saved. ",
+            h("button", { type: "button", class: "secondary", id: "settings-reload", onclick: () => loadSettings() }, "Reload settings")));
+        } else if (e.status === 422) {
+          f.show(e);
+        } else {
+          f.general.replaceChildren(h("p", {}, `Save failed: ${e.message}`));
+        }
+      }
+      save.disabled = false;
+    } },
+      h("fieldset", {}, h("legend", {}, "Size"), h("div", { class: "row" }, ...res.els)),
+      t.spec.parameters && t.spec.parameters.length
+        ? h("fieldset", {}, h("legend", {}, `Parameters (${t.tpl.metadata.name}@${t.version})`), h("div", { class: "row" }, ...params.els))
+        : null,
+      h("fieldset", {}, h("legend", {}, "Schedule"), h("div", { class: "row" },
+        f.field("spec.schedule.autostop.afterInactivity", "set-after", "Autostop after inactivity", after, eff ? `Empty: the policy's ${eff}` : "Empty: the policy's default"),
+        h("div", { class: "field check" }, never, h("label", { for: "set-never" }, "Never autostop")),
+        f.field("spec.schedule.autostart.cron", "set-cron", "Autostart (cron)", cron, "Empty: no autostart"),
+        f.field("spec.schedule.autostart.timezone", "set-tz", "Timezone", tz, "IANA name, e.g. Europe/Berlin"))),
+      f.general,
+      h("div", { class: "actions" }, save),
+      saved);
+    settingsBox.replaceChildren(el);
+    drawStale();
+  }
+
   main.replaceChildren(
     h("p", {}, h("a", { href: "/" }, "← Workspaces")),
     title, actions,
@@ -440,6 +700,7 @@ function renderWorkspace(ns, name) {
       h("section", { class: "card", "aria-labelledby": "h-ov" }, h("h2", { id: "h-ov" }, "Overview"), overview),
       h("section", { class: "card", "aria-labelledby": "h-up" }, h("h2", { id: "h-up" }, "Upcoming"), upcoming,
         h("h2", { style: "margin-top:12px" }, "Apps"), appBox)),
+    h("section", { class: "card", "aria-labelledby": "h-set" }, h("h2", { id: "h-set" }, "Settings"), stale, settingsBox),
     h("section", { class: "card", "aria-labelledby": "h-sc" }, h("h2", { id: "h-sc" }, "Scripts"), scripts),
     h("section", { class: "card", "aria-labelledby": "h-term" }, h("h2", { id: "h-term" }, "Terminal"), termBtn, termBox),
     h("section", { class: "card table-wrap", "aria-labelledby": "h-co" }, h("h2", { id: "h-co" }, "Conditions"),
@@ -451,14 +712,148 @@ function renderWorkspace(ns, name) {
     const o = list.find((x) => x.metadata.name === name);
     if (!o) { main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No workspace ${name} in ${ns}.`)); return; }
     ws = o; draw(); maybeFollow(); loadEvents();
+    if (!settingsStarted) { settingsStarted = true; loadSettings(); } else drawStale();
   }, (type, o) => {
     if (o.metadata.name !== name) return;
     if (type === "DELETED") { toast("This workspace was deleted"); return; }
-    ws = o; draw(); maybeFollow(); loadEvents();
+    ws = o; draw(); maybeFollow(); loadEvents(); drawStale();
   }));
   cleanup.push(() => { if (logCtl) logCtl.abort(); clearTimeout(evTimer); });
   const tick = setInterval(() => { if (ws) draw(); }, 15000);
   cleanup.push(() => clearInterval(tick));
+}
+
+// ---- create a workspace ---------------------------------------------------
+function renderCreate() {
+  document.title = "Create workspace · Berth";
+  const params = new URLSearchParams(location.search);
+  const f = formFields();
+  const tplSel = h("select", { id: "new-template", name: "new-template", required: true });
+  const nameIn = h("input", { id: "new-name", name: "new-name", required: true, autocomplete: "off", pattern: "[a-z0-9]([-a-z0-9]*[a-z0-9])?", maxlength: "63" });
+  const ownerIn = session.admin ? h("input", { id: "new-owner", name: "new-owner", value: session.user }) : null;
+  const details = h("div", { id: "new-details" });
+  const submit = h("button", { type: "submit", id: "new-create", disabled: true }, "Create workspace");
+  let chosen = null; // {ns, name, res, params}
+  async function pickTemplate() {
+    chosen = null;
+    submit.disabled = true;
+    f.clear();
+    const [tns, tname] = tplSel.value.split("/");
+    if (!tname) return;
+    details.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    try {
+      const t = await templateVersion(tns, tname);
+      if (tplSel.value !== `${tns}/${tname}`) return;
+      // Fields that belong to the previous template's form must not keep errors.
+      for (const k of [...f.errs.keys()]) if (k.startsWith("spec.parameters.") || k.startsWith("spec.resources.")) f.errs.delete(k);
+      const res = resourceInputs(f, "new", t.spec.resources, null);
+      const ps = parameterInputs(f, "new", t.spec.parameters, {}, true);
+      chosen = { ns: tns, name: tname, res, ps };
+      details.replaceChildren(
+        t.spec.description ? h("p", { class: "muted" }, t.spec.description) : null,
+        h("p", { class: "muted" }, `Version ${t.version} (active) · namespace ${tns}`),
+        h("fieldset", {}, h("legend", {}, "Size"), h("div", { class: "row" }, ...res.els)),
+        t.spec.parameters && t.spec.parameters.length
+          ? h("fieldset", {}, h("legend", {}, "Parameters"), h("div", { class: "row" }, ...ps.els))
+          : h("p", { class: "muted" }, "This template has no parameters."));
+      submit.disabled = false;
+    } catch (e) {
+      details.replaceChildren(h("p", { class: "error" }, `Cannot read template ${tname}: ${e.message}`));
+    }
+  }
+  tplSel.addEventListener("change", pickTemplate);
+  const form = h("form", { id: "create-form", class: "card settings", novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!chosen) return;
+    f.clear();
+    const name = nameIn.value.trim();
+    if (!name) { f.errs.get("metadata.name").textContent = "A name is required."; nameIn.focus(); return; }
+    const spec = { template: { name: chosen.name } };
+    if (ownerIn && ownerIn.value.trim()) spec.owner = ownerIn.value.trim();
+    const r = chosen.res.read();
+    if (r) spec.resources = r;
+    const p = chosen.ps.read();
+    if (Object.keys(p).length) spec.parameters = p;
+    const url = `${nsPath(chosen.ns)}/workspaces/${encodeURIComponent(name)}`;
+    submit.disabled = true;
+    try {
+      // A PUT of an existing name would change that workspace: refuse it.
+      const exists = await api(url).then(() => true, (e) => (e.status === 404 ? false : Promise.reject(e)));
+      if (exists) {
+        f.errs.get("metadata.name").textContent = `A workspace ${name} already exists in ${chosen.ns}.`;
+        nameIn.focus();
+      } else {
+        await api(url, { method: "PUT", body: { apiVersion: "berth.dev/v1alpha1", kind: "Workspace", metadata: { name, namespace: chosen.ns }, spec } });
+        location.assign(`/workspaces/${encodeURIComponent(chosen.ns)}/${encodeURIComponent(name)}`);
+        return;
+      }
+    } catch (e) {
+      if (e.status === 422 || e.status === 403) f.show(e);
+      else f.general.replaceChildren(h("p", {}, `Create failed: ${e.message}`));
+    }
+    submit.disabled = false;
+  } },
+    f.field("spec.template.name", "new-template", "Template", tplSel),
+    f.field("metadata.name", "new-name", "Name", nameIn, "Lowercase letters, digits and dashes"),
+    ownerIn ? f.field("spec.owner", "new-owner", "Owner", ownerIn, "Admins may create workspaces for others") : null,
+    details, f.general,
+    h("div", { class: "actions" }, submit, h("a", { href: "/", class: "button-link secondary" }, "Cancel")));
+  main.replaceChildren(h("p", {}, h("a", { href: "/" }, "← Workspaces")), h("h1", {}, "Create workspace"), form);
+  api(`${API}/workspacetemplates`).then((list) => {
+    const items = (list.items || []).sort((a, b) => key(a).localeCompare(key(b)));
+    if (!items.length) { details.replaceChildren(h("p", { class: "muted" }, "There are no templates yet.")); return; }
+    const want = params.get("template");
+    tplSel.replaceChildren(...items.map((t) => h("option", { value: key(t), selected: key(t) === want },
+      `${t.spec.displayName || t.metadata.name} (${t.metadata.namespace}/${t.metadata.name})`)));
+    pickTemplate();
+    nameIn.focus();
+  }, (e) => details.replaceChildren(h("p", { class: "error" }, `Cannot list templates: ${e.message}`)));
+}
+
+// ---- templates (read-only) -------------------------------------------------
+function renderTemplates() {
+  document.title = "Templates · Berth";
+  const box = h("div", { id: "templates" }, h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(h("h1", {}, "Templates"), box);
+  function resText(r) {
+    if (!r) return "—";
+    const d = r.default ? sizeText(r.default) : "—";
+    const opts = [r.cpuOptions && r.cpuOptions.length ? `CPU ${r.cpuOptions.join(", ")}` : null,
+      r.memoryOptions && r.memoryOptions.length ? `memory ${r.memoryOptions.join(", ")} MiB` : null].filter(Boolean);
+    return `${d} default${opts.length ? " · offered: " + opts.join("; ") : " · any valid Fargate size"}`;
+  }
+  function paramTable(ps) {
+    if (!ps || !ps.length) return h("p", { class: "muted" }, "No parameters.");
+    return h("div", { class: "table-wrap" }, h("table", { class: "params" },
+      h("thead", {}, h("tr", {}, ["Name", "Type", "Default", "Mutable", "Options"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, ps.map((p) => h("tr", { "data-param": p.name },
+        h("td", {}, p.displayName && p.displayName !== p.name ? `${p.displayName} (${p.name})` : p.name),
+        h("td", {}, p.type), h("td", {}, p.default === undefined ? "required" : valueText(p.default)),
+        h("td", {}, p.mutable ? "mutable" : "immutable"),
+        h("td", {}, p.options && p.options.length ? p.options.map(valueText).join(", ") : "any"))))));
+  }
+  api(`${API}/workspacetemplates`).then(async (list) => {
+    const items = (list.items || []).sort((a, b) => key(a).localeCompare(key(b)));
+    if (!items.length) { box.replaceChildren(h("p", { class: "muted" }, "There are no templates yet.")); return; }
+    const cards = await Promise.all(items.map(async (t) => {
+      let versions = [];
+      try { versions = (await api(`${nsPath(t.metadata.namespace)}/workspacetemplates/${encodeURIComponent(t.metadata.name)}/versions`)).items || []; } catch (_) { /* shown as none */ }
+      const active = (t.status && t.status.latestVersion) || Math.max(0, ...versions.map((v) => v.version));
+      const vs = [...versions].sort((a, b) => b.version - a.version).map((v) => h("details", { class: "version", "data-version": String(v.version), open: v.version === active },
+        h("summary", {}, h("strong", {}, `Version ${v.version}`), " ", v.version === active ? badge("active", "ok") : null, " ", h("span", { class: "muted" }, "created "), when(v.createdAt)),
+        h("dl", { class: "kv" }, h("dt", {}, "Resources"), h("dd", { "data-key": "Resources" }, resText(v.spec.resources)),
+          h("dt", {}, "Image"), h("dd", {}, (v.spec.container && v.spec.container.image) || "—"),
+          h("dt", {}, "Apps"), h("dd", {}, (v.spec.apps || []).map((a) => a.displayName || a.slug).join(", ") || "none")),
+        paramTable(v.spec.parameters)));
+      const id = `tpl-${t.metadata.namespace}-${t.metadata.name}`;
+      return h("section", { class: "card", "data-template": key(t), "aria-labelledby": id },
+        h("h2", { id }, t.spec.displayName || t.metadata.name, " ", h("span", { class: "muted" }, `${t.metadata.namespace}/${t.metadata.name}`)),
+        t.spec.description ? h("p", {}, t.spec.description) : null,
+        h("p", {}, h("a", { href: `/new?template=${encodeURIComponent(key(t))}`, class: "button-link" }, "Create workspace from this template")),
+        vs.length ? vs : h("p", { class: "muted" }, "No versions."));
+    }));
+    box.replaceChildren(...cards);
+  }, (e) => box.replaceChildren(h("p", { class: "error" }, `Cannot list templates: ${e.message}`)));
 }
 
 // ---- boot ----------------------------------------------------------------
@@ -480,6 +875,8 @@ async function boot() {
   leave();
   const m = location.pathname.match(/^\/workspaces\/([^/]+)\/([^/]+)\/?$/);
   if (m) renderWorkspace(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+  else if (location.pathname === "/new") renderCreate();
+  else if (location.pathname === "/templates") renderTemplates();
   else if (location.pathname === "/login") { location.replace("/"); }
   else renderWorkspaces();
 }
