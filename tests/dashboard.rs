@@ -890,14 +890,22 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// A property of the element at `css`; found again when live updates
+/// replace the element between finding and reading it.
 async fn prop(c: &Client, css: &str, name: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .prop(name)
-        .await
-        .unwrap()
-        .unwrap_or_default()
+    for _ in 0..20 {
+        let el = c.find(Locator::Css(css)).await.unwrap();
+        match el.prop(name).await {
+            Ok(v) => return v.unwrap_or_default(),
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{css}: {name}: {e}"),
+        }
+    }
+    panic!("{css}: replaced 20 times in a row while reading {name}")
 }
 
 #[test]
