@@ -1207,6 +1207,28 @@ fn in_chromium_a_user_creates_a_workspace_from_a_template_and_reads_the_template
             .is_enabled()
             .await
             .unwrap());
+        // The templates page says which workspaces run which version.
+        click(c, "nav.pages a[href='/templates']").await;
+        wait_text(
+            c,
+            "section[data-template='default/dev'] details[data-version='2'] dd[data-key='Workspaces']",
+            "box on version 2",
+            |t| t.split(", ").any(|n| n == "box"),
+        )
+        .await;
+        click(
+            c,
+            "section[data-template='default/dev'] details[data-version='1'] summary",
+        )
+        .await;
+        let v1 = wait_text(
+            c,
+            "section[data-template='default/dev'] details[data-version='1'] dd[data-key='Workspaces']",
+            "version 1's workspaces",
+            |t| !t.is_empty(),
+        )
+        .await;
+        assert!(!v1.split(", ").any(|n| n == "box"), "{v1}");
         b.close().await;
     });
 }

@@ -834,6 +834,15 @@ function renderTemplates() {
   }
   api(`${API}/workspacetemplates`).then(async (list) => {
     const items = (list.items || []).sort((a, b) => key(a).localeCompare(key(b)));
+    // Which workspaces (of those this user sees) run which version.
+    let workspaces = [];
+    try { workspaces = (await api(`${API}/workspaces`)).items || []; } catch (_) { /* shown as none */ }
+    const running = (t, v) => workspaces.filter((w) => w.metadata.namespace === t.metadata.namespace
+      && w.spec.template && w.spec.template.name === t.metadata.name
+      && w.status && w.status.templateVersion === v);
+    const wsLinks = (ws) => ws.length
+      ? ws.map((w, i) => [i ? ", " : "", h("a", { href: `/workspaces/${encodeURIComponent(w.metadata.namespace)}/${encodeURIComponent(w.metadata.name)}` }, w.metadata.name)]).flat()
+      : ["none"];
     if (!items.length) { box.replaceChildren(h("p", { class: "muted" }, "There are no templates yet.")); return; }
     const cards = await Promise.all(items.map(async (t) => {
       let versions = [];
@@ -843,7 +852,8 @@ function renderTemplates() {
         h("summary", {}, h("strong", {}, `Version ${v.version}`), " ", v.version === active ? badge("active", "ok") : null, " ", h("span", { class: "muted" }, "created "), when(v.createdAt)),
         h("dl", { class: "kv" }, h("dt", {}, "Resources"), h("dd", { "data-key": "Resources" }, resText(v.spec.resources)),
           h("dt", {}, "Image"), h("dd", {}, (v.spec.container && v.spec.container.image) || "—"),
-          h("dt", {}, "Apps"), h("dd", {}, (v.spec.apps || []).map((a) => a.displayName || a.slug).join(", ") || "none")),
+          h("dt", {}, "Apps"), h("dd", {}, (v.spec.apps || []).map((a) => a.displayName || a.slug).join(", ") || "none"),
+          h("dt", {}, "Workspaces on it"), h("dd", { "data-key": "Workspaces" }, ...wsLinks(running(t, v.version)))),
         paramTable(v.spec.parameters)));
       const id = `tpl-${t.metadata.namespace}-${t.metadata.name}`;
       return h("section", { class: "card", "data-template": key(t), "aria-labelledby": id },
