@@ -499,7 +499,7 @@ async fn ready_waits_for_the_agent_and_its_blocking_script_and_a_gone_agent_is_r
     assert_eq!(st.phase, berth::api::workspace::Phase::Running);
     // The container would read its token from this secret.
     let token = sim
-        .secret_value("berth/default/alice/agent-token")
+        .secret_value(&common::sim::agent_secret(&api.store, "alice").await)
         .expect("the agent token's secret")
         .expose()
         .to_string();

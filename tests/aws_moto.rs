@@ -246,7 +246,7 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
     assert!(
         container.secrets.iter().any(|s| s
             .value_from
-            .contains(":secret:berth/default/alice/agent-token")),
+            .contains(&format!(":secret:berth/default/alice/{uid}/agent-token"))),
         "{:?}",
         container.secrets
     );

@@ -19,7 +19,7 @@ use berth_cloud::sim::{Faults, Outcome, Sim};
 use berth_cloud::Cloud;
 
 use common::sim::{
-    apply_yaml, condition, ctx as base_ctx, family, fast_sim, is_running, is_stopped,
+    agent_secret, apply_yaml, condition, ctx as base_ctx, family, fast_sim, is_running, is_stopped,
     spawn_controller, wait_until, CLUSTER,
 };
 
@@ -96,7 +96,7 @@ async fn a_new_workspace_becomes_ready_with_its_access_point_task_definition_and
     );
     // The agent token is a secret reference, never in the task definition or status.
     let token = sim
-        .secret_value("berth/default/alice/agent-token")
+        .secret_value(&agent_secret(&store, "alice").await)
         .expect("agent token secret");
     assert!(!serde_json::to_string(&td).unwrap().contains(token.expose()));
     assert!(!serde_json::to_string(&st).unwrap().contains(token.expose()));
@@ -154,7 +154,8 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
         1,
         "restarts without changes must not register revisions"
     );
-    let secret_before = sim.secret_value("berth/default/bob/agent-token").unwrap();
+    let bob_secret = agent_secret(&store, "bob").await;
+    let secret_before = sim.secret_value(&bob_secret).unwrap();
 
     // A CPU change while running waits for the next start, and Synced says so.
     apply_yaml(
@@ -190,7 +191,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
         .unwrap();
     assert_eq!((td.cpu, td.memory), (2048, 4096));
     assert_ne!(
-        sim.secret_value("berth/default/bob/agent-token").unwrap(),
+        sim.secret_value(&bob_secret).unwrap(),
         secret_before,
         "each start gets a fresh token"
     );
@@ -287,7 +288,25 @@ async fn deletion_removes_the_service_and_only_under_delete_policy_the_access_po
     let aps = sim.access_points("fs-1");
     assert_eq!(aps.len(), 1, "Retain keeps the access point: {aps:?}");
     assert_eq!(aps[0].root_directory.path, "/home/dora");
-    assert!(sim.secret_value("berth/default/keep/agent-token").is_none());
+    assert!(
+        !sim.secret_names()
+            .iter()
+            .any(|n| n.starts_with("berth/default/keep/")),
+        "{:?}",
+        sim.secret_names()
+    );
+    // Made again with the same name at once: a secret of its own (by uid),
+    // never the deleted one's.
+    apply_yaml(&store, &common::workspace("keep", "dora", "")).await;
+    wait_until(&store, "keep", "Ready again", is_running).await;
+    let secret = agent_secret(&store, "keep").await;
+    assert_eq!(
+        sim.secret_names()
+            .into_iter()
+            .filter(|n| n.starts_with("berth/default/keep/"))
+            .collect::<Vec<_>>(),
+        vec![secret]
+    );
     c.stop().await;
 }
 

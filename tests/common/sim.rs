@@ -144,6 +144,20 @@ pub fn family(name: &str) -> String {
     format!("berth-default-{name}")
 }
 
+/// The name of the agent token's secret of workspace `name` (by its uid).
+#[allow(dead_code)]
+pub async fn agent_secret(store: &Store, name: &str) -> String {
+    let uid = store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no workspace {name}"))
+        .metadata
+        .uid
+        .unwrap();
+    format!("berth/default/{name}/{uid}/agent-token")
+}
+
 pub async fn events(store: &Store, name: &str) -> Vec<(String, String)> {
     store
         .event_list(Kind::Workspace, "default", name, 100)

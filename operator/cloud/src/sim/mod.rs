@@ -626,6 +626,11 @@ impl Sim {
         self.lock().secrets.resolve(name_or_value_from)
     }
 
+    /// The names of the secrets the simulator holds, sorted.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.lock().secrets.names()
+    }
+
     /// An access point by `fsap-…` id as it is now (until it is gone after
     /// deletion), without counting a call.
     pub fn access_point(&self, access_point_id: &str) -> Option<AccessPoint> {

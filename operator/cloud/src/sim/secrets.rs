@@ -20,6 +20,13 @@ pub(super) struct SecretsState {
     secrets: BTreeMap<String, SecretRec>,
 }
 
+impl SecretsState {
+    /// The names held, sorted.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+}
+
 struct SecretRec {
     arn: String,
     value: SecretString,

@@ -1179,10 +1179,23 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
         }
         ctx.cache.forget(cluster, &service_name);
     }
-    match ctx.secrets().delete_secret(&pass.id.secret_name()).await {
-        Ok(()) => {}
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
+    // The secret of the last start (as recorded), and the names this and
+    // earlier versions of Berth give it.
+    let recorded = ws
+        .status
+        .as_ref()
+        .and_then(|s| s.ecs.as_ref())
+        .map(|e| e.agent_secret_arn.clone())
+        .filter(|a| !a.is_empty());
+    let names = recorded
+        .into_iter()
+        .chain([pass.id.secret_name(), pass.id.legacy_secret_name()]);
+    for name in names {
+        match ctx.secrets().delete_secret(&name).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if ws.spec.deletion_policy == DeletionPolicy::Delete {
         let fs = match ctx

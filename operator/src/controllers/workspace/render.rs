@@ -43,8 +43,20 @@ impl WorkspaceIdent<'_> {
         format!("berth-{}-{}", self.namespace, self.name)
     }
 
-    /// Name of the Secrets Manager secret holding the agent token.
+    /// Name of the Secrets Manager secret holding the agent token:
+    /// `berth/<ns>/<name>/<uid>/agent-token`. By uid, so that a workspace
+    /// made again with a deleted one's name never meets that one's secret
+    /// (still being deleted by Secrets Manager, or left behind).
     pub fn secret_name(&self) -> String {
+        format!(
+            "berth/{}/{}/{}/agent-token",
+            self.namespace, self.name, self.uid
+        )
+    }
+
+    /// The name earlier versions gave the secret (`berth/<ns>/<name>/agent-token`),
+    /// cleaned up with the workspace.
+    pub fn legacy_secret_name(&self) -> String {
         format!("berth/{}/{}/agent-token", self.namespace, self.name)
     }
 
