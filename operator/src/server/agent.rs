@@ -42,6 +42,9 @@ use crate::store::{EventType, InvolvedObject, Store, StoreError};
 
 /// How long an agent has to send `Hello` after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protocol replies (log acks, errors) queued for the writer; the reader
+/// waits when it is full, so a writer that cannot send holds back acks only.
+const OUTBOX: usize = 64;
 
 /// The agents connected to this replica.
 #[derive(Debug)]
@@ -422,59 +425,122 @@ impl Connection {
         }
         let _unlink = Unlink(hub.clone(), self.uid, mux.clone());
 
-        let mut ping = tokio::time::interval(hub.heartbeat);
-        ping.tick().await;
-        let mut heard = Instant::now();
-        loop {
-            tokio::select! {
-                Some(o) = mux_out.recv() => {
-                    let m = match o {
+        // Reading and writing run side by side: a send that waits (an agent
+        // slow to read, a full socket buffer) never stops this side from
+        // reading — window updates, acks, the agent's own sends — which
+        // could otherwise wedge both ends.
+        use futures_util::{SinkExt as _, StreamExt as _};
+        let (mut sink, mut stream) = socket.split();
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(OUTBOX);
+        let heartbeat = hub.heartbeat;
+        let writer = async move {
+            let mut ping = tokio::time::interval(heartbeat);
+            ping.tick().await;
+            loop {
+                // Protocol replies first, then relayed bytes, then pings.
+                let m = tokio::select! {
+                    biased;
+                    m = out_rx.recv() => match m {
+                        Some(m) => m,
+                        None => return Ok(()),
+                    },
+                    Some(o) = mux_out.recv() => match o {
                         crate::relay::Out::Control(control) => Message::Text(ServerMessage::Stream { control }.encode().into()),
                         crate::relay::Out::Data(id, d) => Message::Binary(crate::relay::data_frame(id, &d).into()),
-                    };
-                    // An agent that stops reading must not hold this loop (and
-                    // its queue) forever.
-                    match tokio::time::timeout(hub.heartbeat * 3, socket.send(m)).await {
-                        Ok(r) => r.map_err(|e| ConnError::Socket(e.to_string()))?,
-                        Err(_) => return Err(ConnError::Silent(hub.heartbeat * 3)),
-                    }
+                    },
+                    _ = ping.tick() => Message::Ping(Vec::new().into()),
+                };
+                let close = matches!(m, Message::Close(_));
+                // An agent that stops reading must not hold its queue forever.
+                match tokio::time::timeout(heartbeat * 3, sink.send(m)).await {
+                    Ok(r) => r.map_err(|e| ConnError::Socket(e.to_string()))?,
+                    Err(_) => return Err(ConnError::Silent(heartbeat * 3)),
                 }
-                _ = ping.tick() => {
+                if close {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::pin!(writer);
+        let mut reader = Box::pin(self.read_loop(&mut stream, &out_tx, &mux, &hub));
+        let result = tokio::select! {
+            w = &mut writer => return w,
+            r = &mut reader => r,
+        };
+        // A refusal queued its error and a close: let the writer send them.
+        drop(reader);
+        drop(out_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        result
+    }
+
+    /// The reading half of [`Self::serve`]'s loop; replies go to `out`.
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        out: &tokio::sync::mpsc::Sender<Message>,
+        mux: &Arc<crate::relay::Mux>,
+        hub: &Arc<AgentHub>,
+    ) -> Result<(), ConnError> {
+        use futures_util::StreamExt as _;
+        let refuse = |why: String| async move {
+            let _ = out
+                .send(Message::Text(
+                    ServerMessage::Error {
+                        message: why.clone(),
+                    }
+                    .encode()
+                    .into(),
+                ))
+                .await;
+            let _ = out.send(Message::Close(None)).await;
+            ConnError::Protocol(why)
+        };
+        let mut check = tokio::time::interval(hub.heartbeat);
+        check.tick().await;
+        let mut heard = Instant::now();
+        loop {
+            let msg = tokio::select! {
+                _ = check.tick() => {
                     let silent = heard.elapsed();
                     if silent > hub.heartbeat * 3 {
                         return Err(ConnError::Silent(silent));
                     }
-                    socket.send(Message::Ping(Vec::new().into())).await.map_err(|e| ConnError::Socket(e.to_string()))?;
+                    continue;
                 }
-                msg = socket.recv() => {
-                    heard = Instant::now();
-                    let text = match msg {
-                        None | Some(Ok(Message::Close(_))) => return Ok(()),
-                        Some(Err(e)) => return Err(ConnError::Socket(e.to_string())),
-                        Some(Ok(Message::Pong(_))) => { hub.heartbeats.fetch_add(1, Ordering::Relaxed); continue }
-                        Some(Ok(Message::Ping(_))) => continue,
-                        Some(Ok(Message::Binary(b))) => {
-                            match crate::relay::parse_frame(&b) {
-                                Some((id, data)) => mux.on_data(id, data),
-                                None => return Err(Self::refuse(&mut socket, "a binary frame without a stream id".into()).await),
-                            }
-                            continue;
+                msg = stream.next() => msg,
+            };
+            heard = Instant::now();
+            let text = match msg {
+                None | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Err(e)) => return Err(ConnError::Socket(e.to_string())),
+                Some(Ok(Message::Pong(_))) => {
+                    hub.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Some(Ok(Message::Ping(_))) => continue,
+                Some(Ok(Message::Binary(b))) => {
+                    match crate::relay::parse_frame(&b) {
+                        Some((id, data)) => mux.on_data(id, data),
+                        None => {
+                            return Err(refuse("a binary frame without a stream id".into()).await)
                         }
-                        Some(Ok(Message::Text(t))) => t,
-                    };
-                    hub.messages.fetch_add(1, Ordering::Relaxed);
-                    let m = match AgentMessage::decode(text.as_str()) {
-                        Ok(m) => m,
-                        Err(e) => return Err(Self::refuse(&mut socket, e.to_string()).await),
-                    };
-                    if let AgentMessage::Stream { control } = m {
-                        mux.on_control(control);
-                        continue;
                     }
-                    if let Err(why) = self.handle(&mut socket, m).await? {
-                        return Err(Self::refuse(&mut socket, why).await);
-                    }
+                    continue;
                 }
+                Some(Ok(Message::Text(t))) => t,
+            };
+            hub.messages.fetch_add(1, Ordering::Relaxed);
+            let m = match AgentMessage::decode(text.as_str()) {
+                Ok(m) => m,
+                Err(e) => return Err(refuse(e.to_string()).await),
+            };
+            if let AgentMessage::Stream { control } = m {
+                mux.on_control(control);
+                continue;
+            }
+            if let Err(why) = self.handle(out, m).await? {
+                return Err(refuse(why).await);
             }
         }
     }
@@ -497,10 +563,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles one valid message. `Ok(Err(why))` = refuse and close.
+    /// Handles one valid message; replies go to `out`. `Ok(Err(why))` =
+    /// refuse and close.
     async fn handle(
         &mut self,
-        socket: &mut WebSocket,
+        out: &tokio::sync::mpsc::Sender<Message>,
         m: AgentMessage,
     ) -> Result<Result<(), String>, ConnError> {
         let (ns, name) = (
@@ -580,14 +647,13 @@ impl Connection {
                     return Ok(Err(format!("script: unknown script {script:?}")));
                 };
                 self.st.agents.wake(self.uid);
-                Self::send(
-                    socket,
-                    &ServerMessage::LogsAck {
-                        script,
-                        next_seq: next,
-                    },
-                )
-                .await?;
+                let ack = ServerMessage::LogsAck {
+                    script,
+                    next_seq: next,
+                };
+                out.send(Message::Text(ack.encode().into()))
+                    .await
+                    .map_err(|_| ConnError::Socket("the connection's writer ended".into()))?;
             }
             AgentMessage::Activity { kind } => {
                 super::activity::record(&self.st, self.uid, &ns, &name, kind.as_str()).await?;
