@@ -330,9 +330,18 @@ async fn connect(client: &reqwest::Client, target: &Target) -> Result<Ws, ConnEr
     Ok(WebSocketStream::from_raw_socket(upgraded, Role::Client, Some(config)).await)
 }
 
-async fn send(ws: &mut Ws, m: &AgentMessage, limit: Duration) -> Result<(), ConnError> {
-    let text = m.encode();
-    match tokio::time::timeout(limit, ws.send(Message::text(text))).await {
+async fn send<S>(ws: &mut S, m: &AgentMessage, limit: Duration) -> Result<(), ConnError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    send_raw(ws, Message::text(m.encode()), limit).await
+}
+
+async fn send_raw<S>(ws: &mut S, m: Message, limit: Duration) -> Result<(), ConnError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    match tokio::time::timeout(limit, ws.send(m)).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(ConnError::Silent(limit)),
     }
@@ -349,7 +358,10 @@ enum Incoming {
 }
 
 /// The next frame; `Ok(None)` = closed.
-async fn recv(ws: &mut Ws) -> Result<Option<Incoming>, ConnError> {
+async fn recv<S>(ws: &mut S) -> Result<Option<Incoming>, ConnError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     match ws.next().await {
         None | Some(Ok(Message::Close(_))) => Ok(None),
         Some(Err(e)) => Err(e.into()),
@@ -429,7 +441,6 @@ async fn session(
     }
     tracing::info!(url = %target.url, "connected to the operator");
 
-    let mut heard = Instant::now();
     let mut flush_at: Option<Instant> = None;
     // Relayed streams live as long as this connection.
     let (mux, mut mux_out) = crate::relay::Mux::new();
@@ -440,102 +451,121 @@ async fn session(
         }
     }
     let _close_all = CloseAll(mux.clone());
-    loop {
-        // Send what is due.
-        let now = Instant::now();
-        let (events, batches, pending) = {
-            let mut st = shared.lock();
-            // A script's final state goes after every line it wrote, so a
-            // reader who sees it finished sees its whole output.
-            let finishing = st
-                .queue
-                .iter()
-                .any(|m| matches!(m, AgentMessage::Script { status } if status.state.finished()));
-            let urgent =
-                finishing || matches!(st.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Off);
-            let due = urgent || flush_at.is_some_and(|t| t <= now);
-            let mut batches = Vec::new();
-            while batches.len() < BATCHES_PER_ROUND {
-                match st.next_batch(!due) {
-                    Some(b) => batches.push(b),
-                    None => break,
+    // Reading and writing run side by side: a send that waits (a slow
+    // operator, a full socket buffer) never stops this side from reading
+    // window updates, acks and the operator's own sends.
+    let (mut sink, mut stream) = ws.split();
+    let writer = async {
+        loop {
+            // Send what is due.
+            let now = Instant::now();
+            let (events, batches, pending) = {
+                let mut st = shared.lock();
+                // A script's final state goes after every line it wrote, so a
+                // reader who sees it finished sees its whole output.
+                let finishing = st.queue.iter().any(
+                    |m| matches!(m, AgentMessage::Script { status } if status.state.finished()),
+                );
+                let urgent =
+                    finishing || matches!(st.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Off);
+                let due = urgent || flush_at.is_some_and(|t| t <= now);
+                let mut batches = Vec::new();
+                while batches.len() < BATCHES_PER_ROUND {
+                    match st.next_batch(!due) {
+                        Some(b) => batches.push(b),
+                        None => break,
+                    }
                 }
-            }
-            let more = batches.len() == BATCHES_PER_ROUND;
-            // With lines still to send, a final state waits for the next round.
-            let events: Vec<AgentMessage> = if finishing && more {
-                Vec::new()
-            } else {
-                st.queue.drain(..).collect()
-            };
-            if due && !more {
-                flush_at = None;
-            }
-            if more {
-                shared.changed.notify_one();
-            }
-            (events, batches, st.has_unsent())
-        };
-        if pending && flush_at.is_none() {
-            flush_at = Some(now + tuning.flush_interval);
-        }
-        for (script, lines, dropped) in batches {
-            let m = AgentMessage::Logs {
-                script,
-                lines,
-                dropped,
-            };
-            send(&mut ws, &m, limit).await?;
-        }
-        for m in &events {
-            send(&mut ws, m, limit).await?;
-        }
-
-        tokio::select! {
-            _ = shared.changed.notified() => {}
-            _ = tokio::time::sleep_until(flush_at.unwrap_or(now)), if flush_at.is_some() => {}
-            _ = tokio::time::sleep_until(heard + limit) => {
-                return Err(ConnError::Silent(heard.elapsed()));
-            }
-            Some(o) = mux_out.recv() => {
-                let m = match o {
-                    crate::relay::Out::Control(control) => Message::text(AgentMessage::Stream { control }.encode()),
-                    crate::relay::Out::Data(id, d) => Message::binary(crate::relay::data_frame(id, &d)),
+                let more = batches.len() == BATCHES_PER_ROUND;
+                // With lines still to send, a final state waits for the next round.
+                let events: Vec<AgentMessage> = if finishing && more {
+                    Vec::new()
+                } else {
+                    st.queue.drain(..).collect()
                 };
-                match tokio::time::timeout(limit, ws.send(m)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(ConnError::Silent(limit)),
+                if due && !more {
+                    flush_at = None;
                 }
-            }
-            m = recv(&mut ws) => {
-                heard = Instant::now();
-                match m? {
-                    None => return Err(ConnError::Closed),
-                    Some(Incoming::Control) => {}
-                    Some(Incoming::Data(frame)) => match crate::relay::parse_frame(&frame) {
-                        Some((id, data)) => mux.on_data(id, data),
-                        None => return Err(ConnError::Protocol("a binary frame without a stream id".into())),
-                    },
-                    Some(Incoming::Message(ServerMessage::Stream { control: crate::agent::protocol::StreamControl::Open { id, target: to } })) => {
-                        target.streams.open(&mux, id, to);
-                    }
-                    Some(Incoming::Message(ServerMessage::Stream { control })) => mux.on_control(control),
-                    Some(Incoming::Message(ServerMessage::LogsAck { script, next_seq })) => {
-                        shared.lock().ack(&script, next_seq);
-                    }
-                    Some(Incoming::Message(ServerMessage::Error { message })) => {
-                        return Err(ConnError::Server(message))
-                    }
-                    Some(Incoming::Message(ServerMessage::Welcome { .. })) => {
-                        tracing::debug!("ignoring a second welcome on one connection");
-                    }
+                if more {
+                    shared.changed.notify_one();
                 }
+                (events, batches, st.has_unsent())
+            };
+            if pending && flush_at.is_none() {
+                flush_at = Some(now + tuning.flush_interval);
             }
-            () = stopped(stop) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-                return Ok(End::Stopped);
+            for (script, lines, dropped) in batches {
+                let m = AgentMessage::Logs {
+                    script,
+                    lines,
+                    dropped,
+                };
+                send(&mut sink, &m, limit).await?;
+            }
+            for m in &events {
+                send(&mut sink, m, limit).await?;
+            }
+            tokio::select! {
+                _ = shared.changed.notified() => {}
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(now)), if flush_at.is_some() => {}
+                Some(o) = mux_out.recv() => {
+                    let m = match o {
+                        crate::relay::Out::Control(control) => Message::text(AgentMessage::Stream { control }.encode()),
+                        crate::relay::Out::Data(id, d) => Message::binary(crate::relay::data_frame(id, &d)),
+                    };
+                    send_raw(&mut sink, m, limit).await?;
+                }
+                () = stopped(stop) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                    return Ok(End::Stopped);
+                }
             }
         }
+    };
+    let reader = async {
+        let mut heard = Instant::now();
+        loop {
+            let m = tokio::select! {
+                _ = tokio::time::sleep_until(heard + limit) => {
+                    return Err(ConnError::Silent(heard.elapsed()));
+                }
+                m = recv(&mut stream) => m,
+            };
+            heard = Instant::now();
+            match m? {
+                None => return Err(ConnError::Closed),
+                Some(Incoming::Control) => {}
+                Some(Incoming::Data(frame)) => match crate::relay::parse_frame(&frame) {
+                    Some((id, data)) => mux.on_data(id, data),
+                    None => {
+                        return Err(ConnError::Protocol(
+                            "a binary frame without a stream id".into(),
+                        ))
+                    }
+                },
+                Some(Incoming::Message(ServerMessage::Stream {
+                    control: crate::agent::protocol::StreamControl::Open { id, target: to },
+                })) => {
+                    target.streams.open(&mux, id, to);
+                }
+                Some(Incoming::Message(ServerMessage::Stream { control })) => {
+                    mux.on_control(control)
+                }
+                Some(Incoming::Message(ServerMessage::LogsAck { script, next_seq })) => {
+                    shared.lock().ack(&script, next_seq);
+                }
+                Some(Incoming::Message(ServerMessage::Error { message })) => {
+                    return Err(ConnError::Server(message))
+                }
+                Some(Incoming::Message(ServerMessage::Welcome { .. })) => {
+                    tracing::debug!("ignoring a second welcome on one connection");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = writer => r,
+        r = reader => r,
     }
 }
 
