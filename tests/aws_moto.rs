@@ -225,6 +225,12 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
         svc.network_configuration.security_groups,
         vec![env.infra.security_group.clone()]
     );
+    // Tasks carry the service's (the workspace's) tags, for costs per workspace.
+    assert_eq!(
+        svc.propagate_tags,
+        Some(berth_cloud::ecs::PropagateTags::Service),
+        "propagateTags as moto read it back"
+    );
 
     // The task definition: CPU/memory, roles, env, the agent token as a
     // secret reference, the EFS volume through the access point.

@@ -394,6 +394,10 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
         svc.deployment_configuration,
         Some(DeploymentConfiguration::ONE_AT_A_TIME)
     );
+    assert_eq!(
+        svc.propagate_tags,
+        Some(berth_cloud::ecs::PropagateTags::Service)
+    );
     let tasks_now = || {
         sim.tasks_snapshot()
             .into_iter()

@@ -7,9 +7,9 @@ use berth_cloud::ecs::{
     AssignPublicIp, ContainerDefinition, CreateService, DeleteService, Deployment,
     DeploymentConfiguration, DeploymentStatus, DescribeServicesOutput, DescribeTasksOutput,
     DesiredStatus, Ecs, EfsVolumeConfiguration, Failure, LogConfiguration, MountPoint,
-    NetworkConfiguration, RegisterTaskDefinition, RolloutState, SecretEnv, Service, ServiceEvent,
-    ServiceStatus, StopCode, Task, TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService,
-    Volume, MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS,
+    NetworkConfiguration, PropagateTags, RegisterTaskDefinition, RolloutState, SecretEnv, Service,
+    ServiceEvent, ServiceStatus, StopCode, Task, TaskDefinition, TaskDefinitionStatus, TaskStatus,
+    UpdateService, Volume, MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS,
 };
 use berth_cloud::{CloudError, CloudResult, ErrorCode, Tags};
 
@@ -346,6 +346,12 @@ fn service_from_sdk(s: &t::Service) -> Service {
                 maximum_percent: u32::try_from(c.maximum_percent?).ok()?,
             })
         }),
+        propagate_tags: s.propagate_tags.as_ref().and_then(|p| match p {
+            t::PropagateTags::None => Some(PropagateTags::None),
+            t::PropagateTags::Service => Some(PropagateTags::Service),
+            t::PropagateTags::TaskDefinition => Some(PropagateTags::TaskDefinition),
+            _ => None,
+        }),
         created_at: time(s.created_at.as_ref()),
         tags: tags_from(s.tags()),
     }
@@ -529,7 +535,13 @@ impl Ecs for AwsEcs {
             )
             .set_client_token(input.client_token.clone())
             .set_tags(ecs_tags(&input.tags))
-            .enable_execute_command(input.enable_execute_command);
+            .enable_execute_command(input.enable_execute_command)
+            .set_propagate_tags(input.propagate_tags.map(|p| match p {
+                PropagateTags::None => t::PropagateTags::None,
+                PropagateTags::Service => t::PropagateTags::Service,
+                PropagateTags::TaskDefinition => t::PropagateTags::TaskDefinition,
+            }))
+            .enable_ecs_managed_tags(input.enable_ecs_managed_tags);
         if input.deployment_circuit_breaker || input.deployment_configuration.is_some() {
             let mut dc = t::DeploymentConfiguration::builder();
             if input.deployment_circuit_breaker {

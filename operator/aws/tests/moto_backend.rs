@@ -107,6 +107,8 @@ fn create_service(infra: &Infrastructure, name: &str, td: &str, uid: &str) -> Cr
         enable_execute_command: true,
         deployment_circuit_breaker: true,
         deployment_configuration: Some(berth_cloud::ecs::DeploymentConfiguration::ONE_AT_A_TIME),
+        propagate_tags: Some(berth_cloud::ecs::PropagateTags::Service),
+        enable_ecs_managed_tags: true,
     }
 }
 

@@ -254,6 +254,25 @@ pub struct CreateService {
     /// Minimum healthy and maximum percent; ECS's default when `None`.
     #[serde(default)]
     pub deployment_configuration: Option<DeploymentConfiguration>,
+    /// Copy these tags onto the service's tasks (so that costs are
+    /// attributable per workspace); ECS's `NONE` when `None`.
+    #[serde(default)]
+    pub propagate_tags: Option<PropagateTags>,
+    /// Add ECS's own `aws:ecs:serviceName`/`clusterName` tags to tasks.
+    #[serde(default)]
+    pub enable_ecs_managed_tags: bool,
+}
+
+/// Which tags ECS copies onto a service's tasks (`propagateTags`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PropagateTags {
+    /// None.
+    None,
+    /// The service's.
+    Service,
+    /// The task definition's.
+    TaskDefinition,
 }
 
 /// How a service replaces its tasks (`deploymentConfiguration`).
@@ -430,6 +449,9 @@ pub struct Service {
     /// answer did not say; ECS always does).
     #[serde(default)]
     pub deployment_configuration: Option<DeploymentConfiguration>,
+    /// Which tags its tasks get (`None` when the answer did not say).
+    #[serde(default)]
+    pub propagate_tags: Option<PropagateTags>,
     /// Created.
     pub created_at: SystemTime,
     /// Tags (filled when asked for with `include_tags`).

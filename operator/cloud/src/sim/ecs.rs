@@ -23,9 +23,9 @@ use super::{hex, is_valid_name, last_segment, Clock, Delays, SimConfig, SimTask,
 use crate::ecs::{
     CreateService, DeleteService, DeploymentConfiguration, DeploymentStatus,
     DescribeServicesOutput, DescribeTasksOutput, DesiredStatus, Ecs, Failure, NetworkConfiguration,
-    RegisterTaskDefinition, RolloutState, Service, ServiceEvent, ServiceStatus, StopCode, Task,
-    TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService, FAILURE_MISSING,
-    MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS, MAX_STOP_TIMEOUT_SECONDS,
+    PropagateTags, RegisterTaskDefinition, RolloutState, Service, ServiceEvent, ServiceStatus,
+    StopCode, Task, TaskDefinition, TaskDefinitionStatus, TaskStatus, UpdateService,
+    FAILURE_MISSING, MAX_DESCRIBE_SERVICES, MAX_DESCRIBE_TASKS, MAX_STOP_TIMEOUT_SECONDS,
 };
 use crate::error::{CloudError, CloudResult, ErrorCode};
 use crate::ops::Operation;
@@ -86,6 +86,7 @@ struct SvcRec {
     enable_exec: bool,
     circuit_breaker: bool,
     deployment_configuration: DeploymentConfiguration,
+    propagate_tags: PropagateTags,
     created: Instant,
     inactive_at: Option<Instant>,
     /// Primary first.
@@ -766,6 +767,7 @@ impl SvcRec {
             network_configuration: self.network.clone(),
             enable_execute_command: self.enable_exec,
             deployment_configuration: Some(self.deployment_configuration),
+            propagate_tags: Some(self.propagate_tags),
             created_at: clock.wall(self.created),
             tags: if include_tags {
                 self.tags.clone()
@@ -1315,6 +1317,7 @@ impl State {
             enable_exec: input.enable_execute_command,
             circuit_breaker: input.deployment_circuit_breaker,
             deployment_configuration: input.deployment_configuration.unwrap_or_default(),
+            propagate_tags: input.propagate_tags.unwrap_or(PropagateTags::None),
             created: now,
             inactive_at: None,
             deployments: vec![DepRec {

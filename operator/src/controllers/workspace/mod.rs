@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use berth_cloud::ecs::{
     AssignPublicIp, CreateService, DeleteService, DeploymentConfiguration, DesiredStatus,
-    NetworkConfiguration, RolloutState, Service, ServiceStatus, UpdateService,
+    NetworkConfiguration, PropagateTags, RolloutState, Service, ServiceStatus, UpdateService,
 };
 use berth_cloud::efs::{
     AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory,
@@ -999,6 +999,10 @@ async fn start(
                     // One task per home: the old task stops before the new
                     // one starts (restarts, new revisions, task retirement).
                     deployment_configuration: Some(DeploymentConfiguration::ONE_AT_A_TIME),
+                    // Tasks carry the workspace's ownership tags (costs per
+                    // workspace) and ECS's own service and cluster tags.
+                    propagate_tags: Some(PropagateTags::Service),
+                    enable_ecs_managed_tags: true,
                 })
                 .await?;
             pass.event(
