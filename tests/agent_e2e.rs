@@ -599,6 +599,7 @@ fn apps_on_origins_of_their_own_honour_share_and_keep_the_api_out_of_reach() {
         .redirect(reqwest::redirect::Policy::none())
         .resolve("web--gina--default.apps.test", loopback)
         .resolve("pub--gina--default.apps.test", loopback)
+        .resolve("nope--gina--default.apps.test", loopback)
         .build()
         .unwrap();
     let open = |token: String, app: &'static str| {
@@ -660,6 +661,14 @@ fn apps_on_origins_of_their_own_honour_share_and_keep_the_api_out_of_reach() {
         let r = http
             .get(format!("http://pub--gina--default.apps.test:{port}/"))
             .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // A host that names no app answers like one that does to a caller
+        // who is not signed in (no existence oracle).
+        let r = http
+            .get(format!("http://nope--gina--default.apps.test:{port}/"))
             .send()
             .await
             .unwrap();

@@ -233,31 +233,40 @@ pub async fn by_host(
         return next.run(req).await;
     };
     let label = label.to_ascii_lowercase();
-    for (slug, name, ns) in label_candidates(&label) {
-        match find_app(&st, &ns, &name, &slug).await {
+    let candidates = label_candidates(&label);
+    // The split that names an app; else the first, so that a missing app
+    // is answered as a present one is (sign in first, then 404): no
+    // existence oracle for callers who are not signed in.
+    let mut chosen = None;
+    for (slug, name, ns) in &candidates {
+        match find_app(&st, ns, name, slug).await {
             Ok(_) => {
-                let host = format!("{label}.{}", apps.domain);
-                let mount = Mount {
-                    scope: format!("//{host}"),
-                    cookie_path: "/".into(),
-                    url_owner: None,
-                    ns,
-                    name,
-                    slug,
-                };
-                return match serve_mounted(st, mount, req).await {
-                    Ok(r) => r,
-                    Err(e) => e.into_response(),
-                };
+                chosen = Some((slug.clone(), name.clone(), ns.clone()));
+                break;
             }
             Err(ApiError::NotFound(_)) => continue,
             Err(e) => return e.into_response(),
         }
     }
-    plain(
-        StatusCode::NOT_FOUND,
-        format!("no workspace app at {label}\n"),
-    )
+    let Some((slug, name, ns)) = chosen.or_else(|| candidates.into_iter().next()) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("no workspace app at {label}\n"),
+        );
+    };
+    let host = format!("{label}.{}", apps.domain);
+    let mount = Mount {
+        scope: format!("//{host}"),
+        cookie_path: "/".into(),
+        url_owner: None,
+        ns,
+        name,
+        slug,
+    };
+    match serve_mounted(st, mount, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `POST …/workspaces/{name}/open` `{"app": "vscode"}`: the app's URL with
