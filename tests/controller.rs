@@ -646,3 +646,126 @@ async fn a_panicking_reconcile_is_a_warning_event_and_a_metric_and_the_controlle
     assert_eq!(n, 1, "one event per run of panics");
     running.stop().await;
 }
+
+fn ready_message(st: &WorkspaceStatus) -> String {
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+fn failing_to_start(st: &WorkspaceStatus) -> bool {
+    st.phase == Phase::Starting && condition(st, "Ready").1 == "TaskFailedToStart"
+}
+
+async fn warnings(store: &Store, name: &str, reason: &str) -> Vec<String> {
+    common::sim::events(store, name)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == reason)
+        .map(|e| e.1)
+        .collect()
+}
+
+/// A start whose task cannot run: `Ready=False` and `Synced=False` with
+/// ECS's reason, one Warning event for it, and a fix to the template (a
+/// new version the workspace follows) starts it again without a restart.
+async fn a_failing_start_surfaces_and_the_template_fix_recovers_it(
+    sim: Sim,
+    broken: &str,
+    expect: &str,
+) {
+    let store = common::store().await;
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, broken).await;
+    apply_yaml(&store, &common::workspace("frank", "frank", "")).await;
+    let st = wait_until(&store, "frank", "TaskFailedToStart", failing_to_start).await;
+    let msg = ready_message(&st);
+    assert!(msg.contains(expect), "Ready says {msg:?}");
+    assert_eq!(
+        condition(&st, "Synced"),
+        (ConditionStatus::False, "TaskFailedToStart".into())
+    );
+    // ECS goes on relaunching; the Warning is said once for one reason.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = common::sim::status(&store, "frank").await;
+    assert!(failing_to_start(&st), "{st:?}");
+    let told = warnings(&store, "frank", "TaskFailedToStart").await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains(expect), "{told:?}");
+    // The fix: a new template version.
+    apply_yaml(&store, common::TEMPLATE).await;
+    let st = wait_until(&store, "frank", "running after the fix", is_running).await;
+    assert_eq!(st.template_version, Some(2));
+    assert_eq!(condition(&st, "Synced").0, ConditionStatus::True);
+    let replanned = warnings(&store, "frank", "Replanned").await;
+    assert_eq!(replanned.len(), 1, "{replanned:?}");
+    assert!(replanned[0].contains(expect), "{replanned:?}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_reported_and_a_fixed_image_recovers() {
+    let broken = common::TEMPLATE.replace("ghcr.io/example/dev:1", "ghcr.io/example/fail:1");
+    a_failing_start_surfaces_and_the_template_fix_recovers_it(
+        fast_sim(),
+        &broken,
+        "CannotPullContainerError",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_that_does_not_exist_is_reported_and_removing_it_recovers() {
+    // A strict account: the template's secret is not in it.
+    let sim = fast_sim();
+    let mut cfg = sim.config();
+    cfg.permissive = false;
+    let sim = Sim::new(cfg);
+    sim.create_cluster(CLUSTER);
+    sim.add_file_system("fs-1");
+    let broken = common::TEMPLATE.replace(
+        "    homePath: /home/dev\n",
+        "    homePath: /home/dev\n    secrets:\n      GH_TOKEN: arn:aws:secretsmanager:us-east-1:123456789012:secret:nowhere\n",
+    );
+    a_failing_start_surfaces_and_the_template_fix_recovers_it(
+        sim,
+        &broken,
+        "ResourceInitializationError",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_accounts_vcpu_quota_is_reported_though_no_task_failed_and_a_smaller_size_recovers() {
+    let sim = fast_sim();
+    let mut cfg = sim.config();
+    cfg.vcpu_quota = Some(1);
+    let sim = Sim::new(cfg);
+    let store = common::store().await;
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(
+        &store,
+        &common::workspace("gina", "gina", "  resources: {cpu: 2048, memory: 4096}\n"),
+    )
+    .await;
+    let st = wait_until(&store, "gina", "TaskFailedToStart", failing_to_start).await;
+    assert!(ready_message(&st).contains("vCPUs"), "{st:?}");
+    // ECS made no task, so none failed: the service's event says why.
+    let svc = sim.service(CLUSTER, &family("gina")).unwrap();
+    assert_eq!(svc.primary_deployment().unwrap().failed_tasks, 0);
+    assert!(sim.tasks_snapshot().is_empty());
+    assert_eq!(warnings(&store, "gina", "TaskFailedToStart").await.len(), 1);
+    // A size within the quota: planned again at once, no restart asked.
+    apply_yaml(
+        &store,
+        &common::workspace("gina", "gina", "  resources: {cpu: 1024, memory: 2048}\n"),
+    )
+    .await;
+    let st = wait_until(&store, "gina", "running at 1 vCPU", is_running).await;
+    assert_eq!(st.resources.map(|r| r.cpu), Some(1024));
+    assert_eq!(warnings(&store, "gina", "Replanned").await.len(), 1);
+    c.stop().await;
+}

@@ -87,6 +87,9 @@ pub struct SimArgs {
     /// Turn off the simulated AWS request-rate limits (injected throttling still applies).
     #[arg(long)]
     pub sim_no_rate_limits: bool,
+    /// The account's Fargate vCPU quota: a task that would exceed it is not placed (the workspace shows `Ready=False`, reason TaskFailedToStart, with ECS's message) [default: unlimited].
+    #[arg(long, value_name = "VCPUS", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sim_vcpu_quota: Option<u32>,
     /// Run no local process for RUNNING tasks (by default each runs `berth agent` as a child of the operator, with the workspace's home as HOME); for benchmarks with thousands of workspaces.
     #[arg(long)]
     pub sim_no_agents: bool,
@@ -175,6 +178,7 @@ impl SimArgs {
         if self.sim_no_rate_limits {
             cfg.rate_limits = RateLimits::disabled();
         }
+        cfg.vcpu_quota = self.sim_vcpu_quota;
         cfg
     }
 }
@@ -555,6 +559,7 @@ mod tests {
             sim_latency_ms: Some(30),
             sim_fail_image: vec!["broken".into()],
             sim_no_rate_limits: true,
+            sim_vcpu_quota: Some(6),
             sim_no_agents: true,
             sim_data_dir: Some("/tmp/x".into()),
         };
@@ -576,6 +581,7 @@ mod tests {
         assert_eq!(cfg.faults.latency, Duration::from_millis(30));
         assert_eq!(cfg.fail_images, vec!["broken".to_string()]);
         assert!(!cfg.rate_limits.enabled);
+        assert_eq!(cfg.vcpu_quota, Some(6));
     }
 
     #[tokio::test]

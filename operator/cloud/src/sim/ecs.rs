@@ -52,11 +52,15 @@ const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 30;
 pub(super) const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 
 /// What the scheduler needs from the rest of the simulated account.
+#[derive(Clone, Copy)]
 pub(super) struct Env<'a> {
     pub cfg: &'a SimConfig,
     pub clock: Clock,
     pub efs: &'a super::efs::EfsState,
     pub secrets: &'a super::secrets::SecretsState,
+    /// CPU units of the account's tasks in other services that count
+    /// toward the vCPU quota ([`SimConfig::vcpu_quota`]).
+    pub cpu_elsewhere: u32,
 }
 
 #[derive(Default)]
@@ -98,6 +102,9 @@ struct SvcRec {
     clock: Instant,
     steady: bool,
     consecutive_failures: u32,
+    /// When the scheduler last could not place a task (the account's vCPU
+    /// quota): it tries again [`Delays::restart`] later.
+    unplaced_at: Option<Instant>,
 }
 
 #[derive(PartialEq)]
@@ -132,6 +139,8 @@ struct TaskRec {
     stop_requested: Option<Instant>,
     stop_code: Option<StopCode>,
     stop_reason: Option<String>,
+    /// CPU units of its task definition (counted toward the vCPU quota).
+    cpu: u32,
     /// Why the task will fail at the end of PENDING, decided at launch.
     fail: Option<String>,
     failure_counted: bool,
@@ -314,6 +323,40 @@ impl SvcRec {
         };
         let (dep_id, td_arn) = (dep.id.clone(), dep.task_definition.clone());
         let td = find_task_definition(families, &td_arn);
+        let cpu = td.map_or(0, |td| td.cpu);
+        let mut n = n;
+        if let Some(quota) = env.cfg.vcpu_quota {
+            // Fargate's account-wide vCPU quota: tasks not placed are not
+            // tasks at all (no failedTasks), only a service event.
+            let d = &env.cfg.delays;
+            let own: u32 = self
+                .tasks
+                .iter()
+                .filter(|x| x.live(t, d))
+                .map(|x| x.cpu)
+                .sum();
+            let free =
+                (quota.saturating_mul(1024)).saturating_sub(own.saturating_add(env.cpu_elsewhere));
+            let fit = free.checked_div(cpu).map_or(n, |f| f as usize);
+            if fit < n {
+                n = fit;
+                self.unplaced_at = Some(t);
+                let message = format!(
+                    "(service {}) was unable to place a task. Reason: You've reached the limit \
+                     on the number of vCPUs you can run concurrently. Please retry later or \
+                     request a quota increase.",
+                    self.name
+                );
+                if self.events.front().is_none_or(|e| e.message != message) {
+                    self.event(t, env.clock, rng, message);
+                }
+            } else {
+                self.unplaced_at = None;
+            }
+            if n == 0 {
+                return;
+            }
+        }
         let fail = td.and_then(|td| start_failure(td, env, at));
         let stop_timeout = td
             .and_then(|td| {
@@ -336,6 +379,7 @@ impl SvcRec {
                 deployment: dep_id.clone(),
                 task_definition: td_arn.clone(),
                 created: at,
+                cpu,
                 stop_requested: None,
                 stop_code: None,
                 stop_reason: None,
@@ -507,6 +551,9 @@ impl SvcRec {
         let live: Vec<usize> = (0..self.tasks.len())
             .filter(|&i| self.tasks[i].deployment == primary_id && self.tasks[i].live(t, d))
             .collect();
+        if live.len() >= want {
+            self.unplaced_at = None;
+        }
         if live.len() < want {
             // maximumPercent bounds the tasks not yet STOPPED (launched or
             // to be) across deployments; minimumHealthyPercent the running
@@ -666,6 +713,15 @@ impl SvcRec {
         }
     }
 
+    /// CPU units of its tasks not yet stopping at `t`.
+    fn cpu_live(&self, t: Instant, d: &Delays) -> u32 {
+        self.tasks
+            .iter()
+            .filter(|x| x.created <= t && x.live(t, d))
+            .map(|x| x.cpu)
+            .sum()
+    }
+
     /// Runs the scheduler at `t` until it stops acting (bounded): zero
     /// delays chain several transitions at one instant.
     fn settle(
@@ -694,8 +750,14 @@ impl SvcRec {
         rng: &mut StdRng,
     ) {
         let d = &env.cfg.delays;
+        // ECS tries again to place what the vCPU quota refused.
+        let retry = d.restart.max(MIN_RESTART);
         while self.status != ServiceStatus::Inactive {
             let clock = self.clock;
+            let replace = self
+                .unplaced_at
+                .filter(|_| self.status == ServiceStatus::Active)
+                .map(|at| (at + retry).max(clock + std::time::Duration::from_millis(1)));
             let next = self
                 .tasks
                 .iter()
@@ -703,11 +765,16 @@ impl SvcRec {
                 .flat_map(|x| x.transitions(d))
                 .flatten()
                 .filter(|&x| x > clock)
+                .chain(replace)
                 .min();
             match next {
                 Some(t) if t <= now => {
                     self.clock = t;
                     self.settle(t, env, families, rng);
+                    if replace == Some(t) && self.unplaced_at.is_some_and(|at| at < t) {
+                        // Nothing left to place.
+                        self.unplaced_at = None;
+                    }
                 }
                 _ => break,
             }
@@ -898,13 +965,33 @@ impl EcsState {
             families, services, ..
         } = self;
         let retention = env.cfg.delays.inactive_service_retention;
-        services.retain(|_, records| {
+        let d = &env.cfg.delays;
+        let in_use: BTreeMap<(String, String), u32> = services
+            .iter()
+            .map(|(k, records)| (k.clone(), records.iter().map(|r| r.cpu_live(now, d)).sum()))
+            .collect();
+        let total: u32 = in_use.values().sum();
+        services.retain(|key, records| {
+            let env = Env {
+                cpu_elsewhere: total - in_use.get(key).copied().unwrap_or(0),
+                ..*env
+            };
             for svc in records.iter_mut() {
-                svc.advance(now, env, families, rng);
+                svc.advance(now, &env, families, rng);
             }
             records.retain(|svc| svc.inactive_at.is_none_or(|at| at + retention > now));
             !records.is_empty()
         });
+    }
+
+    /// CPU units of live tasks in every service but `except`'s.
+    pub(super) fn cpu_elsewhere(&self, except: &(String, String), t: Instant, d: &Delays) -> u32 {
+        self.services
+            .iter()
+            .filter(|(k, _)| *k != except)
+            .flat_map(|(_, records)| records.iter())
+            .map(|r| r.cpu_live(t, d))
+            .sum()
     }
 
     pub(super) fn live_service_count(&self) -> usize {
@@ -995,6 +1082,15 @@ impl State {
         exit_code: Option<i32>,
         now: Instant,
     ) -> bool {
+        // The exited task's service relaunches within what the others leave.
+        let id = last_segment(task_arn);
+        let cpu_elsewhere = self
+            .ecs
+            .services
+            .iter()
+            .find(|(_, records)| records.iter().any(|r| r.tasks.iter().any(|x| x.id == id)))
+            .map(|(k, _)| k.clone())
+            .map_or(0, |k| self.ecs.cpu_elsewhere(&k, now, &self.cfg.delays));
         let State {
             cfg,
             clock,
@@ -1009,9 +1105,9 @@ impl State {
             clock: *clock,
             efs,
             secrets,
+            cpu_elsewhere,
         };
         let d = &cfg.delays;
-        let id = last_segment(task_arn);
         let EcsState {
             families, services, ..
         } = ecs;
@@ -1336,13 +1432,16 @@ impl State {
             clock: now,
             steady: false,
             consecutive_failures: 0,
+            unplaced_at: None,
         };
         {
+            let key = (svc.cluster.clone(), svc.name.clone());
             let env = Env {
                 cfg: &self.cfg,
                 clock,
                 efs: &self.efs,
                 secrets: &self.secrets,
+                cpu_elsewhere: self.ecs.cpu_elsewhere(&key, now, &self.cfg.delays),
             };
             svc.settle(now, &env, &self.ecs.families, &mut self.ids);
         }
@@ -1367,6 +1466,8 @@ impl State {
             None => None,
         };
         let dep_id = deployment_id(&mut self.ids);
+        let key = (cluster.clone(), last_segment(&input.service).to_owned());
+        let cpu_elsewhere = self.ecs.cpu_elsewhere(&key, now, &self.cfg.delays);
         let State {
             cfg,
             clock,
@@ -1381,6 +1482,7 @@ impl State {
             clock: *clock,
             efs,
             secrets,
+            cpu_elsewhere,
         };
         let EcsState {
             families, services, ..
@@ -1441,6 +1543,8 @@ impl State {
     fn delete_service(&mut self, input: DeleteService, now: Instant) -> CloudResult<Service> {
         let op = Operation::DeleteService;
         let cluster = self.cluster(op, &input.cluster)?;
+        let key = (cluster.clone(), last_segment(&input.service).to_owned());
+        let cpu_elsewhere = self.ecs.cpu_elsewhere(&key, now, &self.cfg.delays);
         let State {
             cfg,
             clock,
@@ -1455,6 +1559,7 @@ impl State {
             clock: *clock,
             efs,
             secrets,
+            cpu_elsewhere,
         };
         let EcsState {
             families, services, ..

@@ -203,6 +203,10 @@ pub struct SimConfig {
     pub rate_limits: RateLimits,
     /// Fault injection.
     pub faults: Faults,
+    /// The account's Fargate On-Demand vCPU quota (AWS's default for a new
+    /// account is 6): a task that would exceed it is not placed, and the
+    /// service says so in an event. `None`: unlimited.
+    pub vcpu_quota: Option<u32>,
     /// When true, tasks launched from now on are backed by local processes
     /// (see the module docs): they stop when [`Sim::task_exited`] says
     /// their process exited, not after [`Delays::stopping`].
@@ -223,6 +227,7 @@ impl Default for SimConfig {
             delays: Delays::default(),
             rate_limits: RateLimits::default(),
             faults: Faults::default(),
+            vcpu_quota: None,
             process_backed: false,
         }
     }
@@ -372,6 +377,7 @@ impl State {
             clock: *clock,
             efs,
             secrets,
+            cpu_elsewhere: 0,
         };
         ecs.advance(now, &env, ids);
         efs.advance(now, &cfg.delays);

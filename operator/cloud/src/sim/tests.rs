@@ -239,6 +239,37 @@ async fn failing_image_keeps_retrying_and_never_runs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_vcpu_quota_leaves_a_task_unplaced_until_another_service_frees_room() {
+    let mut cfg = config();
+    cfg.vcpu_quota = Some(1);
+    let sim = Sim::new(cfg);
+    running_service(&sim, "ws-a").await;
+    sim.register_task_definition(task_def("ws-b", "ghcr.io/berth/dev:1"))
+        .await
+        .expect("register");
+    sim.create_service(create("ws-b", "ws-b", 1))
+        .await
+        .expect("create");
+    advance(Duration::from_secs(30)).await;
+    let b = describe(&sim, "ws-b").await;
+    assert_eq!((b.running_count, b.pending_count), (0, 0));
+    // Not a failed task: there is no task, only the service's event.
+    assert_eq!(b.primary_deployment().unwrap().failed_tasks, 0);
+    assert!(task_statuses(&sim, "ws-b").await.is_empty());
+    assert!(
+        b.events[0].message.contains("unable to place a task")
+            && b.events[0].message.contains("vCPUs"),
+        "{:?}",
+        b.events
+    );
+    // The other service stops: ECS places the task at its next try.
+    sim.update_service(scale("ws-a", 0)).await.expect("scale");
+    advance(Duration::from_secs(20)).await;
+    let b = describe(&sim, "ws-b").await;
+    assert_eq!(b.running_count, 1, "{:?}", b.events);
+}
+
+#[tokio::test(start_paused = true)]
 async fn new_task_definition_rolls_out_a_new_deployment_and_retires_the_old_one() {
     let sim = sim();
     running_service(&sim, "ws-dave").await;

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use berth_cloud::ecs::{
     AssignPublicIp, CreateService, DeleteService, DeploymentConfiguration, DesiredStatus,
-    NetworkConfiguration, PropagateTags, RolloutState, Service, ServiceStatus, UpdateService,
+    NetworkConfiguration, PropagateTags, RolloutState, Service, ServiceStatus, StopCode,
+    UpdateService,
 };
 use berth_cloud::efs::{
     AccessPoint, CreateAccessPoint, CreationInfo, LifeCycleState, PosixUser, RootDirectory,
@@ -67,6 +68,10 @@ pub const FINALIZER: &str = "berth.dev/workspace-cloud";
 const TRANSITION_REQUEUE: Duration = Duration::from_secs(10);
 /// How often a workspace with a permanent error is re-checked.
 const PERMANENT_ERROR_RECHECK: Duration = Duration::from_secs(600);
+/// The longest wait between looks at a start whose task fails (the wait
+/// grows with how long it has failed: half of that, at least
+/// [`TRANSITION_REQUEUE`]).
+const FAILING_START_RECHECK_MAX: Duration = Duration::from_secs(300);
 
 /// A test hook: stop the reconcile right after a cloud create, before the
 /// status write, as a crash would.
@@ -301,9 +306,27 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     status.conditions = status::conditions(&prev.conditions, &facts, generation, now);
     status.observed_generation = generation;
     let transitional = matches!(status.phase, Phase::Starting | Phase::Stopping);
+    // A start that fails is looked at less and less often (ECS itself
+    // retries; a change to the template or the workspace wakes us at once).
+    let failing_for = facts.task_failure.as_ref().map(|_| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .and_then(|c| {
+                now.signed_duration_since(c.last_transition_time)
+                    .to_std()
+                    .ok()
+            })
+            .unwrap_or_default()
+    });
     if let Some(ecs) = &status.ecs {
-        ctx.cache
-            .set_hot(&ecs.cluster, &ecs.service_name, key, transitional);
+        ctx.cache.set_hot(
+            &ecs.cluster,
+            &ecs.service_name,
+            key,
+            transitional && failing_for.is_none(),
+        );
     }
     write_status(&pass, lease, &status).await?;
     let ready = |conds: &[crate::api::Condition]| {
@@ -313,6 +336,16 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             .map(|c| c.reason.clone())
     };
     let now_ready = ready(&status.conditions);
+    if let Some(why) = facts.task_failure.as_ref() {
+        let told = prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "TaskFailedToStart" && &c.message == why);
+        if now_ready.as_deref() == Some("TaskFailedToStart") && !told {
+            pass.event(EventType::Warning, "TaskFailedToStart", why)
+                .await;
+        }
+    }
     if now_ready.as_deref() == Some("AgentDisconnected") && ready(&prev.conditions) != now_ready {
         let msg = status
             .conditions
@@ -338,7 +371,9 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
                 .to_std()
                 .ok()
         });
-    let next = if transitional {
+    let next = if let Some(age) = failing_for {
+        (age / 2).clamp(TRANSITION_REQUEUE, FAILING_START_RECHECK_MAX)
+    } else if transitional {
         TRANSITION_REQUEUE
     } else {
         ctx.steady_requeue
@@ -564,6 +599,7 @@ async fn converge(
         ..Default::default()
     };
 
+    let mut failing: Option<String> = None;
     if want_running {
         let desired_now = svc
             .as_ref()
@@ -576,7 +612,34 @@ async fn converge(
             .ecs
             .as_ref()
             .is_none_or(|e| e.content_hash.is_empty());
-        if !active || desired_now == 0 || restart_asked || never_recorded {
+        // A start whose task cannot run (ECS says why) is planned again
+        // as soon as the template or the workspace changes: the fix is the
+        // change, and waiting for a restart would leave it failing.
+        failing = match svc.as_ref().filter(|s| active && s.desired_count >= 1) {
+            Some(s) if !restart_asked && !never_recorded => {
+                let was_failing = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "TaskFailedToStart");
+                start_failure(pass, &cluster, &service_name, s, was_failing).await
+            }
+            _ => None,
+        };
+        let replan = failing.is_some()
+            && (status.template_version != Some(followed_version)
+                || pending_restart(pass, status).await?.is_some());
+        if replan {
+            pass.event(
+                EventType::Normal,
+                "Replanned",
+                &format!(
+                    "the task could not start ({}); starting again with the changed spec (template version {followed_version})",
+                    failing.as_deref().unwrap_or_default()
+                ),
+            )
+            .await;
+        }
+        if !active || desired_now == 0 || restart_asked || never_recorded || replan {
             if svc
                 .as_ref()
                 .is_some_and(|s| s.status == ServiceStatus::Draining)
@@ -603,6 +666,7 @@ async fn converge(
             )
             .await?;
             if changed {
+                failing = None;
                 let why = if drift {
                     pass.event(
                         EventType::Warning,
@@ -614,7 +678,7 @@ async fn converge(
                 } else {
                     reason.clone()
                 };
-                let verb = if restart_asked {
+                let verb = if restart_asked || replan {
                     "Restarted"
                 } else {
                     "Started"
@@ -739,12 +803,7 @@ async fn converge(
             e.pending_count = s.pending_count as i32;
             e.service_arn = s.service_arn.clone();
         }
-        if want_running
-            && s.running_count == 0
-            && s.primary_deployment().is_some_and(|d| d.failed_tasks > 0)
-        {
-            facts.task_failure = Some(task_failure(pass, &cluster, &service_name, s).await);
-        }
+        facts.task_failure = failing;
     } else if let Some(e) = status.ecs.as_mut() {
         e.desired_count = 0;
         e.running_count = 0;
@@ -767,30 +826,66 @@ fn cache_disagrees(o: &Observed, status: &WorkspaceStatus) -> bool {
     }
 }
 
-/// Why the service's tasks fail to start: the newest stopped task's reason.
-async fn task_failure(pass: &Pass<'_>, cluster: &str, service: &str, svc: &Service) -> String {
-    let ecs = pass.ctx.ecs();
-    if let Ok(arns) = ecs
-        .list_tasks(cluster, service, DesiredStatus::Stopped)
-        .await
-    {
-        if let Some(arn) = arns.last() {
-            if let Ok(out) = ecs.describe_tasks(cluster, std::slice::from_ref(arn)).await {
-                if let Some(reason) = out
-                    .tasks
-                    .iter()
-                    .rev()
-                    .find_map(|t| t.stopped_reason.clone())
-                {
-                    return reason;
-                }
-            }
+/// Why the service's current deployment cannot run its task, when ECS
+/// says so: the service could not place one (the account's vCPU quota: no
+/// task exists, `failedTasks` stays 0), or the newest of the deployment's
+/// stopped tasks stopped before running (`CannotPullContainerError`,
+/// `ResourceInitializationError` for a secret or the EFS mount, …),
+/// whether or not ECS counts it in `failedTasks`. None while a task runs.
+async fn start_failure(
+    pass: &Pass<'_>,
+    cluster: &str,
+    service: &str,
+    svc: &Service,
+    was_failing: bool,
+) -> Option<String> {
+    let dep = svc.primary_deployment()?;
+    if svc.running_count > 0 || dep.running_count > 0 {
+        return None;
+    }
+    // Newest first: a placement failure since the deployment began and
+    // not followed by a task being started.
+    for e in &svc.events {
+        if e.created_at < dep.created_at || e.message.contains("has started") {
+            break;
+        }
+        if e.message.contains("was unable to place a task") {
+            return Some(e.message.clone());
         }
     }
-    svc.events
-        .first()
-        .map(|e| e.message.clone())
-        .unwrap_or_else(|| "tasks fail to start".into())
+    // A task on its way with no failure seen yet: nothing to look up (a
+    // start costs no extra calls). Once one failed, keep looking, so the
+    // reason does not come and go with each relaunch.
+    if dep.failed_tasks == 0 && dep.pending_count > 0 && !was_failing {
+        return None;
+    }
+    let ecs = pass.ctx.ecs();
+    let arns = ecs
+        .list_tasks(cluster, service, DesiredStatus::Stopped)
+        .await
+        .inspect_err(|e| tracing::debug!(%service, error = %e, "listing stopped tasks"))
+        .ok()?;
+    if arns.is_empty() {
+        return None;
+    }
+    let newest_first = arns.len().saturating_sub(100);
+    let out = ecs
+        .describe_tasks(cluster, &arns[newest_first..])
+        .await
+        .inspect_err(|e| tracing::debug!(%service, error = %e, "describing stopped tasks"))
+        .ok()?;
+    // The newest by time, not the last in the list (ListTasks has no order).
+    out.tasks
+        .into_iter()
+        .filter(|t| {
+            t.started_by == dep.id
+                || (t.started_by.is_empty()
+                    && same_task_definition(&t.task_definition_arn, &dep.task_definition)
+                    && t.created_at >= dep.created_at)
+        })
+        .filter(|t| t.started_at.is_none() || t.stop_code == Some(StopCode::TaskFailedToStart))
+        .max_by_key(|t| t.stopped_at.or(t.stopping_at).unwrap_or(t.created_at))
+        .and_then(|t| t.stopped_reason)
 }
 
 fn short_arn(arn: &str) -> &str {

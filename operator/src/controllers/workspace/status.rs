@@ -258,6 +258,13 @@ pub fn conditions(
     };
     let synced = if let Some(e) = &f.cloud_error {
         cond("Synced", false, "CloudError", e.clone())
+    } else if let Some(why) = f.task_failure.as_ref().filter(|_| p == Phase::Starting) {
+        cond(
+            "Synced",
+            false,
+            "TaskFailedToStart",
+            format!("ECS has the service but cannot run its task: {why}"),
+        )
     } else if let Some(why) = &f.pending_restart {
         cond("Synced", false, "PendingRestart", why.clone())
     } else if f.want_running && (!f.service_active || f.desired != 1)
