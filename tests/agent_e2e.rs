@@ -169,7 +169,7 @@ fn on_the_local_runtime_scripts_report_and_log_a_stop_runs_the_hooks_and_a_new_s
     let op = Operator::start_with(&["--cloud", "sim", "--sim-delay-scale", "0.05"]);
     apply(&op, LOCAL_TEMPLATE);
     // The owner's directory: <data dir>/efs/<file system>/<access point root>.
-    let home: PathBuf = op.dir().join("sim/efs/fs-1/homes/erin");
+    let home: PathBuf = op.dir().join("sim/efs/fs-1/homes/default/erin");
 
     let ws = eventually(&op, "erin", "reporting its scripts", |ws| {
         state(ws, "setup") == "Succeeded"
@@ -888,7 +888,7 @@ fn berth_ssh_and_openssh_through_config_ssh_reach_the_workspace_and_a_stopped_on
     eventually(&op, "hank", "running its agent", |ws| {
         ws.pointer("/status/agent/connected") == Some(&Value::Bool(true))
     });
-    let home = op.dir().join("sim/efs/fs-1/homes/hank");
+    let home = op.dir().join("sim/efs/fs-1/homes/default/hank");
 
     // A command: its output, its exit status; words reach the shell as given.
     let out = op.cli(&["ssh", "hank", "--", "sh", "-c", "echo hi; exit 3"]);

@@ -107,10 +107,15 @@ impl Env {
     }
 
     async fn service(&self, name: &str) -> Option<berth_cloud::ecs::Service> {
+        let svc = family(&self.store, name).await;
+        self.service_named(&svc).await
+    }
+
+    async fn service_named(&self, svc: &str) -> Option<berth_cloud::ecs::Service> {
         let out = self
             .cloud
             .ecs
-            .describe_services(&self.infra.cluster, &[family(name)], true)
+            .describe_services(&self.infra.cluster, &[svc.to_string()], true)
             .await
             .expect("describe services");
         if let Some(f) = out.failures.first() {
@@ -151,8 +156,8 @@ impl Env {
     }
 }
 
-fn family(name: &str) -> String {
-    format!("berth-default-{name}")
+async fn family(store: &Store, name: &str) -> String {
+    common::sim::family(store, name).await
 }
 
 fn workspace(name: &str, extra: &str) -> String {
@@ -275,10 +280,15 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
         vol.access_point_id.as_deref(),
         Some(ap.access_point_id.as_str())
     );
-    assert_eq!(ap.root_directory.path, "/home/alice");
+    assert_eq!(ap.root_directory.path, "/home/default/alice");
     assert!(ap.root_directory.creation_info.is_some());
     assert!(ap.posix_user.is_some());
-    assert!(tags::is_owned_by(&ap.tags, &uid));
+    // The owner's home: tagged with the namespace and owner, read back from moto.
+    assert!(
+        tags::is_home_of(&ap.tags, "default", "alice"),
+        "{:?}",
+        ap.tags
+    );
     assert_eq!(st.efs.as_ref().unwrap().access_point_id, ap.access_point_id);
 
     // A CPU change while started: no new revision now (applies at the next
@@ -289,7 +299,12 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(env.task_definition(&family("alice")).await.revision, 1);
+    assert_eq!(
+        env.task_definition(&family(&env.store, "alice").await)
+            .await
+            .revision,
+        1
+    );
     let svc = env.service("alice").await.unwrap();
     assert!(
         svc.task_definition.ends_with(":1"),
@@ -301,7 +316,12 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
     intent(&env.store, "alice", PowerAction::Stop).await;
     wait_until(&env.store, "alice", "stopped", is_stopped).await;
     assert_eq!(env.service("alice").await.unwrap().desired_count, 0);
-    assert_eq!(env.task_definition(&family("alice")).await.revision, 1);
+    assert_eq!(
+        env.task_definition(&family(&env.store, "alice").await)
+            .await
+            .revision,
+        1
+    );
 
     // Start: the new revision with the new CPU, on the same service.
     intent(&env.store, "alice", PowerAction::Start).await;
@@ -316,7 +336,8 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
     let svc = env.service("alice").await.unwrap();
     assert_eq!(svc.desired_count, 1);
     assert!(
-        svc.task_definition.ends_with("berth-default-alice:2"),
+        svc.task_definition
+            .ends_with(&format!("{}:2", family(&env.store, "alice").await)),
         "{}",
         svc.task_definition
     );
@@ -329,7 +350,12 @@ async fn a_workspace_starts_stops_and_changes_cpu_on_the_aws_backend() {
     wait_until(&env.store, "alice", "stopped again", is_stopped).await;
     intent(&env.store, "alice", PowerAction::Start).await;
     wait_until(&env.store, "alice", "started again", is_started).await;
-    assert_eq!(env.task_definition(&family("alice")).await.revision, 2);
+    assert_eq!(
+        env.task_definition(&family(&env.store, "alice").await)
+            .await
+            .revision,
+        2
+    );
 
     // One service, one access point, two revisions; one CreateService.
     assert_eq!(env.moto_counts(), (1, 1, 2));
@@ -345,8 +371,11 @@ async fn deletion_removes_the_service_and_the_access_point_only_under_delete() {
     apply_yaml(&env.store, &workspace("drop", "  deletionPolicy: Delete\n")).await;
     wait_until(&env.store, "keep", "started", is_started).await;
     wait_until(&env.store, "drop", "started", is_started).await;
-    let keep_uid = env.service("keep").await.unwrap().tags[tags::UID].clone();
-    let drop_uid = env.service("drop").await.unwrap().tags[tags::UID].clone();
+    let names = [
+        family(&env.store, "keep").await,
+        family(&env.store, "drop").await,
+    ];
+    // One home per owner (here: keep and drop).
     assert_eq!(env.access_points().await.len(), 2);
 
     env.store
@@ -362,16 +391,17 @@ async fn deletion_removes_the_service_and_the_access_point_only_under_delete() {
 
     // Both services are gone (INACTIVE, as ECS keeps deleted services
     // describable for a while) …
-    for name in ["keep", "drop"] {
-        if let Some(s) = env.service(name).await {
+    for name in &names {
+        if let Some(s) = env.service_named(name).await {
             assert_eq!(s.status, ServiceStatus::Inactive, "{name}: {s:?}");
         }
     }
-    // … the Retain workspace's access point stays, the Delete one's is gone.
+    // … the Retain workspace's home stays, the Delete one's (its owner's
+    // last workspace) is gone.
     let aps = env.access_points().await;
     assert_eq!(aps.len(), 1, "{aps:?}");
-    assert!(tags::is_owned_by(&aps[0].tags, &keep_uid));
-    assert!(!aps.iter().any(|a| tags::is_owned_by(&a.tags, &drop_uid)));
+    assert!(tags::is_home_of(&aps[0].tags, "default", "keep"), "{aps:?}");
+    assert_eq!(aps[0].root_directory.path, "/home/default/keep");
     c.stop().await;
 }
 
@@ -465,4 +495,92 @@ async fn throttling_and_5xx_are_retried_a_bounded_number_of_times_and_counted() 
     assert!(err.is_transient(), "{err}");
     assert_eq!(proxy.requests(), 6, "3 attempts, not 3 × SDK retries");
     assert_eq!(metrics.cloud_calls("ListServices", "transient"), 3);
+}
+
+async fn started_in(store: &Store, ns: &str, name: &str) -> WorkspaceStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Option<WorkspaceStatus> = store
+            .object_get(Kind::Workspace, ns, name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::from_value(o.status).unwrap_or_default());
+        if let Some(st) = st.filter(is_started) {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}/{name} not started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn in_namespace(yaml: &str, ns: &str) -> String {
+    yaml.replacen("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homes_are_per_owner_and_namespace_and_names_that_collided_are_distinct_on_moto() {
+    let env = Env::new().await;
+    for ns in ["team-a", "team"] {
+        apply_yaml(&env.store, &in_namespace(&template(&env.infra), ns)).await;
+    }
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    // Two of kim's workspaces in one namespace, one in another; and the two
+    // names that `berth-<ns>-<name>` made one.
+    apply_yaml(&env.store, &common::workspace("one", "kim", "")).await;
+    apply_yaml(&env.store, &common::workspace("two", "kim", "")).await;
+    apply_yaml(
+        &env.store,
+        &in_namespace(&common::workspace("x", "kim", ""), "team-a"),
+    )
+    .await;
+    apply_yaml(
+        &env.store,
+        &in_namespace(&common::workspace("a-x", "kim", ""), "team"),
+    )
+    .await;
+    let one = started_in(&env.store, "default", "one").await;
+    let two = started_in(&env.store, "default", "two").await;
+    let x = started_in(&env.store, "team-a", "x").await;
+    let ax = started_in(&env.store, "team", "a-x").await;
+    let ap = |st: &WorkspaceStatus| st.efs.as_ref().unwrap().access_point_id.clone();
+    assert_eq!(ap(&one), ap(&two), "one home for kim in default");
+    assert_ne!(ap(&x), ap(&one));
+    assert_ne!(ap(&x), ap(&ax));
+    // Read back from moto: three access points, one per (namespace, owner).
+    let mut roots: Vec<String> = env
+        .access_points()
+        .await
+        .into_iter()
+        .map(|a| a.root_directory.path)
+        .collect();
+    roots.sort();
+    assert_eq!(
+        roots,
+        ["/home/default/kim", "/home/team-a/kim", "/home/team/kim"]
+    );
+    // Four services, the collided pair among them.
+    let (sx, sax) = (x.ecs.unwrap().service_name, ax.ecs.unwrap().service_name);
+    assert_ne!(sx, sax);
+    for svc in [&sx, &sax] {
+        assert!(env.service_named(svc).await.is_some(), "{svc} on moto");
+    }
+    assert_eq!(env.moto_counts().0, 4);
+
+    // Deleted with Retain and made again: the home is adopted, not re-made.
+    for name in ["one", "two"] {
+        env.store
+            .object_delete(Kind::Workspace, "default", name, None)
+            .await
+            .unwrap();
+        wait_gone(&env.store, name).await;
+    }
+    apply_yaml(&env.store, &common::workspace("one", "kim", "")).await;
+    let again = started_in(&env.store, "default", "one").await;
+    assert_eq!(ap(&again), ap(&one));
+    assert_eq!(env.access_points().await.len(), 3);
+    assert_eq!(env.metrics.cloud_calls("CreateAccessPoint", "ok"), 3);
+    c.stop().await;
 }

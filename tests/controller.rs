@@ -65,7 +65,9 @@ async fn a_new_workspace_becomes_ready_with_its_access_point_task_definition_and
     let st = wait_until(&store, "alice", "Ready", is_running).await;
     assert_eq!(condition(&st, "Synced").0, ConditionStatus::True);
     assert_eq!(st.template_version, Some(1));
-    let svc = sim.service(CLUSTER, &family("alice")).expect("service");
+    let svc = sim
+        .service(CLUSTER, &family(&store, "alice").await)
+        .expect("service");
     assert_eq!(svc.desired_count, 1);
     assert_eq!(
         svc.tags.get("berth.dev/name").map(String::as_str),
@@ -80,7 +82,8 @@ async fn a_new_workspace_becomes_ready_with_its_access_point_task_definition_and
         vol.access_point_id.as_deref(),
         Some(aps[0].access_point_id.as_str())
     );
-    assert_eq!(aps[0].root_directory.path, "/home/alice");
+    // The owner's home in the namespace.
+    assert_eq!(aps[0].root_directory.path, "/home/default/alice");
     assert_eq!(
         aps[0].posix_user.as_ref().map(|p| (p.uid, p.gid)),
         Some((1000, 1000))
@@ -136,7 +139,9 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
         let st = wait_until(&store, "bob", &format!("stop {i}"), is_stopped).await;
         assert_eq!(st.ecs.as_ref().unwrap().desired_count, 0);
         assert_eq!(
-            sim.service(CLUSTER, &family("bob")).unwrap().desired_count,
+            sim.service(CLUSTER, &family(&store, "bob").await)
+                .unwrap()
+                .desired_count,
             0
         );
         store
@@ -150,7 +155,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
         wait_until(&store, "bob", &format!("start {i}"), is_running).await;
     }
     assert_eq!(
-        sim.revisions(&family("bob")).len(),
+        sim.revisions(&family(&store, "bob").await).len(),
         1,
         "restarts without changes must not register revisions"
     );
@@ -168,7 +173,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
     })
     .await;
     assert_eq!(st.phase, Phase::Running);
-    assert_eq!(sim.revisions(&family("bob")).len(), 1);
+    assert_eq!(sim.revisions(&family(&store, "bob").await).len(), 1);
     store
         .intent_record(
             "default",
@@ -182,7 +187,7 @@ async fn stop_and_start_ten_times_register_no_new_revision_and_a_cpu_change_regi
     })
     .await;
     assert_eq!(
-        sim.revisions(&family("bob")).len(),
+        sim.revisions(&family(&store, "bob").await).len(),
         2,
         "exactly one new revision for the CPU change"
     );
@@ -207,7 +212,7 @@ async fn a_new_template_version_shows_outdated_and_applies_on_restart() {
     apply_yaml(&store, &common::workspace("carol", "carol", "")).await;
     wait_until(&store, "carol", "Ready", is_running).await;
     let before = sim
-        .service(CLUSTER, &family("carol"))
+        .service(CLUSTER, &family(&store, "carol").await)
         .unwrap()
         .task_definition;
     apply_yaml(&store, &common::TEMPLATE.replace("dev:1", "dev:2")).await;
@@ -222,7 +227,7 @@ async fn a_new_template_version_shows_outdated_and_applies_on_restart() {
         "a new version never touches a running workspace"
     );
     assert_eq!(
-        sim.service(CLUSTER, &family("carol"))
+        sim.service(CLUSTER, &family(&store, "carol").await)
             .unwrap()
             .task_definition,
         before
@@ -242,7 +247,7 @@ async fn a_new_template_version_shows_outdated_and_applies_on_restart() {
     assert_eq!(condition(&st, "Outdated").0, ConditionStatus::False);
     let td = sim
         .task_definition(
-            &sim.service(CLUSTER, &family("carol"))
+            &sim.service(CLUSTER, &family(&store, "carol").await)
                 .unwrap()
                 .task_definition,
         )
@@ -287,7 +292,8 @@ async fn deletion_removes_the_service_and_only_under_delete_policy_the_access_po
     }
     let aps = sim.access_points("fs-1");
     assert_eq!(aps.len(), 1, "Retain keeps the access point: {aps:?}");
-    assert_eq!(aps[0].root_directory.path, "/home/dora");
+    assert_eq!(aps[0].root_directory.path, "/home/default/dora");
+    let retained = aps[0].access_point_id.clone();
     assert!(
         !sim.secret_names()
             .iter()
@@ -298,7 +304,10 @@ async fn deletion_removes_the_service_and_only_under_delete_policy_the_access_po
     // Made again with the same name at once: a secret of its own (by uid),
     // never the deleted one's.
     apply_yaml(&store, &common::workspace("keep", "dora", "")).await;
-    wait_until(&store, "keep", "Ready again", is_running).await;
+    let st = wait_until(&store, "keep", "Ready again", is_running).await;
+    // The retained home is adopted, not made again.
+    assert_eq!(st.efs.unwrap().access_point_id, retained);
+    assert_eq!(sim.access_points("fs-1").len(), 1);
     let secret = agent_secret(&store, "keep").await;
     assert_eq!(
         sim.secret_names()
@@ -321,7 +330,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     // Someone scales the service to 0 in the console.
     sim.update_service(UpdateService {
         cluster: CLUSTER.into(),
-        service: family("frank"),
+        service: family(&store, "frank").await,
         desired_count: Some(0),
         ..Default::default()
     })
@@ -340,7 +349,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        sim.service(CLUSTER, &family("frank"))
+        sim.service(CLUSTER, &family(&store, "frank").await)
             .unwrap()
             .desired_count,
         1
@@ -349,7 +358,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     // Someone deletes the service.
     sim.delete_service(DeleteService {
         cluster: CLUSTER.into(),
-        service: family("frank"),
+        service: family(&store, "frank").await,
         force: true,
     })
     .await
@@ -358,7 +367,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
     wait_until(&store, "frank", "recreated", is_running).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while sim
-        .service(CLUSTER, &family("frank"))
+        .service(CLUSTER, &family(&store, "frank").await)
         .is_none_or(|s| s.desired_count != 1 || s.status != berth_cloud::ecs::ServiceStatus::Active)
     {
         assert!(
@@ -368,7 +377,7 @@ async fn drift_made_behind_berths_back_is_corrected_at_the_next_resync() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        sim.revisions(&family("frank")).len(),
+        sim.revisions(&family(&store, "frank").await).len(),
         1,
         "recreating reuses the revision"
     );
@@ -389,7 +398,7 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
     apply_yaml(&store, common::TEMPLATE).await;
     apply_yaml(&store, &common::workspace("hana", "hana", "")).await;
     wait_until(&store, "hana", "Ready", is_running).await;
-    let svc = sim.service(CLUSTER, &family("hana")).unwrap();
+    let svc = sim.service(CLUSTER, &family(&store, "hana").await).unwrap();
     assert_eq!(
         svc.deployment_configuration,
         Some(DeploymentConfiguration::ONE_AT_A_TIME)
@@ -398,10 +407,11 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
         svc.propagate_tags,
         Some(berth_cloud::ecs::PropagateTags::Service)
     );
+    let hana = family(&store, "hana").await;
     let tasks_now = || {
         sim.tasks_snapshot()
             .into_iter()
-            .filter(|t| t.service == family("hana"))
+            .filter(|t| t.service == hana)
             .count()
     };
     store
@@ -419,7 +429,7 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
     while !replaced {
         most = most.max(tasks_now());
         replaced = sim.tasks_snapshot().iter().any(|t| {
-            t.service == family("hana")
+            t.service == hana
                 && t.task_id != first
                 && t.last_status == berth_cloud::ecs::TaskStatus::Running
         });
@@ -434,7 +444,7 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
     // Someone sets ECS's default back in the console.
     sim.update_service(UpdateService {
         cluster: CLUSTER.into(),
-        service: family("hana"),
+        service: family(&store, "hana").await,
         deployment_configuration: Some(DeploymentConfiguration::ECS_DEFAULT),
         ..Default::default()
     })
@@ -455,7 +465,7 @@ async fn a_restart_never_runs_two_tasks_of_one_workspace_and_the_deployment_conf
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        sim.service(CLUSTER, &family("hana"))
+        sim.service(CLUSTER, &family(&store, "hana").await)
             .unwrap()
             .deployment_configuration,
         Some(DeploymentConfiguration::ONE_AT_A_TIME)
@@ -495,7 +505,7 @@ async fn a_crash_between_a_cloud_create_and_the_status_write_adopts_instead_of_d
         assert_eq!(sim.service_count(), 1, "{point:?}: one service");
         assert_eq!(sim.access_point_count(), 1, "{point:?}: one access point");
         assert_eq!(
-            sim.revisions(&family("gina")).len(),
+            sim.revisions(&family(&store, "gina").await).len(),
             1,
             "{point:?}: one task definition revision"
         );
@@ -561,13 +571,12 @@ async fn two_replicas_converge_200_workspaces_without_duplicate_cloud_writes_and
     b.stop().await;
     let calls = sim.calls();
     assert_eq!(sim.service_count(), 200);
-    assert_eq!(sim.access_point_count(), 200);
+    assert_eq!(sim.access_point_count(), 50);
     assert_eq!(
         calls.get(Operation::CreateService, Outcome::Ok),
         200,
         "one CreateService per workspace"
     );
-    assert_eq!(calls.get(Operation::CreateAccessPoint, Outcome::Ok), 200);
     assert_eq!(
         calls.get(Operation::RegisterTaskDefinition, Outcome::Ok),
         200
@@ -595,10 +604,11 @@ async fn with_throttling_and_server_errors_200_workspaces_still_converge_without
     wait_all_running(&store, 200, 240).await;
     c.stop().await;
     assert_eq!(sim.service_count(), 200);
-    assert_eq!(sim.access_point_count(), 200);
+    assert_eq!(sim.access_point_count(), 50);
     for i in 0..200 {
         assert_eq!(
-            sim.revisions(&family(&format!("w{i:03}"))).len(),
+            sim.revisions(&family(&store, &format!("w{i:03}")).await)
+                .len(),
             1,
             "w{i:03}"
         );
@@ -754,7 +764,7 @@ async fn the_accounts_vcpu_quota_is_reported_though_no_task_failed_and_a_smaller
     let st = wait_until(&store, "gina", "TaskFailedToStart", failing_to_start).await;
     assert!(ready_message(&st).contains("vCPUs"), "{st:?}");
     // ECS made no task, so none failed: the service's event says why.
-    let svc = sim.service(CLUSTER, &family("gina")).unwrap();
+    let svc = sim.service(CLUSTER, &family(&store, "gina").await).unwrap();
     assert_eq!(svc.primary_deployment().unwrap().failed_tasks, 0);
     assert!(sim.tasks_snapshot().is_empty());
     assert_eq!(warnings(&store, "gina", "TaskFailedToStart").await.len(), 1);
@@ -767,5 +777,251 @@ async fn the_accounts_vcpu_quota_is_reported_though_no_task_failed_and_a_smaller
     let st = wait_until(&store, "gina", "running at 1 vCPU", is_running).await;
     assert_eq!(st.resources.map(|r| r.cpu), Some(1024));
     assert_eq!(warnings(&store, "gina", "Replanned").await.len(), 1);
+    c.stop().await;
+}
+
+fn in_namespace(yaml: &str, ns: &str) -> String {
+    yaml.replacen("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"), 1)
+}
+
+async fn status_in(store: &Store, ns: &str, name: &str) -> Option<WorkspaceStatus> {
+    store
+        .object_get(Kind::Workspace, ns, name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::from_value(o.status).unwrap_or_default())
+}
+
+async fn wait_running_in(store: &Store, ns: &str, name: &str) -> WorkspaceStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = status_in(store, ns, name).await.filter(is_running) {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}/{name} not running: {:?}",
+            status_in(store, ns, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn available_roots(sim: &Sim) -> Vec<String> {
+    let mut roots: Vec<String> = sim
+        .access_points("fs-1")
+        .into_iter()
+        .filter(|ap| ap.life_cycle_state == berth_cloud::efs::LifeCycleState::Available)
+        .map(|ap| ap.root_directory.path)
+        .collect();
+    roots.sort();
+    roots
+}
+
+#[tokio::test]
+async fn an_owners_workspaces_share_one_home_per_namespace_and_only_the_last_delete_removes_it() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &in_namespace(common::TEMPLATE, "team")).await;
+    let delete = "  deletionPolicy: Delete\n";
+    apply_yaml(&store, &common::workspace("one", "kim", delete)).await;
+    apply_yaml(&store, &common::workspace("two", "kim", delete)).await;
+    apply_yaml(
+        &store,
+        &in_namespace(&common::workspace("one", "kim", delete), "team"),
+    )
+    .await;
+    let one = wait_until(&store, "one", "Ready", is_running).await;
+    let two = wait_until(&store, "two", "Ready", is_running).await;
+    let team = wait_running_in(&store, "team", "one").await;
+    // One home per owner and namespace: two organizations' "kim" never share.
+    assert_eq!(
+        available_roots(&sim),
+        vec![
+            "/home/default/kim".to_string(),
+            "/home/team/kim".to_string()
+        ]
+    );
+    let home = one.efs.as_ref().unwrap().access_point_id.clone();
+    assert_eq!(two.efs.as_ref().unwrap().access_point_id, home);
+    assert_ne!(team.efs.as_ref().unwrap().access_point_id, home);
+
+    // Deleting one of kim's two workspaces keeps the home for the other.
+    store
+        .object_delete(Kind::Workspace, "default", "one", None)
+        .await
+        .unwrap();
+    wait_gone(&store, "one").await;
+    let kept = events(&store, "one").await;
+    assert!(kept.iter().any(|e| e == "KeptAccessPoint"), "{kept:?}");
+    assert!(sim.access_point(&home).is_some());
+    assert_eq!(available_roots(&sim).len(), 2);
+    // Deleting the last one (Delete) removes it; the other namespace's stays.
+    store
+        .object_delete(Kind::Workspace, "default", "two", None)
+        .await
+        .unwrap();
+    wait_gone(&store, "two").await;
+    wait_for("kim's default home removed", || {
+        available_roots(&sim) == vec!["/home/team/kim".to_string()]
+    })
+    .await;
+    // A new workspace of kim's makes a new home.
+    apply_yaml(&store, &common::workspace("three", "kim", "")).await;
+    let three = wait_until(&store, "three", "Ready", is_running).await;
+    assert_ne!(three.efs.unwrap().access_point_id, home);
+    assert_eq!(available_roots(&sim).len(), 2);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn names_that_collided_no_longer_do_and_a_foreign_service_with_the_name_is_left_alone() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    for ns in ["team-a", "team"] {
+        apply_yaml(&store, &in_namespace(common::TEMPLATE, ns)).await;
+    }
+    // Once both `berth-team-a-x`.
+    apply_yaml(
+        &store,
+        &in_namespace(&common::workspace("x", "ann", ""), "team-a"),
+    )
+    .await;
+    apply_yaml(
+        &store,
+        &in_namespace(&common::workspace("a-x", "ann", ""), "team"),
+    )
+    .await;
+    let x = wait_running_in(&store, "team-a", "x").await;
+    let ax = wait_running_in(&store, "team", "a-x").await;
+    let (sx, sax) = (x.ecs.unwrap().service_name, ax.ecs.unwrap().service_name);
+    assert_ne!(sx, sax);
+    assert_eq!(sim.service_count(), 2);
+    assert!(sx.starts_with("berth-team-a-x-"), "{sx}");
+
+    // Someone else's service already has the name the workspace gets.
+    apply_yaml(
+        &store,
+        &common::workspace("zed", "zed", "  running: false\n"),
+    )
+    .await;
+    let name = family(&store, "zed").await;
+    let td = sim
+        .register_task_definition(berth_cloud::ecs::RegisterTaskDefinition {
+            family: name.clone(),
+            cpu: 256,
+            memory: 512,
+            container_definitions: vec![berth_cloud::ecs::ContainerDefinition {
+                name: "other".into(),
+                image: "example/other:1".into(),
+                essential: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sim.create_service(berth_cloud::ecs::CreateService {
+        cluster: CLUSTER.into(),
+        service_name: name.clone(),
+        task_definition: td.task_definition_arn.clone(),
+        desired_count: 1,
+        network_configuration: berth_cloud::ecs::NetworkConfiguration {
+            subnets: vec!["subnet-9".into()],
+            ..Default::default()
+        },
+        tags: berth_cloud::tags::owner_tags("someone-else", "default", "zed"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    apply_yaml(
+        &store,
+        &common::workspace("zed", "zed", "  running: true\n"),
+    )
+    .await;
+    let st = wait_until(&store, "zed", "Failed", |st| st.phase == Phase::Failed).await;
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Synced" && c.message.contains("someone-else")),
+        "{st:?}"
+    );
+    common::sim::wait_for_event(&store, "zed", |reason, _| reason == "ForeignObject").await;
+    // Stopping and deleting the workspace leave it alone too.
+    apply_yaml(
+        &store,
+        &common::workspace("zed", "zed", "  running: false\n"),
+    )
+    .await;
+    store
+        .object_delete(Kind::Workspace, "default", "zed", None)
+        .await
+        .unwrap();
+    wait_gone(&store, "zed").await;
+    let svc = sim.service(CLUSTER, &name).expect("the foreign service");
+    assert_eq!(svc.status, berth_cloud::ecs::ServiceStatus::Active);
+    assert_eq!(svc.desired_count, 1);
+    assert_eq!(svc.task_definition, td.task_definition_arn);
+    assert_eq!(sim.revisions(&name), vec![1]);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_and_access_point_deleted_behind_berths_back_are_made_again_under_new_client_tokens(
+) {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("ivy", "ivy", "")).await;
+    let st = wait_until(&store, "ivy", "Ready", is_running).await;
+    let (service, old_ap) = (
+        st.ecs.as_ref().unwrap().service_name.clone(),
+        st.efs.as_ref().unwrap().access_point_id.clone(),
+    );
+    assert_eq!(st.ecs.as_ref().unwrap().service_attempt, 0);
+    // Someone deletes both in the console.
+    sim.delete_service(DeleteService {
+        cluster: CLUSTER.into(),
+        service: service.clone(),
+        force: true,
+    })
+    .await
+    .unwrap();
+    berth_cloud::efs::Efs::delete_access_point(&sim, &old_ap)
+        .await
+        .unwrap();
+    // The same tokens would be refused now (AWS remembers them).
+    let st = wait_until(&store, "ivy", "made again", |st| {
+        is_running(st) && st.efs.as_ref().unwrap().access_point_id != old_ap
+    })
+    .await;
+    assert_eq!(st.ecs.as_ref().unwrap().service_attempt, 1);
+    assert_eq!(
+        sim.service(CLUSTER, &service).map(|s| s.status),
+        Some(berth_cloud::ecs::ServiceStatus::Active)
+    );
+    assert_eq!(available_roots(&sim), vec!["/home/default/ivy".to_string()]);
+    let drift: Vec<String> = common::sim::events(&store, "ivy")
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "DriftCorrected")
+        .map(|e| e.1)
+        .collect();
+    assert!(drift.iter().any(|m| m.contains("ECS service")), "{drift:?}");
+    assert!(drift.iter().any(|m| m.contains(&old_ap)), "{drift:?}");
     c.stop().await;
 }

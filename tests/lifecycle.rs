@@ -122,7 +122,9 @@ async fn an_idle_workspace_past_its_threshold_is_stopped_exactly_once_and_activi
         .expect("AutoStop event");
     assert!(auto.1.contains("idle for 2h"), "{}", auto.1);
     assert_eq!(
-        sim.service(CLUSTER, &family("idle")).unwrap().desired_count,
+        sim.service(CLUSTER, &family(&store, "idle").await)
+            .unwrap()
+            .desired_count,
         0
     );
 
@@ -139,7 +141,9 @@ async fn an_idle_workspace_past_its_threshold_is_stopped_exactly_once_and_activi
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(is_stopped(&status(&store, "idle").await));
     assert_eq!(
-        sim.service(CLUSTER, &family("idle")).unwrap().desired_count,
+        sim.service(CLUSTER, &family(&store, "idle").await)
+            .unwrap()
+            .desired_count,
         0
     );
     c.stop().await;
@@ -404,7 +408,7 @@ async fn a_template_update_shows_outdated_and_is_applied_at_the_next_autostart()
     assert_eq!(condition(&st, "Outdated").0, ConditionStatus::False);
     let td = sim
         .task_definition(
-            &sim.service(CLUSTER, &family("upd"))
+            &sim.service(CLUSTER, &family(&store, "upd").await)
                 .unwrap()
                 .task_definition,
         )

@@ -140,8 +140,23 @@ pub fn is_stopped(st: &WorkspaceStatus) -> bool {
     st.phase == Phase::Stopped
 }
 
-pub fn family(name: &str) -> String {
-    format!("berth-default-{name}")
+/// The ECS service name and task definition family of workspace `name`
+/// (it has the workspace's uid in it).
+#[allow(dead_code)]
+pub async fn family(store: &Store, name: &str) -> String {
+    let o = store
+        .object_get(Kind::Workspace, "default", name)
+        .await
+        .unwrap()
+        .expect("workspace exists");
+    let uid = o.metadata.uid.expect("uid").to_string();
+    berth::controllers::workspace::render::WorkspaceIdent {
+        namespace: "default",
+        name,
+        uid: &uid,
+        recorded: None,
+    }
+    .family()
 }
 
 /// The name of the agent token's secret of workspace `name` (by its uid).

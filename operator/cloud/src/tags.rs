@@ -23,6 +23,25 @@ pub const NAME: &str = "berth.dev/name";
 /// decided from AWS alone.
 pub const CONTENT_HASH: &str = "berth.dev/content-hash";
 
+/// Tag key of a home (an owner's access point, shared by the owner's
+/// workspaces in a namespace): the owner. With [`NAMESPACE`], and without
+/// [`UID`], since no one workspace owns it.
+pub const HOME_OWNER: &str = "berth.dev/home-owner";
+
+/// The tags of `owner`'s home in `namespace`.
+pub fn home_tags(namespace: &str, owner: &str) -> Tags {
+    Tags::from([
+        (NAMESPACE.to_owned(), namespace.to_owned()),
+        (HOME_OWNER.to_owned(), owner.to_owned()),
+    ])
+}
+
+/// True when the tags say: `owner`'s home in `namespace`.
+pub fn is_home_of(tags: &Tags, namespace: &str, owner: &str) -> bool {
+    tags.get(NAMESPACE).is_some_and(|v| v == namespace)
+        && tags.get(HOME_OWNER).is_some_and(|v| v == owner)
+}
+
 /// AWS limit: at most 50 user tags on a resource.
 pub const MAX_TAGS: usize = 50;
 /// AWS limit: tag keys are at most 128 characters.

@@ -287,6 +287,14 @@ pub struct EcsStatus {
     /// ARN of the secret that carries the per-start agent token (not the token).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_secret_arn: String,
+    /// Mixed into the service's client token: counts the times the service
+    /// was deleted behind Berth's back and made again.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub service_attempt: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The workspace's EFS access point.

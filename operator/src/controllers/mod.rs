@@ -59,6 +59,10 @@ pub enum ReconcileError {
     /// Waiting on the cloud (e.g. an access point still creating).
     #[error("waiting: {0}")]
     NotYet(String),
+    /// A cloud object with the workspace's name belongs to someone else
+    /// (its ownership tags say so): Berth leaves it alone.
+    #[error("{0}")]
+    Foreign(String),
     /// The test hook stopped the reconcile.
     #[error("injected crash at {0:?}")]
     Crash(CrashPoint),

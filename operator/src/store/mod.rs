@@ -18,6 +18,7 @@
 
 mod agent;
 mod events;
+mod homes;
 mod intents;
 mod leases;
 mod objects;
@@ -30,6 +31,7 @@ pub use agent::{
     AgentScript, AgentSession, StoredLine, KEEP_STARTS, LOG_CAP_BYTES, REPLICA_TIMEOUT,
 };
 pub use events::{Event, EventType, InvolvedObject};
+pub use homes::Home;
 pub(crate) use intents::insert_intent_tx;
 pub use intents::{Activity, NewIntent, PowerAction, PowerIntent};
 pub use leases::Lease;

@@ -1385,6 +1385,21 @@ impl State {
         let td_arn = self.usable_task_definition(op, &input.task_definition)?;
 
         let clock = self.clock;
+        // A token ECS answered for an earlier incarnation of the name (now
+        // INACTIVE) is spent: a new service needs a new one.
+        if input.client_token.is_some()
+            && self
+                .ecs
+                .services
+                .get(&(cluster.clone(), input.service_name.clone()))
+                .is_some_and(|records| {
+                    records.iter().any(|r| {
+                        r.status == ServiceStatus::Inactive && r.client_token == input.client_token
+                    })
+                })
+        {
+            return Err(invalid("Creation of service was not idempotent."));
+        }
         if let Some(existing) = self.ecs.current(&cluster, &input.service_name) {
             match existing.status {
                 ServiceStatus::Active => {

@@ -23,6 +23,10 @@ use crate::{tags, Sim};
 pub(super) struct EfsState {
     pub file_systems: BTreeSet<String>,
     access_points: BTreeMap<String, ApRec>,
+    /// Client tokens of deleted access points → their ids: EFS remembers
+    /// a token it answered, and a create that reuses it is refused with
+    /// `AccessPointAlreadyExists` (a new access point needs a new token).
+    spent_tokens: BTreeMap<String, String>,
 }
 
 struct ApRec {
@@ -51,8 +55,14 @@ impl ApRec {
 
 impl EfsState {
     pub(super) fn advance(&mut self, now: Instant, d: &Delays) {
-        self.access_points
-            .retain(|_, ap| ap.state(now, d) != LifeCycleState::Deleted);
+        let spent = &mut self.spent_tokens;
+        self.access_points.retain(|_, ap| {
+            let keep = ap.state(now, d) != LifeCycleState::Deleted;
+            if !keep {
+                spent.insert(ap.ap.client_token.clone(), ap.ap.access_point_id.clone());
+            }
+            keep
+        });
     }
 
     /// True when a task may mount `access_point` of `file_system` at `t`.
@@ -184,6 +194,20 @@ impl State {
                     "Access point {} already exists with the client token you provided.",
                     existing.ap.access_point_id
                 ),
+            ));
+        }
+        let deleted = self
+            .efs
+            .access_points
+            .values()
+            .find(|ap| ap.ap.client_token == input.client_token)
+            .map(|ap| ap.ap.access_point_id.clone())
+            .or_else(|| self.efs.spent_tokens.get(&input.client_token).cloned());
+        if let Some(id) = deleted {
+            return Err(CloudError::new(
+                op.as_str(),
+                ErrorCode::AccessPointAlreadyExists,
+                format!("Access point {id} already exists with the client token you provided."),
             ));
         }
         let on_fs = self

@@ -156,6 +156,11 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
         .to_typed()
         .map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
     let uid = ws.metadata.uid.map(|u| u.to_string()).unwrap_or_default();
+    let recorded = ws
+        .status
+        .as_ref()
+        .and_then(|s| s.ecs.as_ref())
+        .map(|e| e.service_name.clone());
     let pass = Pass {
         ctx,
         ws: &ws,
@@ -169,6 +174,7 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             namespace: &key.namespace,
             name: &key.name,
             uid: &uid,
+            recorded: recorded.as_deref(),
         },
     };
     pass.crash(CrashPoint::Panic)?;
@@ -258,14 +264,19 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
         .await;
     let mut facts = match outcome {
         Ok(f) => f,
-        Err(ReconcileError::Cloud(e)) if !e.is_transient() => {
+        Err(e @ (ReconcileError::Cloud(_) | ReconcileError::Foreign(_))) if !matches!(&e, ReconcileError::Cloud(c) if c.is_transient()) =>
+        {
+            let reason = match &e {
+                ReconcileError::Foreign(_) => "ForeignObject",
+                _ => "CloudError",
+            };
             let msg = e.to_string();
             if !prev
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "Synced" && c.message == msg)
             {
-                pass.event(EventType::Warning, "CloudError", &msg).await;
+                pass.event(EventType::Warning, reason, &msg).await;
             }
             let mut f = Facts {
                 want_running,
@@ -587,6 +598,10 @@ async fn converge(
         Observed::Found(s) => Some((**s).clone()),
         Observed::Missing => None,
     };
+    // Never adopt, scale or delete a service that is not this workspace's.
+    if let Some(s) = svc.as_ref().filter(|s| s.status != ServiceStatus::Inactive) {
+        foreign_check("ECS service", &s.service_name, &s.tags, pass.id.uid)?;
+    }
     let active = svc
         .as_ref()
         .is_some_and(|s| s.status == ServiceStatus::Active);
@@ -892,6 +907,25 @@ fn short_arn(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// Refuses an object whose ownership tags name another workspace (or none).
+fn foreign_check(
+    what: &str,
+    name: &str,
+    object_tags: &berth_cloud::tags::Tags,
+    uid: &str,
+) -> Result<(), ReconcileError> {
+    if tags::is_owned_by(object_tags, uid) {
+        return Ok(());
+    }
+    let whose = match tags::Owner::from_tags(object_tags) {
+        Some(o) => format!("workspace {}/{} (uid {})", o.namespace, o.name, o.uid),
+        None => "no Berth workspace (it has no berth.dev ownership tags)".into(),
+    };
+    Err(ReconcileError::Foreign(format!(
+        "{what} {name} belongs to {whose}, not to this workspace (uid {uid}); Berth leaves it alone"
+    )))
+}
+
 /// Compares task definitions by family and revision whatever form they are in.
 fn same_task_definition(a: &str, b: &str) -> bool {
     short_arn(a) == short_arn(b)
@@ -953,6 +987,19 @@ async fn start(
     status: &mut WorkspaceStatus,
 ) -> Result<(Service, bool), ReconcileError> {
     let ctx = pass.ctx;
+    let service_name = pass.id.family();
+    // Never trust a cached "missing" before a create: describe afresh; and
+    // never adopt a service of that name that is not this workspace's.
+    let active: Option<Service> = match active {
+        Some(s) => Some(s.clone()),
+        None => match ctx.cache.refresh_one(cluster, &service_name).await? {
+            Observed::Found(s) if s.status == ServiceStatus::Active => Some(*s),
+            _ => None,
+        },
+    };
+    if let Some(s) = &active {
+        foreign_check("ECS service", &s.service_name, &s.tags, pass.id.uid)?;
+    }
     let ap = ensure_access_point(pass, template, status).await?;
     // A fresh agent token per start, delivered through the secret the task
     // definition references (the token never enters the task definition).
@@ -996,7 +1043,13 @@ async fn start(
                 Err(e) if e.is_transient() => return Err(e.into()),
                 Err(_) => None,
             };
-            match existing.filter(|td| td.tags.get(tags::CONTENT_HASH) == Some(&rendered.hash)) {
+            if let Some(td) = &existing {
+                foreign_check("task definition family", &td.family, &td.tags, pass.id.uid)?;
+            }
+            match existing.filter(|td| {
+                td.tags.get(tags::CONTENT_HASH) == Some(&rendered.hash)
+                    && tags::is_owned_by(&td.tags, pass.id.uid)
+            }) {
                 Some(td) => td.task_definition_arn,
                 None => {
                     let td = ctx
@@ -1017,7 +1070,6 @@ async fn start(
                 }
             }
         };
-    let service_name = pass.id.family();
     status.ecs = Some(EcsStatus {
         cluster: cluster.to_string(),
         service_name: service_name.clone(),
@@ -1028,14 +1080,6 @@ async fn start(
     });
     status.template_version = Some(version);
     status.resources = Some(render::resources(&pass.ws.spec, template));
-    // Never trust a cached "missing" before a create: describe afresh.
-    let active: Option<Service> = match active {
-        Some(s) => Some(s.clone()),
-        None => match ctx.cache.refresh_one(cluster, &service_name).await? {
-            Observed::Found(s) if s.status == ServiceStatus::Active => Some(*s),
-            _ => None,
-        },
-    };
     let svc = match active {
         Some(s)
             if s.desired_count == 1
@@ -1070,6 +1114,22 @@ async fn start(
         }
         None => {
             let inf = &template.infrastructure;
+            let e = status.ecs.as_mut().expect("recorded above");
+            if !e.service_arn.is_empty() {
+                // The service it had is gone (deleted outside Berth): make
+                // it again under a new client token.
+                pass.event(
+                    EventType::Warning,
+                    "DriftCorrected",
+                    &format!(
+                        "ECS service {service_name} was deleted outside Berth; creating it again"
+                    ),
+                )
+                .await;
+                e.service_attempt = e.service_attempt.saturating_add(1);
+                e.service_arn.clear();
+            }
+            let attempt = e.service_attempt;
             let created = ctx
                 .ecs()
                 .create_service(CreateService {
@@ -1087,7 +1147,7 @@ async fn start(
                             AssignPublicIp::Disabled
                         },
                     },
-                    client_token: Some(pass.id.client_token("service")),
+                    client_token: Some(pass.id.client_token("service", attempt)),
                     tags: pass.id.tags(),
                     enable_execute_command: true,
                     deployment_circuit_breaker: false,
@@ -1122,8 +1182,16 @@ fn new_agent_token() -> String {
     format!("berth_agent_{body}")
 }
 
-/// Finds the workspace's access point by tag, or creates it; waits (by
-/// returning a transient error) until it is available.
+/// The workspace's home: the access point its status records when it is
+/// still there, else its owner's home in the namespace on the template's
+/// file system (one access point per owner, namespace and file system,
+/// shared by the owner's workspaces there, rooted at
+/// `<efsRootDirectory>/<namespace>/<owner>`), made when the owner has none.
+/// Waits (by returning a transient error) until it is available.
+///
+/// No listing of the file system's access points: the home's row in the
+/// store says which access point it is and under which client token it
+/// was made, and a create after a crash is answered with the same one.
 async fn ensure_access_point(
     pass: &Pass<'_>,
     template: &WorkspaceTemplateSpec,
@@ -1131,81 +1199,71 @@ async fn ensure_access_point(
 ) -> Result<AccessPoint, ReconcileError> {
     let ctx = pass.ctx;
     let fs = &template.infrastructure.file_system_id;
-    let root = render::root_directory(template, &pass.ws.spec.owner);
+    let (ns, owner) = (pass.id.namespace, pass.ws.spec.owner.as_str());
+    // Homes carry the owner's tags; access points of earlier versions
+    // (one per workspace, rooted at <root>/<owner>) the workspace's uid.
     let usable = |ap: &AccessPoint| {
-        tags::is_owned_by(&ap.tags, pass.id.uid)
+        (tags::is_home_of(&ap.tags, ns, owner) || tags::is_owned_by(&ap.tags, pass.id.uid))
+            && ap.file_system_id == *fs
             && ap.life_cycle_state != LifeCycleState::Deleting
             && ap.life_cycle_state != LifeCycleState::Deleted
     };
-    // Known from an earlier start: one cheap look-up by id instead of
-    // listing every access point of the file system.
+    let describe = |id: String| async move {
+        match ctx.efs().describe_access_point(&id).await {
+            Ok(ap) => Ok(Some(ap)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(ReconcileError::from(e)),
+        }
+    };
     let mut found = None;
+    let mut gone = None;
     if let Some(known) = status
         .efs
         .as_ref()
         .map(|e| e.access_point_id.clone())
         .filter(|id| !id.is_empty())
     {
-        match ctx.efs().describe_access_point(&known).await {
-            Ok(ap) if usable(&ap) => found = Some(ap),
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                pass.event(
-                    EventType::Warning,
-                    "DriftCorrected",
-                    &format!("access point {known} was deleted outside Berth; creating a new one (the files on EFS are untouched)"),
-                )
-                .await;
-            }
-            Err(e) => return Err(e.into()),
+        match describe(known.clone()).await? {
+            Some(ap) if usable(&ap) => found = Some(ap),
+            Some(_) => {}
+            None => gone = Some(known),
         }
     }
-    if found.is_none() {
-        // Adopt one left by a crash before the status write.
-        found = ctx
-            .efs()
-            .describe_access_points(fs)
-            .await?
-            .into_iter()
-            .find(|ap| usable(ap));
+    let mut home = ctx.store.home_get_or_insert(fs, ns, owner).await?;
+    if let Some(ap) = &found {
+        // A workspace that runs on an access point of an earlier version
+        // keeps it, and it becomes its owner's home when the owner has
+        // none: the files stay where they are.
+        if home.access_point_id.is_empty() {
+            ctx.store
+                .home_set_access_point(fs, ns, owner, home.attempt, &ap.access_point_id)
+                .await?;
+        }
+    } else {
+        if !home.access_point_id.is_empty() {
+            match describe(home.access_point_id.clone()).await? {
+                Some(ap) if usable(&ap) => found = Some(ap),
+                _ => {
+                    gone.get_or_insert_with(|| home.access_point_id.clone());
+                    home = ctx
+                        .store
+                        .home_next_attempt(fs, ns, owner, home.attempt)
+                        .await?;
+                }
+            }
+        }
+        if let Some(id) = &gone {
+            pass.event(
+                EventType::Warning,
+                "DriftCorrected",
+                &format!("access point {id} was deleted outside Berth; using the owner's home, made again if needed (the files on EFS are untouched)"),
+            )
+            .await;
+        }
     }
     let mut ap = match found {
         Some(ap) => ap,
-        None => {
-            let ap = ctx
-                .efs()
-                .create_access_point(CreateAccessPoint {
-                    client_token: pass.id.client_token("access-point"),
-                    file_system_id: fs.clone(),
-                    posix_user: Some(PosixUser {
-                        uid: template.container.uid,
-                        gid: template.container.gid,
-                        secondary_gids: vec![],
-                    }),
-                    root_directory: Some(RootDirectory {
-                        path: root.clone(),
-                        creation_info: Some(CreationInfo {
-                            owner_uid: template.container.uid,
-                            owner_gid: template.container.gid,
-                            permissions: "0750".into(),
-                        }),
-                    }),
-                    tags: pass.id.tags(),
-                })
-                .await?;
-            pass.event(
-                EventType::Normal,
-                "CreatedAccessPoint",
-                &format!("{} rooted at {root} on {fs}", ap.access_point_id),
-            )
-            .await;
-            status.efs = Some(EfsStatus {
-                access_point_id: ap.access_point_id.clone(),
-                root_directory: root.clone(),
-            });
-            pass.crash(CrashPoint::AfterAccessPoint)?;
-            ap
-        }
+        None => create_home(pass, template, &home).await?,
     };
     status.efs = Some(EfsStatus {
         access_point_id: ap.access_point_id.clone(),
@@ -1223,6 +1281,105 @@ async fn ensure_access_point(
         "access point {} is {:?}",
         ap.access_point_id, ap.life_cycle_state
     )))
+}
+
+/// Creates the owner's home under its attempt's client token (the same
+/// call from every workspace of the owner, and again after a crash, gets
+/// the same access point) and records it.
+async fn create_home(
+    pass: &Pass<'_>,
+    template: &WorkspaceTemplateSpec,
+    home: &crate::store::Home,
+) -> Result<AccessPoint, ReconcileError> {
+    let ctx = pass.ctx;
+    let (fs, ns, owner) = (&home.file_system_id, &home.namespace, &home.owner);
+    let root = render::home_directory(template, ns, owner);
+    // One create per home: the owner's other workspaces wait for it.
+    if !ctx
+        .store
+        .home_claim_create(fs, ns, owner, home.attempt, pass.id.uid)
+        .await?
+    {
+        return Err(ReconcileError::NotYet(format!(
+            "another workspace of {owner}'s is making their home in {ns}"
+        )));
+    }
+    if home.create_started {
+        // An earlier pass may have made it and stopped before recording it
+        // (EFS would answer the same token with it, but not every EFS-like
+        // service does): look for it by its tags once.
+        let left = ctx
+            .efs()
+            .describe_access_points(fs)
+            .await?
+            .into_iter()
+            .find(|ap| {
+                tags::is_home_of(&ap.tags, ns, owner)
+                    && ap.root_directory.path == root
+                    && !matches!(
+                        ap.life_cycle_state,
+                        LifeCycleState::Deleting | LifeCycleState::Deleted
+                    )
+            });
+        if let Some(ap) = left {
+            ctx.store
+                .home_set_access_point(fs, ns, owner, home.attempt, &ap.access_point_id)
+                .await?;
+            return Ok(ap);
+        }
+    }
+    let created = ctx
+        .efs()
+        .create_access_point(CreateAccessPoint {
+            client_token: render::home_client_token(fs, ns, owner, home.attempt),
+            file_system_id: fs.clone(),
+            posix_user: Some(PosixUser {
+                uid: template.container.uid,
+                gid: template.container.gid,
+                secondary_gids: vec![],
+            }),
+            root_directory: Some(RootDirectory {
+                path: root.clone(),
+                creation_info: Some(CreationInfo {
+                    owner_uid: template.container.uid,
+                    owner_gid: template.container.gid,
+                    permissions: "0750".into(),
+                }),
+            }),
+            tags: tags::home_tags(ns, owner),
+        })
+        .await;
+    let ap = match created {
+        Ok(ap) => ap,
+        Err(e) if e.code == berth_cloud::error::ErrorCode::AccessPointAlreadyExists => {
+            // The token was spent on other parameters (another template's
+            // uid or root for this home): the next attempt gets a new one.
+            ctx.store
+                .home_next_attempt(fs, ns, owner, home.attempt)
+                .await?;
+            return Err(ReconcileError::NotYet(format!(
+                "the client token of {owner}'s home was used with other parameters ({e}); trying again with a new one"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    pass.crash(CrashPoint::AfterAccessPoint)?;
+    if ctx
+        .store
+        .home_set_access_point(fs, ns, owner, home.attempt, &ap.access_point_id)
+        .await?
+    {
+        pass.event(
+            EventType::Normal,
+            "CreatedAccessPoint",
+            &format!(
+                "{} rooted at {root} on {fs}: the home of {owner} in {ns}, shared by their workspaces",
+                ap.access_point_id
+            ),
+        )
+        .await;
+    }
+    Ok(ap)
 }
 
 /// Cleanup on deletion; tolerates a workspace that never started.
@@ -1308,26 +1465,7 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
             None => None,
         };
         if let Some(fs) = fs {
-            for ap in ctx.efs().describe_access_points(&fs).await? {
-                if tags::is_owned_by(&ap.tags, pass.id.uid)
-                    && ap.life_cycle_state != LifeCycleState::Deleting
-                {
-                    match ctx.efs().delete_access_point(&ap.access_point_id).await {
-                        Ok(()) => {}
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    pass.event(
-                        EventType::Normal,
-                        "DeletedAccessPoint",
-                        &format!(
-                            "{} removed (deletionPolicy Delete); the files in {} stay on EFS",
-                            ap.access_point_id, ap.root_directory.path
-                        ),
-                    )
-                    .await;
-                }
-            }
+            remove_home_if_last(pass, &fs, &status).await?;
         }
     }
     let _ = lease;
@@ -1348,6 +1486,111 @@ async fn finalize(pass: &Pass<'_>, lease: &Lease) -> Result<Action, ReconcileErr
         )
         .await?;
     Ok(Action::await_change())
+}
+
+/// With `deletionPolicy: Delete`, removes the workspace's access point
+/// (and forgets the owner's home) only when no other workspace of the
+/// owner in the namespace needs it: the home is shared. Files on EFS are
+/// never deleted, either way.
+async fn remove_home_if_last(
+    pass: &Pass<'_>,
+    fs: &str,
+    status: &WorkspaceStatus,
+) -> Result<(), ReconcileError> {
+    let ctx = pass.ctx;
+    let (ns, owner) = (pass.id.namespace, pass.ws.spec.owner.as_str());
+    let (objects, _) = ctx
+        .store
+        .object_list(
+            Kind::Workspace,
+            Some(ns),
+            &crate::api::selector::Selector::default(),
+            Some(owner),
+        )
+        .await?;
+    // The owner's other workspaces, but for those going away with it.
+    let others: Vec<Workspace> = objects
+        .into_iter()
+        .filter_map(|o| {
+            o.to_typed::<crate::api::workspace::WorkspaceSpec, WorkspaceStatus>()
+                .ok()
+        })
+        .filter(|w| w.metadata.uid != pass.ws.metadata.uid)
+        .filter(|w| {
+            w.metadata.deletion_timestamp.is_none()
+                || w.spec.deletion_policy != DeletionPolicy::Delete
+        })
+        .collect();
+    let home = ctx.store.home_get(fs, ns, owner).await?;
+    let home_ap = home
+        .as_ref()
+        .map(|h| h.access_point_id.clone())
+        .filter(|id| !id.is_empty());
+    let recorded = status
+        .efs
+        .as_ref()
+        .map(|e| e.access_point_id.clone())
+        .filter(|id| !id.is_empty());
+    let mut candidates: Vec<String> = recorded.into_iter().chain(home_ap.clone()).collect();
+    candidates.dedup();
+    for id in candidates {
+        let users: Vec<&str> = others
+            .iter()
+            .filter(|w| {
+                home_ap.as_deref() == Some(id.as_str())
+                    || w.status
+                        .as_ref()
+                        .and_then(|s| s.efs.as_ref())
+                        .is_some_and(|e| e.access_point_id == id)
+            })
+            .map(|w| w.metadata.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            pass.event(
+                EventType::Normal,
+                "KeptAccessPoint",
+                &format!(
+                    "{id} stays: it is the home of {owner}'s other workspaces in {ns} ({})",
+                    users.join(", ")
+                ),
+            )
+            .await;
+            continue;
+        }
+        let ap = match ctx.efs().describe_access_point(&id).await {
+            Ok(ap) => ap,
+            Err(e) if e.is_not_found() => {
+                if home_ap.as_deref() == Some(id.as_str()) {
+                    ctx.store.home_delete(fs, ns, owner, &id).await?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ours =
+            tags::is_home_of(&ap.tags, ns, owner) || tags::is_owned_by(&ap.tags, pass.id.uid);
+        if !ours || ap.life_cycle_state == LifeCycleState::Deleting {
+            continue;
+        }
+        match ctx.efs().delete_access_point(&id).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if home_ap.as_deref() == Some(id.as_str()) {
+            ctx.store.home_delete(fs, ns, owner, &id).await?;
+        }
+        pass.event(
+            EventType::Normal,
+            "DeletedAccessPoint",
+            &format!(
+                "{id} removed (deletionPolicy Delete; {owner}'s last workspace in {ns}); the files in {} stay on EFS",
+                ap.root_directory.path
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 impl From<CloudError> for ReconcileError {

@@ -34,13 +34,25 @@ pub struct WorkspaceIdent<'a> {
     pub name: &'a str,
     /// Uid.
     pub uid: &'a str,
+    /// The ECS service name its status records, when it has one: names
+    /// given by earlier versions (`berth-<ns>-<name>`) are kept for the
+    /// workspace's life, so an upgrade moves nothing and restarts nothing.
+    pub recorded: Option<&'a str>,
 }
 
 impl WorkspaceIdent<'_> {
-    /// `berth-<ns>-<name>`: the ECS service name and task definition family.
-    /// Both are DNS labels, so the result is a valid ECS name (≤ 255).
+    /// The ECS service name and task definition family: the recorded one,
+    /// else `berth-<ns>-<name>-<8 hex digits of the uid's SHA-256>`. The
+    /// uid's hash makes it unambiguous (namespace `team-a` with `x` and
+    /// `team` with `a-x` no longer meet) and new for a workspace made again with a
+    /// deleted one's name (no wait for the old service to drain). Namespace
+    /// and name are DNS labels (≤ 63 each), so it is a valid ECS name.
     pub fn family(&self) -> String {
-        format!("berth-{}-{}", self.namespace, self.name)
+        if let Some(r) = self.recorded.filter(|r| !r.is_empty()) {
+            return r.to_string();
+        }
+        let h = hex::encode(Sha256::digest(self.uid.as_bytes()));
+        format!("berth-{}-{}-{}", self.namespace, self.name, &h[..8])
     }
 
     /// Name of the Secrets Manager secret holding the agent token:
@@ -67,19 +79,37 @@ impl WorkspaceIdent<'_> {
 
     /// A client token derived from the uid and a purpose: 36 characters,
     /// the most ECS accepts (EFS takes up to 64).
-    pub fn client_token(&self, purpose: &str) -> String {
-        let h = hex::encode(Sha256::digest(format!("{}/{purpose}", self.uid).as_bytes()));
+    /// `attempt` moves on when the object was deleted behind Berth's back,
+    /// so a create never reuses a token AWS already answered (attempt 0
+    /// gives the token earlier versions used).
+    pub fn client_token(&self, purpose: &str, attempt: u32) -> String {
+        let seed = match attempt {
+            0 => format!("{}/{purpose}", self.uid),
+            n => format!("{}/{purpose}/{n}", self.uid),
+        };
+        let h = hex::encode(Sha256::digest(seed.as_bytes()));
         format!("berth-{}", &h[..30])
     }
 }
 
-/// The owner's directory on the file system: `<efsRootDirectory>/<owner>`.
-pub fn root_directory(template: &WorkspaceTemplateSpec, owner: &str) -> String {
+/// The owner's home on the file system: `<efsRootDirectory>/<namespace>/<owner>`
+/// (two organizations' users of one name never share a directory).
+pub fn home_directory(template: &WorkspaceTemplateSpec, namespace: &str, owner: &str) -> String {
     let base = template
         .infrastructure
         .efs_root_directory
         .trim_end_matches('/');
-    format!("{base}/{owner}")
+    format!("{base}/{namespace}/{owner}")
+}
+
+/// The client token of a home's access point: from the file system,
+/// namespace, owner and attempt (the workspaces sharing the home make the
+/// same call, and EFS answers it with the same access point).
+pub fn home_client_token(fs: &str, namespace: &str, owner: &str, attempt: i32) -> String {
+    let h = hex::encode(Sha256::digest(
+        format!("home/{fs}/{namespace}/{owner}/{attempt}").as_bytes(),
+    ));
+    format!("berth-{}", &h[..30])
 }
 
 /// The task size: the workspace's, else the template's default.
@@ -355,6 +385,7 @@ mod tests {
         namespace: "default",
         name: "alice",
         uid: "u-1",
+        recorded: None,
     };
 
     #[test]
@@ -635,7 +666,7 @@ mod tests {
             r.request.container_definitions[0].mount_points[0].container_path,
             "/home/ansible/source"
         );
-        assert_eq!(root_directory(&template(), "alice"), "/alice");
+        assert_eq!(home_directory(&template(), "team", "alice"), "/team/alice");
         assert_eq!(
             r.request.container_definitions[0].environment["BERTH_PARAM_ENABLE_VSCODE_WEB"],
             "false"
