@@ -173,7 +173,7 @@ fn examples_start_on_the_simulated_cloud_and_stop_and_start_with_the_cli() {
         "Phase:             Stopped",
         "Template Version:  1",
         "0 desired, 0 running, 0 pending",
-        "Root Directory:  /alice",
+        "Root Directory:  /default/alice",
         "Last Transition:   stop (Manual)",
         "Ready      False",
     ] {

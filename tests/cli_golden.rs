@@ -100,6 +100,8 @@ fn redact(s: &str) -> String {
             "$1: <rv>",
         ),
         (r"berth_[A-Za-z0-9_\-]+", "<token>"),
+        // Cloud names end in 8 hex digits of the workspace's uid's hash.
+        (r"\b(berth-[a-z0-9-]+)-[0-9a-f]{8}\b", "$1-<uidhash>"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
     ];
     let mut out = s.to_string();

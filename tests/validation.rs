@@ -2587,3 +2587,49 @@ fn dormancy_needs_a_threshold_and_bounded_durations() {
     assert_has(&errs, "lifecyclepolicies/org", "spec.dormancyNotice", &[]);
     assert_eq!(errs.len(), 2, "{}", show(&errs));
 }
+
+#[test]
+fn efs_iam_authorization_needs_a_task_role_and_registry_credentials_need_a_secret_arn() {
+    let no_role = invalid(
+        &(TEMPLATE_HEAD.replace(
+            "    fileSystemId: fs-1\n",
+            "    fileSystemId: fs-1\n    efsIamAuthorization: true\n",
+        ) + DEFAULT_RESOURCES),
+    );
+    assert_only(
+        &no_role,
+        "workspacetemplates/dev",
+        "spec.infrastructure.efsIamAuthorization",
+        &["taskRoleArn"],
+    );
+    let with_role = TEMPLATE_HEAD.replace(
+        "    fileSystemId: fs-1\n",
+        "    fileSystemId: fs-1\n    efsIamAuthorization: true\n    taskRoleArn: arn:aws:iam::123456789012:role/berth-task\n",
+    ) + DEFAULT_RESOURCES;
+    valid(&with_role);
+    let creds = |arn: &str| {
+        TEMPLATE_HEAD.replace(
+            "    homePath: /home/dev\n",
+            &format!("    homePath: /home/dev\n    repositoryCredentials:\n      credentialsParameter: \"{arn}\"\n"),
+        ) + DEFAULT_RESOURCES
+    };
+    let (_, obj) = valid(&creds(
+        "arn:aws:secretsmanager:us-west-2:123456789012:secret:berth/ghcr-AbCdEf",
+    ));
+    assert_eq!(
+        obj.spec["container"]["repositoryCredentials"]["credentialsParameter"],
+        json!("arn:aws:secretsmanager:us-west-2:123456789012:secret:berth/ghcr-AbCdEf")
+    );
+    for bad in [
+        "ghcr-token",
+        "arn:aws:ssm:us-west-2:123456789012:parameter/ghcr",
+        "arn:aws:secretsmanager:us-west-2:123456789012:secret:",
+    ] {
+        assert_only(
+            &invalid(&creds(bad)),
+            "workspacetemplates/dev",
+            "spec.container.repositoryCredentials.credentialsParameter",
+            &["Secrets Manager"],
+        );
+    }
+}

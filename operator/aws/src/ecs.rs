@@ -116,6 +116,15 @@ fn container_to_sdk(
                 .init_process_enabled(true)
                 .build()
         }))
+        .set_repository_credentials(match &c.repository_credentials {
+            Some(arn) => Some(
+                t::RepositoryCredentials::builder()
+                    .credentials_parameter(arn)
+                    .build()
+                    .map_err(|e| build_err(op, e))?,
+            ),
+            None => None,
+        })
         .build())
 }
 
@@ -156,6 +165,10 @@ fn container_from_sdk(c: &t::ContainerDefinition) -> ContainerDefinition {
             .as_ref()
             .and_then(|l| l.init_process_enabled)
             .unwrap_or(false),
+        repository_credentials: c
+            .repository_credentials
+            .as_ref()
+            .map(|r| r.credentials_parameter.clone()),
         log_configuration: c.log_configuration.as_ref().map(|l| LogConfiguration {
             log_driver: l.log_driver.as_str().to_owned(),
             options: l

@@ -67,6 +67,9 @@ fn task_definition(
             user: Some("1000:1000".into()),
             working_directory: Some("/home/coder".into()),
             init_process_enabled: true,
+            repository_credentials: Some(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:berth/registry-AbCdEf".into(),
+            ),
             log_configuration: Some(LogConfiguration {
                 log_driver: "awslogs".into(),
                 options: BTreeMap::from([

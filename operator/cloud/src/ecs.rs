@@ -99,6 +99,11 @@ pub struct ContainerDefinition {
     /// PID 1 that forwards signals and reaps orphaned processes.
     #[serde(default)]
     pub init_process_enabled: bool,
+    /// `repositoryCredentials.credentialsParameter`: the Secrets Manager
+    /// secret (ARN) with the username and password of a private registry
+    /// (not ECR); the execution role must be allowed to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_credentials: Option<String>,
 }
 
 /// An environment variable read from a secret (`secrets[].valueFrom`).

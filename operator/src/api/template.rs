@@ -88,7 +88,7 @@ pub struct Infrastructure {
     pub assign_public_ip: bool,
     /// The shared EFS file system holding home directories (`fs-…`).
     pub file_system_id: String,
-    /// Directory on the file system under which each owner gets `<root>/<owner>`.
+    /// Directory on the file system under which each owner gets `<root>/<namespace>/<owner>`.
     #[serde(default = "default_efs_root")]
     pub efs_root_directory: String,
     /// Role ECS uses to pull the image, read secrets and write logs.
@@ -99,6 +99,13 @@ pub struct Infrastructure {
     /// CloudWatch log group for container output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
+    /// Mount the home with EFS IAM authorization (`iam: ENABLED`): the
+    /// task role (`taskRoleArn`, required then) must be allowed
+    /// `elasticfilesystem:ClientMount`/`ClientWrite`, and a file-system
+    /// policy can require every mount to go through an access point (see
+    /// `manifests/deploy/efs-file-system-policy.json`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub efs_iam_authorization: bool,
 }
 
 fn default_efs_root() -> String {
@@ -129,6 +136,18 @@ pub struct Container {
     /// Seconds between SIGTERM and SIGKILL on stop (Fargate allows 2–120).
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: u32,
+    /// Credentials of a private registry (not ECR) the image is pulled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_credentials: Option<RepositoryCredentials>,
+}
+
+/// `repositoryCredentials` of the ECS container definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryCredentials {
+    /// ARN of the Secrets Manager secret holding `{"username": …,
+    /// "password": …}`; the execution role must be allowed to read it.
+    pub credentials_parameter: String,
 }
 
 fn default_id() -> u32 {

@@ -725,6 +725,28 @@ fn template_spec(errs: &mut Errors, s: &WorkspaceTemplateSpec) {
             );
         }
     }
+    if inf.efs_iam_authorization && inf.task_role_arn.is_none() {
+        errs.add(
+            "spec.infrastructure.efsIamAuthorization",
+            "needs spec.infrastructure.taskRoleArn: with IAM authorization the task role mounts the file system",
+        );
+    }
+    if let Some(rc) = &s.container.repository_credentials {
+        let arn = &rc.credentials_parameter;
+        let parts: Vec<&str> = arn.splitn(7, ':').collect();
+        let ok = parts.len() == 7
+            && parts[0] == "arn"
+            && parts[2] == "secretsmanager"
+            && parts[5] == "secret"
+            && !parts[6].is_empty()
+            && !arn.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            errs.add(
+                "spec.container.repositoryCredentials.credentialsParameter",
+                format!("{arn:?} is not the ARN of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"),
+            );
+        }
+    }
     let image = &s.container.image;
     if image.trim().is_empty() {
         errs.add("spec.container.image", "required");

@@ -327,6 +327,11 @@ pub fn task_definition(
         working_directory: Some(template.container.home_path.clone()),
         log_configuration,
         init_process_enabled: true,
+        repository_credentials: template
+            .container
+            .repository_credentials
+            .as_ref()
+            .map(|r| r.credentials_parameter.clone()),
     };
     let mut request = RegisterTaskDefinition {
         family: id.family(),
@@ -342,7 +347,7 @@ pub fn task_definition(
                 root_directory: None,
                 transit_encryption: true,
                 access_point_id: Some(access_point_id.into()),
-                iam_authorization: false,
+                iam_authorization: inf.efs_iam_authorization,
             }),
         }],
         tags: Tags::new(),
@@ -671,5 +676,116 @@ mod tests {
             r.request.container_definitions[0].environment["BERTH_PARAM_ENABLE_VSCODE_WEB"],
             "false"
         );
+    }
+
+    /// IAM's wildcards: `*` any run of characters, `?` one.
+    fn iam_glob(pattern: &str, s: &str) -> bool {
+        let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+        let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+        while si < s.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+                pi += 1;
+                si += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some(pi);
+                mark = si;
+                pi += 1;
+            } else if let Some(st) = star {
+                pi = st + 1;
+                mark += 1;
+                si = mark;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+
+    fn strings(v: &serde_json::Value) -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a.iter().flat_map(strings).collect(),
+            _ => vec![],
+        }
+    }
+
+    fn allowed(policy: &str, action: &str, resource: &str) -> bool {
+        let p: serde_json::Value = serde_json::from_str(policy).unwrap();
+        p["Statement"].as_array().unwrap().iter().any(|st| {
+            st["Effect"] == "Allow"
+                && strings(&st["Action"]).iter().any(|a| iam_glob(a, action))
+                && strings(&st["Resource"])
+                    .iter()
+                    .any(|r| iam_glob(r, resource))
+        })
+    }
+
+    #[test]
+    fn iam_wildcards_match_as_iam_does() {
+        assert!(iam_glob(
+            "arn:aws:iam::*:role/berth-*",
+            "arn:aws:iam::1:role/berth-x"
+        ));
+        assert!(!iam_glob(
+            "arn:aws:iam::*:role/berth-*",
+            "arn:aws:iam::1:role/Coder"
+        ));
+        assert!(iam_glob("a?c", "abc") && !iam_glob("a?c", "ac"));
+    }
+
+    /// The example template, rendered, passes only what the shipped
+    /// policies allow: the operator may pass its roles to ECS, and the
+    /// workspace execution role may read every secret the task definition
+    /// names (its own variables, the registry credentials, the agent token).
+    #[test]
+    fn every_arn_the_example_template_passes_is_allowed_by_the_shipped_policies() {
+        let operator = include_str!("../../../../manifests/deploy/iam-policy.json");
+        let execution =
+            include_str!("../../../../manifests/deploy/workspace-execution-role-policy.json");
+        let t = template();
+        let agent_secret = format!(
+            "arn:aws:secretsmanager:{}:271851283454:secret:{}-AbCdEf",
+            t.infrastructure.region,
+            ID.secret_name()
+        );
+        let r = task_definition(
+            &ID,
+            &ws(serde_json::json!({})),
+            &t,
+            1,
+            "fsap-1",
+            &agent_secret,
+            &AgentDelivery::default(),
+        );
+        let req = r.request;
+        let roles: Vec<String> = [req.execution_role_arn.clone(), req.task_role_arn.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(roles.len(), 2);
+        for role in roles {
+            assert!(allowed(operator, "iam:PassRole", &role), "PassRole {role}");
+        }
+        let c = &req.container_definitions[0];
+        assert!(
+            c.repository_credentials.is_some(),
+            "the example's image is on a private registry"
+        );
+        let secrets: Vec<String> = c
+            .secrets
+            .iter()
+            .map(|s| s.value_from.clone())
+            .chain(c.repository_credentials.clone())
+            .collect();
+        assert!(secrets.len() >= 3, "{secrets:?}");
+        for arn in secrets {
+            assert!(
+                allowed(execution, "secretsmanager:GetSecretValue", &arn),
+                "GetSecretValue {arn}"
+            );
+        }
+        // The home is mounted with IAM authorization by the task role.
+        let vol = req.volumes[0].efs_volume_configuration.as_ref().unwrap();
+        assert!(vol.iam_authorization && req.task_role_arn.is_some());
     }
 }
