@@ -8,14 +8,20 @@
 //!   as it is written, runs a command in the web terminal; another user
 //!   signs in with the keyboard alone, sees only their own workspace (and a
 //!   stop made elsewhere without a reload) and is refused another's page
-//!   and API;
+//!   and API; at a phone's width (390×844) the list and a workspace's page
+//!   fit the screen with their main buttons on it;
 //! * settings: the size that runs and a change pending for the next start,
-//!   a saved change of size, parameters and schedule (checked with `berth
-//!   get -o json`), a Fargate-invalid size shown next to its field and not
-//!   saved, immutable parameters read-only, a change made elsewhere refused
-//!   (409) with a Reload; creating a workspace from a template (a bad name
-//!   refused next to its field) that reaches Running; the templates page
-//!   with each version's resources and parameters, the active one marked;
+//!   CPU and memory offered only as valid Fargate pairs (within the
+//!   template's options; memory follows a change of CPU), a saved change of
+//!   size, parameters and schedule (checked with `berth get -o json`), a
+//!   value the API refuses shown next to its field and not saved, immutable
+//!   parameters read-only, a change made elsewhere refused (409) with a
+//!   Reload; creating a workspace from a template (a bad name refused next
+//!   to its field) that reaches Running; the templates page with each
+//!   version's creation time, what it changed, resources and parameters, the
+//!   active one marked; an admin publishing a new version from the page (an
+//!   invalid one refused with the API's error, nothing changed; a stale one
+//!   refused), a user without write controls whose direct write is refused;
 //! * over plain HTTP: the session cookie's flags, the CSRF token and the
 //!   origin checks on state-changing requests, sign-out, and the one-time
 //!   sign-in ticket.
