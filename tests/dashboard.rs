@@ -589,7 +589,11 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
         )
         .await;
         fits_the_width(c, "the workspaces page").await;
-        for css in ["#create-workspace", "#signout", "tr[data-workspace='default/bob'] a"] {
+        for css in [
+            "#create-workspace",
+            "#signout",
+            "tr[data-workspace='default/bob'] a",
+        ] {
             assert_on_screen(c, css).await;
         }
         screenshot(c, "workspaces-phone").await;
@@ -601,7 +605,13 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .await
             .expect("the settings form");
         fits_the_width(c, "a workspace's page").await;
-        for css in ["#action-start", "#action-stop", "#action-restart", "#open-terminal", "#settings-save"] {
+        for css in [
+            "#action-start",
+            "#action-stop",
+            "#action-restart",
+            "#open-terminal",
+            "#settings-save",
+        ] {
             c.execute(
                 "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
                 vec![json!(css)],
@@ -1090,10 +1100,7 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
         assert_eq!(options(c, "#set-memory").await, mib(8192, 30720, 1024));
         assert_eq!(prop(c, "#set-memory", "value").await, "8192");
         choose(c, "#set-cpu", "16384").await;
-        assert_eq!(
-            options(c, "#set-memory").await,
-            mib(32768, 122880, 8192)
-        );
+        assert_eq!(options(c, "#set-memory").await, mib(32768, 122880, 8192));
         choose(c, "#set-cpu", "1024").await;
         assert_eq!(options(c, "#set-memory").await, mib(2048, 8192, 1024));
         choose(c, "#set-memory", "8192").await;
@@ -1111,7 +1118,11 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
             .find(Locator::Css("div.field.invalid #set-param-disk"))
             .await;
         assert!(invalid.is_ok(), "the disk field is not marked invalid");
-        for other in ["#set-cpu-error", "#set-memory-error", "#set-param-branch-error"] {
+        for other in [
+            "#set-cpu-error",
+            "#set-memory-error",
+            "#set-param-branch-error",
+        ] {
             assert_eq!(wait_text(c, other, "no other error", |_| true).await, "");
         }
         screenshot(c, "settings-error").await;

@@ -29,6 +29,7 @@
 
 pub mod terminal;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -36,12 +37,13 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::api::template::WorkspaceTemplateSpec;
 use crate::api::Kind;
 use crate::store::{Identity, Store};
 
@@ -420,6 +422,39 @@ async fn workspace_page(
     Ok(html(StatusCode::OK, INDEX_HTML))
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: ManifestMeta<'a>,
+    spec: ManifestSpec<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "no_entries")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "no_entries")]
+    annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+}
+
+fn no_entries(m: &&BTreeMap<String, String>) -> bool {
+    m.is_empty()
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ManifestSpec<'a> {
+    Typed(Box<WorkspaceTemplateSpec>),
+    Raw(&'a serde_json::Value),
+}
+
 /// `GET /dashboard/template-manifest/{ns}/{name}`: a template as YAML to
 /// edit and apply again (`POST …/apply`): its spec and the metadata a user
 /// writes, with the `resourceVersion` it was read at, so that applying an
@@ -444,24 +479,23 @@ async fn template_manifest(
         )));
     };
     let m = &obj.metadata;
-    let mut meta = serde_json::Map::new();
-    meta.insert("name".into(), json!(m.name));
-    meta.insert("namespace".into(), json!(m.namespace));
-    if !m.labels.is_empty() {
-        meta.insert("labels".into(), json!(m.labels));
-    }
-    if !m.annotations.is_empty() {
-        meta.insert("annotations".into(), json!(m.annotations));
-    }
-    if let Some(rv) = &m.resource_version {
-        meta.insert("resourceVersion".into(), json!(rv));
-    }
-    let doc = json!({
-        "apiVersion": obj.api_version,
-        "kind": obj.kind,
-        "metadata": meta,
-        "spec": obj.spec,
-    });
+    let doc = Manifest {
+        api_version: &obj.api_version,
+        kind: &obj.kind,
+        metadata: ManifestMeta {
+            name: &m.name,
+            namespace: &m.namespace,
+            labels: &m.labels,
+            annotations: &m.annotations,
+            resource_version: m.resource_version.as_deref(),
+        },
+        // Typed, so that fields come in the order people write them (`name`
+        // first); the stored spec is that type's serialization already.
+        spec: match serde_json::from_value::<WorkspaceTemplateSpec>(obj.spec.clone()) {
+            Ok(t) => ManifestSpec::Typed(Box::new(t)),
+            Err(_) => ManifestSpec::Raw(&obj.spec),
+        },
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
@@ -599,7 +633,10 @@ mod tests {
             ("origin", "http://evil.example"),
         ])));
         // No Host to compare with: refused.
-        assert!(!same_origin(&headers(&[("origin", "http://127.0.0.1:7070")])));
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            "http://127.0.0.1:7070"
+        )])));
     }
 
     #[test]

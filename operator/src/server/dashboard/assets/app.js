@@ -928,7 +928,8 @@ function templateEditor(t, onApplied) {
           h("p", {}, resp.status === 409 ? "Not applied: the template changed since you opened it." : "Not applied; nothing was changed."),
           h("ul", {}, lines.map((l) => h("li", {}, l))),
           resp.status === 409 ? h("button", { type: "button", class: "secondary", onclick: load }, "Reload the template") : null);
-        ta.focus();
+        ta.focus({ preventScroll: true });
+        err.scrollIntoView({ block: "nearest" });
       } else {
         const rs = (data && data.results) || [];
         const mine = rs.find((r) => r.kind === "WorkspaceTemplate" && r.namespace === ns && r.name === name);
