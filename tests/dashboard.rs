@@ -807,6 +807,35 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         .await
         .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
+        // Behind a reverse proxy on another host name: the origin the proxy
+        // reports counts, this replica's own address no longer does.
+        let proxied = |origin: String| {
+            http.get(&ws)
+                .header("cookie", &cookie)
+                .header("x-forwarded-host", "berth.example.com")
+                .header("x-forwarded-proto", "https")
+                .header("origin", origin)
+                .header("sec-fetch-site", "same-origin")
+                .send()
+        };
+        assert_eq!(
+            proxied("https://berth.example.com".into())
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            proxied(format!("http://{host}")).await.unwrap().status(),
+            403
+        );
+        assert_eq!(
+            proxied("https://evil.example".into())
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
         // Another's workspace is refused even with a valid session and token.
         let r = http
             .post(format!(
