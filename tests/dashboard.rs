@@ -1532,6 +1532,7 @@ fn in_chromium_an_admin_publishes_a_template_version_and_everyone_sees_what_chan
             "{err}"
         );
         assert!(err.contains("3000"), "{err}");
+        assert!(!err.contains("null"), "{err}");
         screenshot(c, "template-apply-error").await;
         let t = wst_json(&op, "dev");
         assert_eq!(t["status"]["latestVersion"], 1, "{t}");

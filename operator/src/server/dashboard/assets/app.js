@@ -773,13 +773,13 @@ function renderCreate() {
       const res = resourceInputs(f, "new", t.spec.resources, null);
       const ps = parameterInputs(f, "new", t.spec.parameters, {}, true);
       chosen = { ns: tns, name: tname, res, ps };
-      details.replaceChildren(
+      details.replaceChildren(...[
         t.spec.description ? h("p", { class: "muted" }, t.spec.description) : null,
         h("p", { class: "muted" }, `Version ${t.version} (active) · namespace ${tns}`),
         h("fieldset", {}, h("legend", {}, "Size"), h("div", { class: "row" }, ...res.els)),
         t.spec.parameters && t.spec.parameters.length
           ? h("fieldset", {}, h("legend", {}, "Parameters"), h("div", { class: "row" }, ...ps.els))
-          : h("p", { class: "muted" }, "This template has no parameters."));
+          : h("p", { class: "muted" }, "This template has no parameters.")].filter(Boolean));
       submit.disabled = false;
     } catch (e) {
       details.replaceChildren(h("p", { class: "error" }, `Cannot read template ${tname}: ${e.message}`));
@@ -924,10 +924,10 @@ function templateEditor(t, onApplied) {
         const lines = causes.length
           ? causes.map((c) => `${c.object ? c.object + ": " : ""}${c.field ? c.field + ": " : ""}${c.message}`)
           : [(data && data.message) || resp.statusText];
-        err.replaceChildren(
+        err.replaceChildren(...[
           h("p", {}, resp.status === 409 ? "Not applied: the template changed since you opened it." : "Not applied; nothing was changed."),
           h("ul", {}, lines.map((l) => h("li", {}, l))),
-          resp.status === 409 ? h("button", { type: "button", class: "secondary", onclick: load }, "Reload the template") : null);
+          resp.status === 409 ? h("button", { type: "button", class: "secondary", onclick: load }, "Reload the template") : null].filter(Boolean));
         ta.focus({ preventScroll: true });
         err.scrollIntoView({ block: "nearest" });
       } else {
