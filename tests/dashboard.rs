@@ -8,14 +8,20 @@
 //!   as it is written, runs a command in the web terminal; another user
 //!   signs in with the keyboard alone, sees only their own workspace (and a
 //!   stop made elsewhere without a reload) and is refused another's page
-//!   and API;
+//!   and API; at a phone's width (390×844) the list and a workspace's page
+//!   fit the screen with their main buttons on it;
 //! * settings: the size that runs and a change pending for the next start,
-//!   a saved change of size, parameters and schedule (checked with `berth
-//!   get -o json`), a Fargate-invalid size shown next to its field and not
-//!   saved, immutable parameters read-only, a change made elsewhere refused
-//!   (409) with a Reload; creating a workspace from a template (a bad name
-//!   refused next to its field) that reaches Running; the templates page
-//!   with each version's resources and parameters, the active one marked;
+//!   CPU and memory offered only as valid Fargate pairs (within the
+//!   template's options; memory follows a change of CPU), a saved change of
+//!   size, parameters and schedule (checked with `berth get -o json`), a
+//!   value the API refuses shown next to its field and not saved, immutable
+//!   parameters read-only, a change made elsewhere refused (409) with a
+//!   Reload; creating a workspace from a template (a bad name refused next
+//!   to its field) that reaches Running; the templates page with each
+//!   version's creation time, what it changed, resources and parameters, the
+//!   active one marked; an admin publishing a new version from the page (an
+//!   invalid one refused with the API's error, nothing changed; a stale one
+//!   refused), a user without write controls whose direct write is refused;
 //! * over plain HTTP: the session cookie's flags, the CSRF token and the
 //!   origin checks on state-changing requests, sign-out, and the one-time
 //!   sign-in ticket.
@@ -297,6 +303,47 @@ async fn page_fetch_status(c: &Client, path: &str) -> i64 {
     v.as_i64().unwrap()
 }
 
+/// Asserts that the page is no wider than the window (no sideways
+/// scrolling), naming the elements that stick out when it is.
+async fn fits_the_width(c: &Client, what: &str) {
+    let v = c
+        .execute(
+            "const w = window.innerWidth;
+             const wide = [...document.querySelectorAll('body *')]
+               .filter(e => e.getBoundingClientRect().right > w + 0.5)
+               .slice(0, 8)
+               .map(e => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${e.className} (${Math.round(e.getBoundingClientRect().right)}px)`);
+             return [document.documentElement.scrollWidth, w, wide];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, width) = (v[0].as_i64().unwrap(), v[1].as_i64().unwrap());
+    assert!(
+        scroll <= width,
+        "{what} is {scroll}px wide in a {width}px window; sticking out: {}",
+        v[2]
+    );
+}
+
+/// Asserts that the element at `css` is shown, inside the window's width.
+async fn assert_on_screen(c: &Client, css: &str) {
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]);
+             if (!e) return 'missing';
+             const r = e.getBoundingClientRect();
+             const s = getComputedStyle(e);
+             if (e.hidden || s.display === 'none' || s.visibility === 'hidden' || r.width === 0 || r.height === 0) return 'hidden';
+             if (r.left < 0 || r.right > window.innerWidth) return `outside the window (${Math.round(r.left)}..${Math.round(r.right)} of ${window.innerWidth}px)`;
+             return 'ok';",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!("ok"), "{css}");
+}
+
 fn ticks(text: &str) -> u64 {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("tick "))
@@ -528,9 +575,53 @@ fn in_chromium_an_owner_signs_in_controls_their_workspace_and_sees_only_their_ow
             .find(Locator::Css("tr[data-workspace='default/erin']"))
             .await
             .is_err());
-        // Phone width.
+        // Phone width: nothing wider than the screen, the main buttons there.
         c.set_window_size(390, 844).await.unwrap();
+        wait_until(
+            || async {
+                c.execute("return window.innerWidth;", vec![])
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_i64())
+                    .is_some_and(|w| w <= 390)
+            },
+            "the phone-sized window",
+        )
+        .await;
+        fits_the_width(c, "the workspaces page").await;
+        for css in [
+            "#create-workspace",
+            "#signout",
+            "tr[data-workspace='default/bob'] a",
+        ] {
+            assert_on_screen(c, css).await;
+        }
         screenshot(c, "workspaces-phone").await;
+        click(c, "tr[data-workspace='default/bob'] a").await;
+        wait_text(c, "#phase", "bob's page", |t| t == "Stopped").await;
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#settings-form"))
+            .await
+            .expect("the settings form");
+        fits_the_width(c, "a workspace's page").await;
+        for css in [
+            "#action-start",
+            "#action-stop",
+            "#action-restart",
+            "#open-terminal",
+            "#settings-save",
+        ] {
+            c.execute(
+                "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+            assert_on_screen(c, css).await;
+        }
+        c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        screenshot(c, "workspace-phone").await;
         c.set_window_size(1280, 800).await.unwrap();
         assert_eq!(
             page_fetch_status(c, &format!("{API}/namespaces/default/workspaces/erin")).await,
@@ -716,6 +807,35 @@ fn the_session_cookie_is_http_only_and_strict_and_writes_need_the_csrf_token_and
         .await
         .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
+        // Behind a reverse proxy on another host name: the origin the proxy
+        // reports counts, this replica's own address no longer does.
+        let proxied = |origin: String| {
+            http.get(&ws)
+                .header("cookie", &cookie)
+                .header("x-forwarded-host", "berth.example.com")
+                .header("x-forwarded-proto", "https")
+                .header("origin", origin)
+                .header("sec-fetch-site", "same-origin")
+                .send()
+        };
+        assert_eq!(
+            proxied("https://berth.example.com".into())
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            proxied(format!("http://{host}")).await.unwrap().status(),
+            403
+        );
+        assert_eq!(
+            proxied("https://evil.example".into())
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
         // Another's workspace is refused even with a valid session and token.
         let r = http
             .post(format!(
@@ -848,6 +968,12 @@ spec:
       type: string
       default: main
       mutable: true
+    - name: disk
+      displayName: Scratch disk (GiB)
+      type: number
+      default: 20
+      mutable: true
+      validation: {min: 10, max: 100}
   scripts:
     - name: setup
       script: |
@@ -876,6 +1002,33 @@ async fn set_value(c: &Client, css: &str, value: &str) {
     let el = c.find(Locator::Css(css)).await.unwrap();
     el.clear().await.unwrap();
     el.send_keys(value).await.unwrap();
+}
+
+/// The values a `<select>` offers, in order.
+async fn options(c: &Client, css: &str) -> Vec<String> {
+    let v = c
+        .execute(
+            "return [...document.querySelector(arguments[0]).options].map(o => o.value);",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// `lo..=hi` MiB in steps of `step`, as a select's values.
+fn mib(lo: u32, hi: u32, step: usize) -> Vec<String> {
+    (lo..=hi).step_by(step).map(|m| m.to_string()).collect()
+}
+
+/// Picks `value` in the `<select>` at `css` as a user would.
+async fn choose(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("{css}: no option {value}: {e}"));
 }
 
 /// Clicks `css` once it is there (20 s).
@@ -957,24 +1110,58 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
         );
         assert_eq!(prop(c, "#set-param-branch", "value").await, "main");
 
-        // A size Fargate does not run: the error names the memory field; nothing changes.
-        set_value(c, "#set-memory", "3000").await;
+        // CPU and memory are lists of the Fargate pairs (the template offers
+        // any size): every Fargate CPU, and the memory that CPU runs with.
+        assert_eq!(
+            options(c, "#set-cpu").await,
+            ["256", "512", "1024", "2048", "4096", "8192", "16384"]
+        );
+        assert_eq!(options(c, "#set-memory").await, mib(2048, 8192, 1024));
+        // Another CPU: the memory list follows; a memory still valid stays.
+        choose(c, "#set-cpu", "512").await;
+        assert_eq!(
+            options(c, "#set-memory").await,
+            ["1024", "2048", "3072", "4096"]
+        );
+        assert_eq!(prop(c, "#set-memory", "value").await, "2048");
+        // One it no longer runs with gives way to the smallest valid one.
+        choose(c, "#set-cpu", "4096").await;
+        assert_eq!(options(c, "#set-memory").await, mib(8192, 30720, 1024));
+        assert_eq!(prop(c, "#set-memory", "value").await, "8192");
+        choose(c, "#set-cpu", "16384").await;
+        assert_eq!(options(c, "#set-memory").await, mib(32768, 122880, 8192));
+        choose(c, "#set-cpu", "1024").await;
+        assert_eq!(options(c, "#set-memory").await, mib(2048, 8192, 1024));
+        choose(c, "#set-memory", "8192").await;
+
+        // A value the API refuses (the form lets any number through): the
+        // error shows next to its field; nothing is saved.
+        set_value(c, "#set-param-disk", "500").await;
         click(c, "#settings-save").await;
-        let err = wait_text(c, "#set-memory-error", "the memory error", |t| {
+        let err = wait_text(c, "#set-param-disk-error", "the disk error", |t| {
             !t.is_empty()
         })
         .await;
-        assert!(err.contains("3000 MiB is not valid with cpu 1024"), "{err}");
-        assert_eq!(
-            wait_text(c, "#set-cpu-error", "no cpu error", |_| true).await,
-            ""
-        );
+        assert!(err.contains("greater than the maximum 100"), "{err}");
+        let invalid = c
+            .find(Locator::Css("div.field.invalid #set-param-disk"))
+            .await;
+        assert!(invalid.is_ok(), "the disk field is not marked invalid");
+        for other in [
+            "#set-cpu-error",
+            "#set-memory-error",
+            "#set-param-branch-error",
+        ] {
+            assert_eq!(wait_text(c, other, "no other error", |_| true).await, "");
+        }
         screenshot(c, "settings-error").await;
         let spec = &ws_json(&op, "erin")["spec"];
         assert!(spec.get("resources").is_none(), "{spec}");
+        assert_eq!(spec["parameters"], json!({"region": "us"}));
+        set_value(c, "#set-param-disk", "20").await;
 
         // A valid change: saved, and shown as applying at the next start.
-        set_value(c, "#set-memory", "4096").await;
+        choose(c, "#set-memory", "4096").await;
         set_value(c, "#set-param-branch", "dev").await;
         set_value(c, "#set-after", "2h").await;
         set_value(c, "#set-cron", "0 9 * * 1-5").await;
@@ -982,7 +1169,7 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
         click(c, "#settings-save").await;
         wait_text(c, "#settings-saved", "saved", |t| t.starts_with("Saved")).await;
         assert_eq!(
-            wait_text(c, "#set-memory-error", "error cleared", |_| true).await,
+            wait_text(c, "#set-param-disk-error", "error cleared", |_| true).await,
             ""
         );
         wait_text(c, size, "the pending change", |t| {
@@ -1018,7 +1205,7 @@ fn in_chromium_settings_save_sizes_parameters_and_schedule_and_show_field_errors
             "the stale notice",
         )
         .await;
-        set_value(c, "#set-memory", "5120").await;
+        choose(c, "#set-memory", "5120").await;
         click(c, "#settings-save").await;
         let msg = wait_text(c, "#settings-form .form-error", "the conflict", |t| {
             !t.is_empty()
@@ -1106,8 +1293,47 @@ fn in_chromium_a_user_creates_a_workspace_from_a_template_and_reads_the_template
             .find(Locator::Css(&format!("{v2} tr[data-param='dotfiles']")))
             .await
             .is_ok());
+        // What version 2 changed, by field path; version 1 was the first.
+        let changes = wait_text(
+            c,
+            &format!("{v2} dd[data-key='Changes']"),
+            "v2 changes",
+            |t| !t.is_empty(),
+        )
+        .await;
+        assert!(
+            changes.contains("spec.resources.cpuOptions added: [1024,2048]")
+                && changes.contains("spec.resources.memoryOptions added: [2048,4096,8192]")
+                && changes.contains("spec.parameters[dotfiles] added:"),
+            "{changes}"
+        );
+        assert!(!changes.contains("spec.parameters[region]"), "{changes}");
+        assert!(
+            c.find(Locator::Css(&format!("{v2} dd[data-key='Created']")))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .contains("UTC")
+        );
+        // Not an admin: no way to write a template.
+        assert!(c
+            .find(Locator::Css(&format!("{tpl} details[data-editor]")))
+            .await
+            .is_err());
         // Version 1 is collapsed: open it to read it.
         click(c, &format!("{v1} summary")).await;
+        assert_eq!(
+            wait_text(
+                c,
+                &format!("{v1} dd[data-key='Changes']"),
+                "v1 changes",
+                |t| !t.is_empty()
+            )
+            .await,
+            "First version."
+        );
         assert!(c
             .find(Locator::Css(&format!("{v1} tr[data-param='dotfiles']")))
             .await
@@ -1143,6 +1369,16 @@ fn in_chromium_a_user_creates_a_workspace_from_a_template_and_reads_the_template
         // The active version's choices: offered sizes as lists, defaults filled in.
         assert_eq!(prop(c, "#new-memory", "tagName").await, "SELECT");
         assert_eq!(prop(c, "#new-memory", "value").await, "2048");
+        // Only the template's CPUs, and of its memory only what Fargate runs
+        // with the chosen CPU (2048 MiB is too little for 2048 CPU units).
+        assert_eq!(options(c, "#new-cpu").await, ["1024", "2048"]);
+        assert_eq!(options(c, "#new-memory").await, ["2048", "4096", "8192"]);
+        choose(c, "#new-cpu", "2048").await;
+        assert_eq!(options(c, "#new-memory").await, ["4096", "8192"]);
+        assert_eq!(prop(c, "#new-memory", "value").await, "4096");
+        choose(c, "#new-cpu", "1024").await;
+        assert_eq!(options(c, "#new-memory").await, ["2048", "4096", "8192"]);
+        assert_eq!(prop(c, "#new-memory", "value").await, "4096");
         assert_eq!(prop(c, "#new-param-branch", "value").await, "main");
         assert!(c.find(Locator::Css("#new-param-dotfiles")).await.is_ok());
         // A bad name is refused next to the name field.
@@ -1229,6 +1465,163 @@ fn in_chromium_a_user_creates_a_workspace_from_a_template_and_reads_the_template
         )
         .await;
         assert!(!v1.split(", ").any(|n| n == "box"), "{v1}");
+        b.close().await;
+    });
+}
+
+/// `berth get wst NAME -o json`, parsed.
+fn wst_json(op: &Operator, name: &str) -> Value {
+    serde_json::from_str(&ok(op, &["get", "wst", name, "-o", "json"]).stdout).unwrap()
+}
+
+/// Replaces `from` (a regular expression) with `to` in the textarea at `css`.
+async fn edit_textarea(c: &Client, css: &str, from: &str, to: &str) {
+    let v = c
+        .execute(
+            "const t = document.querySelector(arguments[0]);
+             const before = t.value;
+             t.value = before.replace(new RegExp(arguments[1]), arguments[2]);
+             t.dispatchEvent(new Event('input', {bubbles: true}));
+             return t.value !== before;",
+            vec![json!(css), json!(from), json!(to)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, Value::Bool(true), "{css}: no {from:?} to replace");
+}
+
+#[test]
+fn in_chromium_an_admin_publishes_a_template_version_and_everyone_sees_what_changed() {
+    let op = Operator::start();
+    apply(&op, DEV_TEMPLATE);
+    let (server, admin) = op.server_and_token();
+    runtime().block_on(async {
+        let erin = user_token(&op, "erin").await;
+        let b = Browser::start().await;
+        let c = &b.client;
+        sign_in(c, &server, &admin).await;
+        wait_text(c, "#who", "signed in", |t| t.contains("(admin)")).await;
+        click(c, "nav.pages a[href='/templates']").await;
+        let tpl = "section[data-template='default/dev']";
+        let editor = format!("{tpl} details[data-editor='default/dev']");
+        let yaml = "#tpl-yaml-default-dev";
+        // The editor holds the template as YAML, read when it is opened.
+        click(c, &format!("{editor} summary")).await;
+        wait_until(
+            || async {
+                let v = prop(c, yaml, "value").await;
+                v.contains("kind: WorkspaceTemplate") && v.contains("resourceVersion")
+            },
+            "the template's YAML",
+        )
+        .await;
+        assert!(c
+            .find(Locator::Css(&format!("{tpl} details[data-version='2']")))
+            .await
+            .is_err());
+
+        // An invalid change: the API's error is shown; nothing changes.
+        edit_textarea(c, yaml, "memory: 2048", "memory: 3000").await;
+        click(c, &format!("{editor} button.apply-template")).await;
+        let err = wait_text(c, "#tpl-yaml-default-dev-error", "the apply error", |t| {
+            !t.is_empty()
+        })
+        .await;
+        assert!(
+            err.contains("nothing was changed") && err.contains("spec.resources.default.memory"),
+            "{err}"
+        );
+        assert!(err.contains("3000"), "{err}");
+        assert!(!err.contains("null"), "{err}");
+        screenshot(c, "template-apply-error").await;
+        let t = wst_json(&op, "dev");
+        assert_eq!(t["status"]["latestVersion"], 1, "{t}");
+        assert_eq!(t["spec"]["resources"]["default"]["memory"], 2048);
+
+        // A valid one: version 2, and the page lists what changed.
+        edit_textarea(c, yaml, "memory: 3000", "memory: 2048").await;
+        edit_textarea(c, yaml, "example/dev:1", "example/dev:2").await;
+        click(c, &format!("{editor} button.apply-template")).await;
+        let v2 = format!("{tpl} details[data-version='2']");
+        let t2 = wait_text(c, &format!("{v2} summary"), "version 2", |t| {
+            t.contains("Version 2")
+        })
+        .await;
+        assert!(t2.contains("active"), "{t2}");
+        let changes = wait_text(
+            c,
+            &format!("{v2} dd[data-key='Changes']"),
+            "what version 2 changed",
+            |t| !t.is_empty(),
+        )
+        .await;
+        assert_eq!(
+            changes,
+            "spec.container.image \"ghcr.io/example/dev:1\" → \"ghcr.io/example/dev:2\""
+        );
+        let t = wst_json(&op, "dev");
+        assert_eq!(t["status"]["latestVersion"], 2, "{t}");
+        assert_eq!(t["spec"]["container"]["image"], "ghcr.io/example/dev:2");
+        screenshot(c, "template-versions").await;
+
+        // Someone else changed it meanwhile: a stale edit is refused.
+        click(c, &format!("{editor} summary")).await;
+        wait_until(
+            || async { prop(c, yaml, "value").await.contains("example/dev:2") },
+            "the new YAML",
+        )
+        .await;
+        apply(&op, &DEV_TEMPLATE.replace("example/dev:1", "example/dev:3"));
+        edit_textarea(c, yaml, "example/dev:2", "example/dev:4").await;
+        click(c, &format!("{editor} button.apply-template")).await;
+        let err = wait_text(c, "#tpl-yaml-default-dev-error", "the conflict", |t| {
+            !t.is_empty()
+        })
+        .await;
+        assert!(err.contains("changed since you opened it"), "{err}");
+        assert_eq!(
+            wst_json(&op, "dev")["spec"]["container"]["image"],
+            "ghcr.io/example/dev:3"
+        );
+
+        // Not an admin: no editor, and a direct write is refused.
+        click(c, "#signout").await;
+        c.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("signed out");
+        sign_in(c, &server, &erin).await;
+        wait_text(c, "#who", "erin", |t| t == "erin").await;
+        c.goto(&format!("{server}/templates")).await.unwrap();
+        wait_text(c, &format!("{tpl} details[data-version='3'] summary"), "v3", |t| {
+            t.contains("Version 3")
+        })
+        .await;
+        assert!(c
+            .find(Locator::Css(&format!("{tpl} details[data-editor]")))
+            .await
+            .is_err());
+        assert!(c.find(Locator::Css("textarea")).await.is_err());
+        let status = c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 (async () => {
+                   const s = await (await fetch('/dashboard/session')).json();
+                   const yaml = await (await fetch('/dashboard/template-manifest/default/dev')).text();
+                   const r = await fetch(arguments[0], {method: 'POST', credentials: 'same-origin',
+                     headers: {'Content-Type': 'application/yaml', 'X-Berth-CSRF': s.csrf},
+                     body: yaml.replace('example/dev:3', 'example/dev:5')});
+                   return r.status;
+                 })().then(done, () => done(-1));",
+                vec![json!(format!("{API}/apply"))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, json!(403));
+        let t = wst_json(&op, "dev");
+        assert_eq!(t["status"]["latestVersion"], 3, "{t}");
+        assert_eq!(t["spec"]["container"]["image"], "ghcr.io/example/dev:3");
         b.close().await;
     });
 }

@@ -1,9 +1,10 @@
 //! The web dashboard, served on the API's port: sign in, the workspaces
 //! page, a workspace's page (power actions, settings, conditions, events,
 //! scripts and their live logs, apps), a web terminal, the create-workspace
-//! page (`/new`) and the templates page (`/templates`, read-only). The pages are plain HTML, CSS
-//! and JavaScript embedded in the binary; they call the JSON API with the
-//! session cookie.
+//! page (`/new`) and the templates page (`/templates`: each version, what it
+//! changed, who runs it; admins publish a new version there through the API's
+//! `POST …/apply`). The pages are plain HTML, CSS and JavaScript embedded in
+//! the binary; they call the JSON API with the session cookie.
 //!
 //! # Sessions
 //! Signing in trades an API token (`POST /login`, pasted once) or a one-time
@@ -28,6 +29,7 @@
 
 pub mod terminal;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -35,12 +37,13 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::api::template::WorkspaceTemplateSpec;
 use crate::api::Kind;
 use crate::store::{Identity, Store};
 
@@ -72,6 +75,10 @@ pub fn routes() -> Router<AppState> {
         .route("/workspaces/{ns}/{name}", get(workspace_page))
         .route("/new", get(page))
         .route("/templates", get(page))
+        .route(
+            "/dashboard/template-manifest/{ns}/{name}",
+            get(template_manifest),
+        )
 }
 
 /// The CSRF token of session `id`.
@@ -117,24 +124,73 @@ fn is_https(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
+/// The first value of a (possibly comma-separated, one entry per proxy)
+/// forwarded header: the one the client-facing proxy saw.
+fn forwarded(headers: &HeaderMap, name: &str) -> Option<String> {
+    let v = headers.get(name)?.to_str().ok()?;
+    let first = v.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_ascii_lowercase())
+}
+
+/// `authority` without the default port of `scheme`.
+fn without_default_port(scheme: &str, authority: &str) -> String {
+    let a = authority.to_ascii_lowercase();
+    let default = match scheme {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return a,
+    };
+    a.strip_suffix(default).map(str::to_string).unwrap_or(a)
+}
+
 /// Whether a request came from a page of this origin (or from no page, as
 /// a typed URL or a CLI): no `Sec-Fetch-Site` other than `same-origin` or
 /// `none`, and an `Origin`, if any, naming this host.
+///
+/// "This host" is the one the browser addressed. Behind a reverse proxy
+/// (TLS at a load balancer, another host name) that is what the proxy
+/// reports in `X-Forwarded-Host` (and the scheme in `X-Forwarded-Proto`):
+/// when `X-Forwarded-Host` is present, `Origin` must match it (and the
+/// scheme, when `X-Forwarded-Proto` is present too); otherwise `Origin` must
+/// match `Host`. Trusting these headers is safe for this check, which only
+/// guards the session cookie against other pages in the user's browser: a
+/// page of another origin cannot make the browser send them (custom headers
+/// on a cross-origin fetch need a CORS preflight, which Berth never grants,
+/// and a form or a WebSocket cannot carry them), and a client that sends
+/// them itself, as any non-browser client can, needs no forged origin: it
+/// has to hold the cookie or a token anyway. The `Secure` flag of the
+/// cookie trusts `X-Forwarded-Proto` the same way.
 pub fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if !matches!(site.to_str(), Ok("same-origin" | "none")) {
             return false;
         }
     }
-    match headers.get(header::ORIGIN).map(|v| v.to_str()) {
-        None => true,
-        Some(Ok(origin)) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-            let authority = origin.split_once("://").map(|(_, a)| a);
-            matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
-        }
-        Some(Err(_)) => false,
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => return true,
+        Some(Ok(origin)) => origin,
+        Some(Err(_)) => return false,
+    };
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if authority.is_empty() || authority.contains('/') {
+        return false;
     }
+    let want = match forwarded(headers, "x-forwarded-host") {
+        Some(host) => {
+            if forwarded(headers, "x-forwarded-proto").is_some_and(|p| p != scheme) {
+                return false;
+            }
+            host
+        }
+        None => match headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+            Some(h) => h.to_string(),
+            None => return false,
+        },
+    };
+    without_default_port(&scheme, authority) == without_default_port(&scheme, &want)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -366,6 +422,90 @@ async fn workspace_page(
     Ok(html(StatusCode::OK, INDEX_HTML))
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: ManifestMeta<'a>,
+    spec: ManifestSpec<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "no_entries")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "no_entries")]
+    annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+}
+
+fn no_entries(m: &&BTreeMap<String, String>) -> bool {
+    m.is_empty()
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ManifestSpec<'a> {
+    Typed(Box<WorkspaceTemplateSpec>),
+    Raw(&'a serde_json::Value),
+}
+
+/// `GET /dashboard/template-manifest/{ns}/{name}`: a template as YAML to
+/// edit and apply again (`POST …/apply`): its spec and the metadata a user
+/// writes, with the `resourceVersion` it was read at, so that applying an
+/// edit of a template changed meanwhile is refused (409) instead of
+/// overwriting that change. Read-only; for any signed-in user (templates are
+/// readable by all).
+async fn template_manifest(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if session(&st, &headers).await?.is_none() {
+        return Err(ApiError::Unauthorized("not signed in".into()));
+    }
+    let Some(obj) = st
+        .store
+        .object_get(Kind::WorkspaceTemplate, &ns, &name)
+        .await?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "workspacetemplates/{name} not found in namespace {ns:?}"
+        )));
+    };
+    let m = &obj.metadata;
+    let doc = Manifest {
+        api_version: &obj.api_version,
+        kind: &obj.kind,
+        metadata: ManifestMeta {
+            name: &m.name,
+            namespace: &m.namespace,
+            labels: &m.labels,
+            annotations: &m.annotations,
+            resource_version: m.resource_version.as_deref(),
+        },
+        // Typed, so that fields come in the order people write them (`name`
+        // first); the stored spec is that type's serialization already.
+        spec: match serde_json::from_value::<WorkspaceTemplateSpec>(obj.spec.clone()) {
+            Ok(t) => ManifestSpec::Typed(Box::new(t)),
+            Err(_) => ManifestSpec::Raw(&obj.spec),
+        },
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::api::yaml::to_yaml(&doc),
+    )
+        .into_response())
+}
+
 /// `GET /dashboard/assets/{file}`: the embedded scripts and styles.
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, ty) = match file.as_str() {
@@ -427,6 +567,76 @@ mod tests {
             ("origin", "http://127.0.0.1:8080"),
             ("sec-fetch-site", "same-origin")
         ])));
+    }
+
+    #[test]
+    fn behind_a_proxy_the_origin_must_match_the_forwarded_host_and_scheme() {
+        // The proxy presents https://berth.example.com and reaches the
+        // operator at 10.0.0.5:7070.
+        let proxied = |origin: &'static str| {
+            same_origin(&headers(&[
+                ("host", "10.0.0.5:7070"),
+                ("x-forwarded-host", "berth.example.com"),
+                ("x-forwarded-proto", "https"),
+                ("origin", origin),
+                ("sec-fetch-site", "same-origin"),
+            ]))
+        };
+        assert!(proxied("https://berth.example.com"));
+        assert!(proxied("https://BERTH.example.com:443"));
+        // Not the host the browser was on, nor the scheme.
+        assert!(!proxied("https://evil.example"));
+        assert!(!proxied("http://berth.example.com"));
+        assert!(!proxied("https://berth.example.com.evil.example"));
+        assert!(!proxied("https://berth.example.com:8443"));
+        // With forwarded headers the internal Host no longer counts.
+        assert!(!proxied("http://10.0.0.5:7070"));
+        // Several proxies: the first entry is the client-facing one.
+        assert!(same_origin(&headers(&[
+            ("host", "10.0.0.5:7070"),
+            ("x-forwarded-host", "berth.example.com, internal-lb:80"),
+            ("x-forwarded-proto", "https, http"),
+            ("origin", "https://berth.example.com"),
+        ])));
+        // A forwarded host without a scheme: the host alone decides.
+        assert!(same_origin(&headers(&[
+            ("host", "10.0.0.5:7070"),
+            ("x-forwarded-host", "berth.example.com:8443"),
+            ("origin", "https://berth.example.com:8443"),
+        ])));
+        // A cross-site fetch is refused whatever the proxy says.
+        assert!(!same_origin(&headers(&[
+            ("host", "10.0.0.5:7070"),
+            ("x-forwarded-host", "berth.example.com"),
+            ("origin", "https://berth.example.com"),
+            ("sec-fetch-site", "cross-site"),
+        ])));
+    }
+
+    #[test]
+    fn without_forwarded_headers_the_origin_must_match_the_host() {
+        assert!(same_origin(&headers(&[
+            ("host", "berth.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("origin", "https://berth.example.com"),
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:7070"),
+            ("origin", "http://127.0.0.1:7070"),
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:7070"),
+            ("origin", "http://127.0.0.1:7071"),
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:7070"),
+            ("origin", "http://evil.example"),
+        ])));
+        // No Host to compare with: refused.
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            "http://127.0.0.1:7070"
+        )])));
     }
 
     #[test]

@@ -216,33 +216,57 @@ function formFields() {
   };
 }
 
-// CPU and memory: the template's choices when it lists them, else any
-// number (with Fargate's valid values suggested).
+// CPU and memory as lists of valid Fargate pairs: CPU the template's
+// cpuOptions (all Fargate CPUs when it lists none), memory the values
+// Fargate runs with the chosen CPU, within the template's memoryOptions.
+// The workspace's current value stays visible even when no longer offered
+// (and is refused on save if invalid).
+function cpuLabel(c) { return `${c} (${c / 1024} vCPU)`; }
+function memLabel(m) { return `${m} MiB (${m % 1024 ? (m / 1024).toFixed(1) : m / 1024} GB)`; }
 function resourceInputs(f, idp, tres, current) {
   const def = (tres && tres.default) || { cpu: 1024, memory: 2048 };
   const cur = current || def;
-  const cpuOpts = (tres && tres.cpuOptions) || [];
   const memOpts = (tres && tres.memoryOptions) || [];
-  function pick(id, opts, value, list) {
-    if (opts.length) {
-      // A value the template no longer offers stays visible (and is refused on save).
-      const all = opts.includes(value) ? opts : [value, ...opts];
-      return h("select", { id, name: id }, all.map((v) => h("option", { value: String(v), selected: v === value }, String(v))));
-    }
-    return h("input", { id, name: id, type: "number", min: "1", step: "1", value: String(value), list, inputmode: "numeric" });
+  const memFor = (c) => fargateMemory(c).filter((m) => !memOpts.length || memOpts.includes(m));
+  const offeredCpu = (tres && tres.cpuOptions && tres.cpuOptions.length ? [...tres.cpuOptions] : [...FARGATE_CPU])
+    .sort((a, b) => a - b);
+  // Only CPUs some offered memory runs with, and the current one.
+  const cpuValues = offeredCpu.filter((c) => memFor(c).length || c === cur.cpu);
+  if (!cpuValues.includes(cur.cpu)) cpuValues.unshift(cur.cpu);
+  const note = (offered) => (offered ? "" : " — current, not offered");
+  const cpu = h("select", { id: `${idp}-cpu`, name: `${idp}-cpu` },
+    cpuValues.map((v) => h("option", { value: String(v), selected: v === cur.cpu },
+      cpuLabel(v) + note(offeredCpu.includes(v) && FARGATE_CPU.includes(v)))));
+  const mem = h("select", { id: `${idp}-memory`, name: `${idp}-memory` });
+  const memHelp = h("span", {});
+  // Fills memory for the chosen CPU: keeps the chosen memory while it is
+  // valid (or is the workspace's own pair), else the smallest valid one.
+  function fill() {
+    const c = Number(cpu.value);
+    const valid = memFor(c);
+    const keep = Number(mem.value || cur.memory);
+    const values = [...valid];
+    const own = c === cur.cpu && !valid.includes(cur.memory);
+    if (own) values.unshift(cur.memory);
+    const chosen = values.includes(keep) ? keep : valid.length ? valid[0] : values[0];
+    mem.replaceChildren(...(values.length
+      ? values.map((v) => h("option", { value: String(v), selected: v === chosen },
+        memLabel(v) + (own && v === cur.memory ? " — current, not offered" : "")))
+      : [h("option", { value: "" }, "no valid memory for this CPU")]));
+    mem.value = chosen === undefined ? "" : String(chosen);
+    memHelp.textContent = valid.length
+      ? `With ${c} CPU units: ${valid.join(", ")} MiB`
+      : `No memory the template offers runs with ${c} CPU units on Fargate`;
   }
-  const memList = h("datalist", { id: `${idp}-memory-values` });
-  const cpuList = h("datalist", { id: `${idp}-cpu-values` }, FARGATE_CPU.map((v) => h("option", { value: String(v) })));
-  const cpu = pick(`${idp}-cpu`, cpuOpts, cur.cpu, `${idp}-cpu-values`);
-  const mem = pick(`${idp}-memory`, memOpts, cur.memory, `${idp}-memory-values`);
-  const fill = () => memList.replaceChildren(...fargateMemory(cpu.value).map((v) => h("option", { value: String(v) })));
   cpu.addEventListener("change", fill);
   fill();
   return {
     els: [
-      f.field("spec.resources.cpu", `${idp}-cpu`, "CPU (units)", cpu, `Template default ${def.cpu}${cpuOpts.length ? "; offered: " + cpuOpts.join(", ") : "; Fargate: " + FARGATE_CPU.join(", ")}`),
-      f.field("spec.resources.memory", `${idp}-memory`, "Memory (MiB)", mem, `Template default ${def.memory}${memOpts.length ? "; offered: " + memOpts.join(", ") : "; must suit the CPU on Fargate"}`),
-      cpuList, memList],
+      f.field("spec.resources.cpu", `${idp}-cpu`, "CPU (units)", cpu,
+        `Template default ${def.cpu}${tres && tres.cpuOptions && tres.cpuOptions.length ? "; offered: " + tres.cpuOptions.join(", ") : "; any Fargate size"}`),
+      f.field("spec.resources.memory", `${idp}-memory`, "Memory (MiB)", mem,
+        [`Template default ${def.memory}. `, memHelp]),
+    ],
     // The spec's resources: unset while it was unset and still is the default.
     read() {
       const r = { cpu: Number(cpu.value), memory: Number(mem.value) };
@@ -749,13 +773,13 @@ function renderCreate() {
       const res = resourceInputs(f, "new", t.spec.resources, null);
       const ps = parameterInputs(f, "new", t.spec.parameters, {}, true);
       chosen = { ns: tns, name: tname, res, ps };
-      details.replaceChildren(
+      details.replaceChildren(...[
         t.spec.description ? h("p", { class: "muted" }, t.spec.description) : null,
         h("p", { class: "muted" }, `Version ${t.version} (active) · namespace ${tns}`),
         h("fieldset", {}, h("legend", {}, "Size"), h("div", { class: "row" }, ...res.els)),
         t.spec.parameters && t.spec.parameters.length
           ? h("fieldset", {}, h("legend", {}, "Parameters"), h("div", { class: "row" }, ...ps.els))
-          : h("p", { class: "muted" }, "This template has no parameters."));
+          : h("p", { class: "muted" }, "This template has no parameters.")].filter(Boolean));
       submit.disabled = false;
     } catch (e) {
       details.replaceChildren(h("p", { class: "error" }, `Cannot read template ${tname}: ${e.message}`));
@@ -810,7 +834,130 @@ function renderCreate() {
   }, (e) => details.replaceChildren(h("p", { class: "error" }, `Cannot list templates: ${e.message}`)));
 }
 
-// ---- templates (read-only) -------------------------------------------------
+// ---- templates ---------------------------------------------------------------
+// What changed between two specs, by field path: [{path, before, after}]
+// (undefined before: added; undefined after: removed). Lists of named
+// things (parameters, scripts, apps) are matched by name or slug.
+function specChanges(a, b) {
+  const out = [];
+  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const id = (x) => (isObj(x) ? (typeof x.name === "string" ? x.name : typeof x.slug === "string" ? x.slug : null) : null);
+  const keyed = (l) => l.length > 0 && l.every((x) => id(x) !== null) && new Set(l.map(id)).size === l.length;
+  function walk(x, y, path) {
+    if (JSON.stringify(x) === JSON.stringify(y)) return;
+    if (x === undefined || y === undefined) { out.push({ path, before: x, after: y }); return; }
+    if (isObj(x) && isObj(y)) {
+      for (const k of new Set([...Object.keys(y), ...Object.keys(x)])) walk(x[k], y[k], `${path}.${k}`);
+      return;
+    }
+    if (Array.isArray(x) && Array.isArray(y) && keyed(x) && keyed(y)) {
+      const mx = new Map(x.map((e) => [id(e), e]));
+      const my = new Map(y.map((e) => [id(e), e]));
+      for (const k of new Set([...my.keys(), ...mx.keys()])) walk(mx.get(k), my.get(k), `${path}[${k}]`);
+      const ox = x.map(id).filter((k) => my.has(k));
+      const oy = y.map(id).filter((k) => mx.has(k));
+      if (ox.join("\0") !== oy.join("\0")) out.push({ path: `${path} (order)`, before: ox, after: oy });
+      return;
+    }
+    out.push({ path, before: x, after: y });
+  }
+  walk(a || {}, b || {}, "spec");
+  return out;
+}
+function shortValue(v) {
+  const t = JSON.stringify(v);
+  return t.length > 160 ? `${t.slice(0, 157)}…` : t;
+}
+function changeList(prev, v) {
+  if (!prev) return h("p", { class: "muted changes", "data-changes": "" }, "First version.");
+  const cs = specChanges(prev.spec, v.spec);
+  if (!cs.length) return h("p", { class: "muted changes", "data-changes": "" }, `Same spec as version ${prev.version}.`);
+  return h("ul", { class: "changes", "data-changes": "", "aria-label": `Changes from version ${prev.version}` },
+    cs.map((c) => {
+      const kind = c.before === undefined ? "added" : c.after === undefined ? "removed" : "changed";
+      const what = kind === "added" ? ["added: ", h("code", {}, shortValue(c.after))]
+        : kind === "removed" ? ["removed (was ", h("code", {}, shortValue(c.before)), ")"]
+          : [h("code", {}, shortValue(c.before)), " → ", h("code", {}, shortValue(c.after))];
+      return h("li", { class: kind, "data-path": c.path }, h("code", { class: "path" }, c.path), " ", ...what);
+    }));
+}
+
+// An admin's editor: the template as YAML, applied with `POST …/apply`
+// (what `berth apply -f` does), all or nothing.
+function templateEditor(t, onApplied) {
+  const ns = t.metadata.namespace;
+  const name = t.metadata.name;
+  const id = `tpl-yaml-${ns}-${name}`;
+  const ta = h("textarea", { id, name: id, rows: "18", spellcheck: "false", autocomplete: "off", class: "yaml", "aria-describedby": `${id}-help ${id}-error` });
+  const err = h("div", { class: "error form-error", id: `${id}-error`, role: "alert" });
+  const done = h("p", { class: "ok", role: "status" });
+  const applyBtn = h("button", { type: "submit", class: "apply-template", disabled: true }, "Apply new version");
+  const dryBtn = h("button", { type: "button", class: "secondary", disabled: true }, "Validate (dry run)");
+  let loaded = false;
+  async function load() {
+    ta.value = "";
+    err.replaceChildren();
+    try {
+      const resp = await fetch(`/dashboard/template-manifest/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`, { credentials: "same-origin" });
+      if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);
+      ta.value = await resp.text();
+      loaded = true;
+      applyBtn.disabled = false;
+      dryBtn.disabled = false;
+    } catch (e) { err.replaceChildren(h("p", {}, `Cannot read the template: ${e.message}`)); }
+  }
+  async function send(dry) {
+    err.replaceChildren();
+    done.textContent = "";
+    applyBtn.disabled = dryBtn.disabled = true;
+    try {
+      const resp = await fetch(`${API}/apply${dry ? "?dryRun=true" : ""}`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Accept": "application/json", "Content-Type": "application/yaml", "X-Berth-CSRF": session ? session.csrf : "" },
+        body: ta.value,
+      });
+      const text = await resp.text();
+      let data = null;
+      try { data = text ? JSON.parse(text) : null; } catch (_) { data = { message: text }; }
+      if (!resp.ok) {
+        const causes = (data && data.details && data.details.causes) || [];
+        const lines = causes.length
+          ? causes.map((c) => `${c.object ? c.object + ": " : ""}${c.field ? c.field + ": " : ""}${c.message}`)
+          : [(data && data.message) || resp.statusText];
+        err.replaceChildren(...[
+          h("p", {}, resp.status === 409 ? "Not applied: the template changed since you opened it." : "Not applied; nothing was changed."),
+          h("ul", {}, lines.map((l) => h("li", {}, l))),
+          resp.status === 409 ? h("button", { type: "button", class: "secondary", onclick: load }, "Reload the template") : null].filter(Boolean));
+        ta.focus({ preventScroll: true });
+        err.scrollIntoView({ block: "nearest" });
+      } else {
+        const rs = (data && data.results) || [];
+        const mine = rs.find((r) => r.kind === "WorkspaceTemplate" && r.namespace === ns && r.name === name);
+        const v = mine && mine.object.status && mine.object.status.latestVersion;
+        const others = rs.filter((r) => r !== mine).map((r) => `${r.kind} ${r.namespace}/${r.name} ${r.action}`);
+        const msg = dry
+          ? `Valid${mine ? `: ${mine.action === "unchanged" ? "no change" : "would publish a new version"}` : ""}.`
+          : mine && mine.action === "unchanged" ? `No change: still version ${v || "?"}.`
+            : `Applied${v ? `: version ${v} is active` : ""}.`;
+        done.textContent = others.length ? `${msg} Also: ${others.join(", ")}.` : msg;
+        if (!dry) { toast(msg); if (!mine || mine.action !== "unchanged") { onApplied(); return; } }
+      }
+    } catch (e) { err.replaceChildren(h("p", {}, `Apply failed: ${e.message}`)); }
+    applyBtn.disabled = dryBtn.disabled = !loaded;
+  }
+  dryBtn.addEventListener("click", () => send(true));
+  const box = h("details", { class: "editor", "data-editor": `${ns}/${name}`, ontoggle: () => { if (box.open && !loaded) load(); } },
+    h("summary", {}, "Edit and publish a new version"),
+    h("form", { class: "settings", onsubmit: (ev) => { ev.preventDefault(); send(false); } },
+      h("label", { for: id }, `${name} as YAML`),
+      ta,
+      h("p", { class: "muted help", id: `${id}-help` }, "Applied like berth apply -f: validated first, all or nothing. A changed spec becomes a new version, the active one; workspaces that follow the template show Outdated until updated."),
+      err,
+      h("div", { class: "actions" }, applyBtn, dryBtn),
+      done));
+  return box;
+}
+
 function renderTemplates() {
   document.title = "Templates · Berth";
   const box = h("div", { id: "templates" }, h("p", { class: "muted" }, "Loading…"));
@@ -832,6 +979,11 @@ function renderTemplates() {
         h("td", {}, p.mutable ? "mutable" : "immutable"),
         h("td", {}, p.options && p.options.length ? p.options.map(valueText).join(", ") : "any"))))));
   }
+  function created(ts) {
+    if (!ts) return "—";
+    const d = new Date(ts);
+    return h("span", {}, when(ts), " ", h("span", { class: "muted" }, `(${d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")})`));
+  }
   api(`${API}/workspacetemplates`).then(async (list) => {
     const items = (list.items || []).sort((a, b) => key(a).localeCompare(key(b)));
     // Which workspaces (of those this user sees) run which version.
@@ -848,9 +1000,15 @@ function renderTemplates() {
       let versions = [];
       try { versions = (await api(`${nsPath(t.metadata.namespace)}/workspacetemplates/${encodeURIComponent(t.metadata.name)}/versions`)).items || []; } catch (_) { /* shown as none */ }
       const active = (t.status && t.status.latestVersion) || Math.max(0, ...versions.map((v) => v.version));
-      const vs = [...versions].sort((a, b) => b.version - a.version).map((v) => h("details", { class: "version", "data-version": String(v.version), open: v.version === active },
+      const asc = [...versions].sort((a, b) => a.version - b.version);
+      const prevOf = new Map(asc.map((v, i) => [v.version, i ? asc[i - 1] : null]));
+      const vs = [...asc].reverse().map((v) => h("details", { class: "version", "data-version": String(v.version), open: v.version === active },
         h("summary", {}, h("strong", {}, `Version ${v.version}`), " ", v.version === active ? badge("active", "ok") : null, " ", h("span", { class: "muted" }, "created "), when(v.createdAt)),
-        h("dl", { class: "kv" }, h("dt", {}, "Resources"), h("dd", { "data-key": "Resources" }, resText(v.spec.resources)),
+        h("dl", { class: "kv" },
+          h("dt", {}, "Created"), h("dd", { "data-key": "Created" }, created(v.createdAt)),
+          h("dt", {}, prevOf.get(v.version) ? `Changes from version ${prevOf.get(v.version).version}` : "Changes"),
+          h("dd", { "data-key": "Changes" }, changeList(prevOf.get(v.version), v)),
+          h("dt", {}, "Resources"), h("dd", { "data-key": "Resources" }, resText(v.spec.resources)),
           h("dt", {}, "Image"), h("dd", {}, (v.spec.container && v.spec.container.image) || "—"),
           h("dt", {}, "Apps"), h("dd", {}, (v.spec.apps || []).map((a) => a.displayName || a.slug).join(", ") || "none"),
           h("dt", {}, "Workspaces on it"), h("dd", { "data-key": "Workspaces" }, ...wsLinks(running(t, v.version)))),
@@ -860,6 +1018,7 @@ function renderTemplates() {
         h("h2", { id }, t.spec.displayName || t.metadata.name, " ", h("span", { class: "muted" }, `${t.metadata.namespace}/${t.metadata.name}`)),
         t.spec.description ? h("p", {}, t.spec.description) : null,
         h("p", {}, h("a", { href: `/new?template=${encodeURIComponent(key(t))}`, class: "button-link" }, "Create workspace from this template")),
+        session.admin ? templateEditor(t, renderTemplates) : null,
         vs.length ? vs : h("p", { class: "muted" }, "No versions."));
     }));
     box.replaceChildren(...cards);
