@@ -1025,3 +1025,50 @@ async fn a_service_and_access_point_deleted_behind_berths_back_are_made_again_un
     assert!(drift.iter().any(|m| m.contains(&old_ap)), "{drift:?}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn old_task_definition_revisions_are_deregistered_keeping_the_last_three() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    let c = spawn_controller(ctx(&store, &sim));
+    apply_yaml(&store, common::TEMPLATE).await;
+    apply_yaml(&store, &common::workspace("rev", "rev", "")).await;
+    wait_until(&store, "rev", "Ready", is_running).await;
+    // Four changes, each applied by a restart: five revisions in all.
+    for (i, cpu) in [512, 2048, 1024, 512].into_iter().enumerate() {
+        apply_yaml(
+            &store,
+            &common::workspace(
+                "rev",
+                "rev",
+                &format!("  resources: {{cpu: {cpu}, memory: 4096}}\n"),
+            ),
+        )
+        .await;
+        wait_until(&store, "rev", "PendingRestart", |s| {
+            condition(s, "Synced").1 == "PendingRestart"
+        })
+        .await;
+        store
+            .intent_record(
+                "default",
+                "rev",
+                &NewIntent::manual(PowerAction::Restart, "rev"),
+            )
+            .await
+            .unwrap();
+        wait_until(&store, "rev", &format!("restart {i}"), |s| {
+            is_running(s) && s.resources.is_some_and(|r| r.cpu == cpu)
+        })
+        .await;
+    }
+    let fam = family(&store, "rev").await;
+    assert_eq!(sim.revisions(&fam), vec![1, 2, 3, 4, 5]);
+    let status = |r: u32| sim.task_definition(&format!("{fam}:{r}")).unwrap().status;
+    use berth_cloud::ecs::TaskDefinitionStatus::{Active, Inactive};
+    assert_eq!(
+        (1..=5).map(status).collect::<Vec<_>>(),
+        vec![Inactive, Inactive, Active, Active, Active]
+    );
+    c.stop().await;
+}

@@ -134,3 +134,45 @@ fn the_policy_lists_exactly_the_actions_the_backend_calls() {
         "no wildcard actions: {policy:?}"
     );
 }
+
+/// The shipped operator task definition keeps its root file system
+/// read-only and gives GitOps a writable `/tmp` (an ephemeral volume), and
+/// the shipped image has git and CA certificates.
+#[test]
+fn the_operator_task_definition_gives_gitops_a_writable_tmp_and_the_image_has_git() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/deploy");
+    let td: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("operator-task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let c = &td["containerDefinitions"][0];
+    assert_eq!(c["readonlyRootFilesystem"], true);
+    let tmp = c["mountPoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["containerPath"] == "/tmp")
+        .expect("a mount at /tmp");
+    assert_ne!(tmp["readOnly"], true);
+    let volume = td["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == tmp["sourceVolume"])
+        .expect("the /tmp volume");
+    assert!(
+        volume.get("efsVolumeConfiguration").is_none(),
+        "ephemeral, not EFS"
+    );
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let install = dockerfile
+        .lines()
+        .find(|l| l.contains("apt-get install"))
+        .expect("an apt-get install line");
+    for pkg in ["git", "ca-certificates"] {
+        assert!(
+            install.split_whitespace().any(|w| w == pkg),
+            "{pkg} in {install:?}"
+        );
+    }
+}

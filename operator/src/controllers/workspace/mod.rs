@@ -907,6 +907,32 @@ fn short_arn(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// How many task definition revisions of a workspace stay ACTIVE: the one
+/// that runs and a couple before it (ECS keeps INACTIVE ones describable,
+/// and a task that runs one goes on running).
+pub const ACTIVE_REVISIONS_KEPT: u32 = 3;
+
+/// Deregisters the revision that falls out of the kept window when
+/// `revision` is registered: one call per new revision keeps a family at
+/// [`ACTIVE_REVISIONS_KEPT`] ACTIVE revisions. Housekeeping: a failure is
+/// logged and retried with the next revision, never fails the start.
+async fn retire_old_revision(pass: &Pass<'_>, family: &str, revision: u32) {
+    let Some(old) = revision
+        .checked_sub(ACTIVE_REVISIONS_KEPT)
+        .filter(|r| *r > 0)
+    else {
+        return;
+    };
+    let td = format!("{family}:{old}");
+    match pass.ctx.ecs().deregister_task_definition(&td).await {
+        Ok(_) => tracing::debug!(task_definition = %td, "deregistered an old revision"),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            tracing::warn!(task_definition = %td, error = %e, "could not deregister an old revision")
+        }
+    }
+}
+
 /// Refuses an object whose ownership tags name another workspace (or none).
 fn foreign_check(
     what: &str,
@@ -1066,6 +1092,7 @@ async fn start(
                     )
                     .await;
                     pass.crash(CrashPoint::AfterRegister)?;
+                    retire_old_revision(pass, &td.family, td.revision).await;
                     td.task_definition_arn
                 }
             }
