@@ -1072,3 +1072,72 @@ async fn old_task_definition_revisions_are_deregistered_keeping_the_last_three()
     );
     c.stop().await;
 }
+
+/// Two replicas on one account, each pacing at 80% of the account's rates
+/// (here 10 calls per second, burst 10, per action), start 60 workspaces.
+/// Returns how many calls the account throttled.
+async fn two_replicas_on_one_account(split_the_budget: bool) -> u64 {
+    use berth_cloud::ops::{Category, Rate};
+    use berth_cloud::pacer::{Pacer, PacerConfig};
+    let store = common::store().await;
+    let sim = fast_sim();
+    sim.set_rate_limits(berth_cloud::sim::RateLimits {
+        enabled: true,
+        scale: 1.0,
+        overrides: Operation::ALL
+            .into_iter()
+            .map(|op| (op, Rate::new(10.0, 10.0)))
+            .collect(),
+    });
+    apply_yaml(&store, common::TEMPLATE).await;
+    let mut replicas = Vec::new();
+    for id in ["replica-a", "replica-b"] {
+        let pacer = Arc::new(Pacer::new(PacerConfig {
+            rates: Category::ALL
+                .into_iter()
+                .map(|c| (c, Rate::new(8.0, 8.0)))
+                .collect(),
+        }));
+        store.replica_heartbeat(id, "").await.unwrap();
+        let mut c = controllers::context(
+            store.clone(),
+            Cloud::from_sim(&sim),
+            Some(pacer.clone()),
+            Arc::new(Metrics::new()),
+            "http://berth.test",
+        );
+        c.require_agent = false;
+        let share = split_the_budget.then(|| {
+            tokio::spawn(controllers::pace_by_live_replicas(
+                store.clone(),
+                pacer.clone(),
+                Duration::from_millis(100),
+            ))
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        replicas.push((spawn_controller(Arc::new(c)), share, pacer));
+    }
+    if split_the_budget {
+        for (_, _, pacer) in &replicas {
+            assert_eq!(pacer.share(), 0.5);
+        }
+    }
+    apply_yaml(&store, &many_workspaces(60)).await;
+    wait_all_running(&store, 60, 120).await;
+    for (c, share, _) in replicas {
+        c.stop().await;
+        if let Some(s) = share {
+            s.abort();
+        }
+    }
+    sim.calls().total_outcome(Outcome::Throttled)
+}
+
+#[tokio::test]
+async fn two_replicas_split_the_accounts_api_budget_and_stay_within_its_rate() {
+    let throttled = two_replicas_on_one_account(true).await;
+    assert_eq!(throttled, 0, "calls throttled with the budget split");
+    // The same two replicas, each taking the whole budget: AWS throttles.
+    let throttled = two_replicas_on_one_account(false).await;
+    assert!(throttled > 0, "without the split the account is overrun");
+}

@@ -217,6 +217,9 @@ pub struct Pacer {
     config: PacerConfig,
     lanes: BTreeMap<Category, Lane>,
     stats: Mutex<PacerStats>,
+    /// This process's share (0–1] of the configured rates: the account's
+    /// budget is split between the live replicas.
+    share: Mutex<f64>,
 }
 
 impl std::fmt::Debug for Pacer {
@@ -256,7 +259,33 @@ impl Pacer {
             config,
             lanes,
             stats: Mutex::new(PacerStats::default()),
+            share: Mutex::new(1.0),
         }
+    }
+
+    /// Uses `share` (clamped to 0.001–1) of the configured rates and bursts
+    /// from now on: with N replicas on one account each takes 1/N, so
+    /// together they stay within the account's budget. Tokens already in
+    /// a bucket are capped at the new burst.
+    pub fn set_share(&self, share: f64) {
+        let share = if share.is_finite() {
+            share.clamp(0.001, 1.0)
+        } else {
+            1.0
+        };
+        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = share;
+        let now = Instant::now();
+        for (category, lane) in &self.lanes {
+            if let Some(rate) = self.config.rates.get(category) {
+                lane.lock().bucket.set_rate(rate.scaled(share), now);
+            }
+            lane.notify.notify_waiters();
+        }
+    }
+
+    /// The share of the configured rates in use (see [`Pacer::set_share`]).
+    pub fn share(&self) -> f64 {
+        *self.share.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configuration.
@@ -672,5 +701,47 @@ mod tests {
                 .expect("describe");
         }
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    /// Counts the grants of `n` acquirers that try for `secs` seconds.
+    async fn grants_within(pacer: &Arc<Pacer>, n: usize, secs: u64) -> usize {
+        let granted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let (pacer, granted) = (pacer.clone(), granted.clone());
+            handles.push(tokio::spawn(async move {
+                pacer
+                    .acquire(Category::ServiceMutation, Priority::Bulk)
+                    .await;
+                granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        for h in handles {
+            h.abort();
+        }
+        granted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_of_the_budget_scales_rate_and_burst() {
+        let pacer = one_lane(Rate::new(4.0, 10.0));
+        // Half of the account's budget: burst 5, then 2 per second.
+        pacer.set_share(0.5);
+        assert_eq!(pacer.share(), 0.5);
+        let n = grants_within(&pacer, 200, 10).await;
+        assert!(
+            (24..=26).contains(&n),
+            "{n} grants in 10 s at half of 4/s + 10"
+        );
+        // Back to the whole budget: 4 per second.
+        pacer.set_share(1.0);
+        let n = grants_within(&pacer, 200, 10).await;
+        assert!((40..=51).contains(&n), "{n} grants in 10 s at 4/s");
+        // Nonsense is clamped, never zero or more than all.
+        pacer.set_share(f64::NAN);
+        assert_eq!(pacer.share(), 1.0);
+        pacer.set_share(0.0);
+        assert!(pacer.share() > 0.0);
     }
 }

@@ -193,6 +193,40 @@ pub fn context(
     }
 }
 
+/// How often a replica re-reads how many replicas are live to split the
+/// account's API budget: a replica that joins is accounted for by the
+/// others within this.
+pub const PACING_SHARE_REFRESH: Duration = Duration::from_secs(2);
+
+/// Splits the account's AWS API budget between the live replicas: every
+/// `every`, this replica's pacer takes 1/N of the configured rates, N the
+/// replicas whose heartbeat is fresh (the table `replicas`). Runs until
+/// dropped; a failed read keeps the last share.
+pub async fn pace_by_live_replicas(store: Store, pacer: Arc<Pacer>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        match store.replicas_live().await {
+            Ok(n) => {
+                let n = n.max(1);
+                if n != last {
+                    pacer.set_share(1.0 / n as f64);
+                    tracing::info!(
+                        replicas = n,
+                        "AWS API budget split between {n} live replica(s)"
+                    );
+                    last = n;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count the live replicas; pacing share kept")
+            }
+        }
+    }
+}
+
 fn error_policy(_key: &WsKey, err: &ReconcileError, retry: Retry) -> Action {
     match err {
         ReconcileError::NotYet(_) => Action::requeue(

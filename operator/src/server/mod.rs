@@ -464,6 +464,17 @@ pub async fn run_operator_with(
                 let _ = rx.wait_for(|v| *v).await;
             }))
         });
+    // The account's API budget is split between the live replicas.
+    let pacing = cloud
+        .as_ref()
+        .and_then(|setup| setup.pacer.clone())
+        .map(|pacer| {
+            tokio::spawn(controllers::pace_by_live_replicas(
+                store.clone(),
+                pacer,
+                controllers::PACING_SHARE_REFRESH,
+            ))
+        });
     let controller = cloud.map(|setup| {
         let budget = setup.pacer.as_ref().map(|p| p.observation_budget());
         let lifecycle_rx = rx.clone();
@@ -539,6 +550,9 @@ pub async fn run_operator_with(
     compactor.abort();
     heartbeat.abort();
     activity_flusher.abort();
+    if let Some(p) = pacing {
+        p.abort();
+    }
     // Batched activity reports are written before the replica goes.
     activity::flush(&state_for_flush).await;
     let _ = gitops.await;

@@ -137,6 +137,17 @@ impl Store {
         )
     }
 
+    /// How many replicas proved alive within [`REPLICA_TIMEOUT`] (at least
+    /// the caller, once it heartbeat).
+    pub async fn replicas_live(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM replicas WHERE heartbeat_at > now() - make_interval(secs => $1)",
+        )
+        .bind(REPLICA_TIMEOUT.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Records that `replica` is alive (and where other replicas reach it).
     pub async fn replica_heartbeat(&self, replica: &str, url: &str) -> Result<()> {
         sqlx::query(
