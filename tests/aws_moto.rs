@@ -90,7 +90,7 @@ impl Env {
     /// A controller context on the AWS backend (metered, retried), sharing
     /// this environment's metrics.
     async fn ctx(&self) -> Ctx {
-        let cloud = berth_aws::connect(self.moto.options())
+        let cloud = berth_aws::connect_routed(self.moto.options())
             .await
             .expect("connect");
         let mut c = controllers::context(
@@ -583,4 +583,65 @@ async fn homes_are_per_owner_and_namespace_and_names_that_collided_are_distinct_
     assert_eq!(env.access_points().await.len(), 3);
     assert_eq!(env.metrics.cloud_calls("CreateAccessPoint", "ok"), 3);
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_workspace_runs_in_its_templates_region_on_one_moto() {
+    let env = Env::new().await;
+    // A second region with infrastructure of its own, and a template there.
+    let west = env.moto.setup_in("eu-west-1");
+    let tpl = template(&west)
+        .replace("  name: dev\n", "  name: dev-eu\n")
+        .replace("region: us-east-1", "region: eu-west-1");
+    apply_yaml(&env.store, &tpl).await;
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    apply_yaml(&env.store, &workspace("east", "")).await;
+    apply_yaml(
+        &env.store,
+        &workspace("west", "").replace("    name: dev\n", "    name: dev-eu\n"),
+    )
+    .await;
+    let east = wait_until(&env.store, "east", "started", is_started).await;
+    let west_st = wait_until(&env.store, "west", "started", is_started).await;
+    c.stop().await;
+    let (e, w) = (east.ecs.unwrap(), west_st.ecs.unwrap());
+    assert_eq!(
+        (e.region.as_str(), w.region.as_str()),
+        ("us-east-1", "eu-west-1")
+    );
+    assert!(w.service_arn.contains(":eu-west-1:"), "{}", w.service_arn);
+    assert!(
+        w.task_definition_arn.contains(":eu-west-1:"),
+        "{}",
+        w.task_definition_arn
+    );
+    assert!(
+        w.agent_secret_arn.contains(":eu-west-1:"),
+        "{}",
+        w.agent_secret_arn
+    );
+    assert!(e.service_arn.contains(":us-east-1:"), "{}", e.service_arn);
+    // Read back from moto, region by region.
+    let eu = berth_aws::connect(env.moto.options_in("eu-west-1"))
+        .await
+        .unwrap();
+    let found = eu
+        .ecs
+        .describe_services(&west.cluster, std::slice::from_ref(&w.service_name), true)
+        .await
+        .unwrap();
+    assert_eq!(found.services.len(), 1, "the west service is in eu-west-1");
+    assert!(
+        env.service_named(&w.service_name).await.is_none(),
+        "not in us-east-1"
+    );
+    assert!(env.service("east").await.is_some());
+    let aps = eu
+        .efs
+        .describe_access_points(&west.file_system)
+        .await
+        .unwrap();
+    assert_eq!(aps.len(), 1);
+    assert_eq!(west_st.efs.unwrap().access_point_id, aps[0].access_point_id);
+    assert_eq!(env.access_points().await.len(), 1, "east's home only");
 }

@@ -65,6 +65,13 @@ async fn a_new_workspace_becomes_ready_with_its_access_point_task_definition_and
     let st = wait_until(&store, "alice", "Ready", is_running).await;
     assert_eq!(condition(&st, "Synced").0, ConditionStatus::True);
     assert_eq!(st.template_version, Some(1));
+    // Everything is made in the template's region (us-west-2), not the
+    // simulator's default (us-east-1).
+    let e = st.ecs.as_ref().unwrap();
+    assert_eq!(e.region, "us-west-2");
+    for arn in [&e.service_arn, &e.task_definition_arn, &e.agent_secret_arn] {
+        assert!(arn.contains(":us-west-2:"), "{arn}");
+    }
     let svc = sim
         .service(CLUSTER, &family(&store, "alice").await)
         .expect("service");

@@ -185,6 +185,23 @@ pub async fn connect(opts: AwsOptions) -> Result<Cloud, ConnectError> {
     Ok(cloud_from_config(&config))
 }
 
+/// Connects like [`connect`], with clients for the other regions a call is
+/// [scoped](berth_cloud::region::scope) to made on first use from the same
+/// configuration (credentials, endpoint, retries, timeouts) and kept.
+pub async fn connect_routed(opts: AwsOptions) -> Result<Cloud, ConnectError> {
+    let config = load_config(&opts).await?;
+    let default_region = config
+        .region()
+        .map(|r| r.to_string())
+        .ok_or(ConnectError::NoRegion)?;
+    let default = cloud_from_config(&config);
+    let connect: berth_cloud::region::Connect = Arc::new(move |region: String| {
+        let regional = config.to_builder().region(Region::new(region)).build();
+        Box::pin(async move { Ok(cloud_from_config(&regional)) })
+    });
+    Ok(Cloud::routed(default_region, default, connect))
+}
+
 /// A local validation error, rendered like AWS's.
 pub(crate) fn invalid(operation: &'static str, message: impl Into<String>) -> CloudError {
     CloudError::new(operation, ErrorCode::InvalidParameter, message)

@@ -127,8 +127,14 @@ impl Moto {
     /// static credentials (moto routes by the SigV4 scope), SDK retries off
     /// (moto answers unimplemented operations with a 500).
     pub fn options(&self) -> AwsOptions {
+        self.options_in(REGION)
+    }
+
+    /// [`Moto::options`] in another region (moto keeps each region's state
+    /// apart, as AWS does).
+    pub fn options_in(&self, region: &str) -> AwsOptions {
         AwsOptions {
-            region: Some(REGION.into()),
+            region: Some(region.into()),
             endpoint_url: Some(self.endpoint()),
             max_attempts: 1,
             static_credentials: Some(StaticCredentials {
@@ -142,8 +148,13 @@ impl Moto {
     /// Creates a VPC, subnet, security group, ECS cluster `berth` and an EFS
     /// file system through moto's APIs (with boto3, which moto brings).
     pub fn setup(&self) -> Infrastructure {
+        self.setup_in(REGION)
+    }
+
+    /// [`Moto::setup`] in another region.
+    pub fn setup_in(&self, region: &str) -> Infrastructure {
         let out = Command::new("python3")
-            .args(["-c", SETUP_PY, &self.endpoint(), REGION])
+            .args(["-c", SETUP_PY, &self.endpoint(), region])
             .output()
             .expect("cannot run python3 (needed with boto3 for the moto fixture)");
         assert!(

@@ -51,6 +51,22 @@ impl Cloud {
         }
     }
 
+    /// Clients that send each call to the region of the current
+    /// [`crate::region::scope`]: `default` for `default_region` (and
+    /// outside any scope), clients made by `connect` for the others.
+    pub fn routed(
+        default_region: impl Into<String>,
+        default: Cloud,
+        connect: crate::region::Connect,
+    ) -> Self {
+        let router = Arc::new(crate::region::Router::new(default_region, default, connect));
+        Cloud {
+            ecs: Arc::new(crate::region::RoutedEcs(router.clone())),
+            efs: Arc::new(crate::region::RoutedEfs(router.clone())),
+            secrets: Arc::new(crate::region::RoutedSecrets(router)),
+        }
+    }
+
     /// The same clients, each call first waiting for `pacer`.
     pub fn paced(self, pacer: Arc<Pacer>) -> Self {
         Cloud {

@@ -27,6 +27,7 @@ pub mod error;
 pub mod fargate;
 pub mod ops;
 pub mod pacer;
+pub mod region;
 pub mod secrets;
 pub mod sim;
 pub mod tags;

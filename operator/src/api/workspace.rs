@@ -260,6 +260,11 @@ fn is_zero(v: &i64) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EcsStatus {
+    /// The region the service runs in (the template's when it started;
+    /// empty for services started before Berth recorded it: the operator's
+    /// region).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
     /// The cluster the service runs in.
     #[serde(default)]
     pub cluster: String,

@@ -223,7 +223,7 @@ pub async fn cloud_setup(
             "the --sim-* flags need --cloud sim"
         ))),
         CloudKind::Aws => {
-            let cloud = berth_aws::connect(berth_aws::AwsOptions {
+            let cloud = berth_aws::connect_routed(berth_aws::AwsOptions {
                 region: aws.aws_region.clone(),
                 endpoint_url: aws.aws_endpoint_url.clone(),
                 ..Default::default()

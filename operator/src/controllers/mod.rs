@@ -419,7 +419,7 @@ pub async fn run_workspace_controller(
                 // workspaces requeue themselves on a slow period, so a resync
                 // of 10,000 steady workspaces costs 1,000 describes, not
                 // 10,000 reconciles.
-                let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let mut services: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
                 let mut by_service: std::collections::HashMap<(String, String), WsKey> = Default::default();
                 let mut phases: BTreeMap<String, i64> = BTreeMap::new();
                 let mut keys = Vec::new();
@@ -432,7 +432,7 @@ pub async fn run_workspace_controller(
                         && o.metadata.deletion_timestamp.is_none();
                     match st.ecs.filter(|e| !e.service_name.is_empty()) {
                         Some(e) => {
-                            services.entry(e.cluster.clone()).or_default().push(e.service_name.clone());
+                            services.entry((e.region.clone(), e.cluster.clone())).or_default().push(e.service_name.clone());
                             if settled {
                                 by_service.insert((e.cluster, e.service_name), key);
                             } else {

@@ -58,8 +58,9 @@ type SvcId = (String, String);
 #[derive(Default)]
 struct Inner {
     services: HashMap<SvcId, Observed>,
-    /// Services in a transition, with the workspace to wake.
-    hot: HashMap<SvcId, WsKey>,
+    /// Services in a transition, with the workspace to wake and the
+    /// service's region.
+    hot: HashMap<SvcId, (WsKey, String)>,
 }
 
 /// The shared service cache.
@@ -106,12 +107,13 @@ impl ServiceCache {
         g.hot.remove(&id);
     }
 
-    /// Marks a service hot (refreshed every hot interval) or not.
-    pub fn set_hot(&self, cluster: &str, name: &str, key: &WsKey, hot: bool) {
+    /// Marks a service (in `region`; empty: the default one) hot
+    /// (refreshed every hot interval) or not.
+    pub fn set_hot(&self, region: &str, cluster: &str, name: &str, key: &WsKey, hot: bool) {
         let mut g = self.lock();
         let id = (cluster.to_string(), name.to_string());
         if hot {
-            g.hot.insert(id, key.clone());
+            g.hot.insert(id, (key.clone(), region.to_string()));
         } else {
             g.hot.remove(&id);
         }
@@ -140,18 +142,23 @@ impl ServiceCache {
         Ok(obs)
     }
 
-    /// Describes `services` (cluster → names) in groups of 10 and caches
-    /// the answers. Returns the ids whose fingerprint changed.
+    /// Describes `services` ((region, cluster) → names; an empty region is
+    /// the default one) in groups of 10 and caches the answers. Returns
+    /// the ids whose fingerprint changed.
     pub async fn refresh(
         &self,
-        services: &BTreeMap<String, Vec<String>>,
+        services: &BTreeMap<(String, String), Vec<String>>,
     ) -> CloudResult<Vec<(String, String)>> {
         let mut changed = Vec::new();
-        for (cluster, names) in services {
+        for ((region, cluster), names) in services {
             if names.is_empty() {
                 continue;
             }
-            let out = describe_services_chunked(self.ecs.as_ref(), cluster, names, true).await?;
+            let out = berth_cloud::region::scope(
+                region.clone(),
+                describe_services_chunked(self.ecs.as_ref(), cluster, names, true),
+            )
+            .await?;
             let mut seen = HashSet::new();
             let mut g = self.lock();
             for s in out.services {
@@ -176,21 +183,24 @@ impl ServiceCache {
 
     /// Refreshes the hot services; returns the workspaces whose service changed.
     pub async fn refresh_hot(&self) -> CloudResult<Vec<WsKey>> {
-        let hot: Vec<(SvcId, WsKey)> = self
+        let hot: Vec<(SvcId, (WsKey, String))> = self
             .lock()
             .hot
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut by_cluster: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for ((c, n), _) in &hot {
-            by_cluster.entry(c.clone()).or_default().push(n.clone());
+        let mut by_cluster: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for ((c, n), (_, region)) in &hot {
+            by_cluster
+                .entry((region.clone(), c.clone()))
+                .or_default()
+                .push(n.clone());
         }
         let changed: HashSet<SvcId> = self.refresh(&by_cluster).await?.into_iter().collect();
         Ok(hot
             .into_iter()
             .filter(|(id, _)| changed.contains(id))
-            .map(|(_, k)| k)
+            .map(|(_, (k, _))| k)
             .collect())
     }
 }

@@ -82,6 +82,8 @@ struct SvcRec {
     arn: String,
     name: String,
     cluster: String,
+    /// The region it was created in (its ARNs and its tasks' say so).
+    region: String,
     status: ServiceStatus,
     desired: u32,
     client_token: Option<String>,
@@ -256,7 +258,7 @@ impl TaskRec {
         };
         Task {
             task_arn: self.arn.clone(),
-            cluster_arn: cluster_arn(cfg, &svc.cluster),
+            cluster_arn: cluster_arn(cfg, &svc.region, &svc.cluster),
             task_definition_arn: self.task_definition.clone(),
             group: format!("service:{}", svc.name),
             started_by: self.deployment.clone(),
@@ -373,7 +375,7 @@ impl SvcRec {
             self.tasks.push(TaskRec {
                 arn: format!(
                     "arn:aws:ecs:{}:{}:task/{}/{id}",
-                    env.cfg.region, env.cfg.account_id, self.cluster
+                    self.region, env.cfg.account_id, self.cluster
                 ),
                 id,
                 deployment: dep_id.clone(),
@@ -819,7 +821,7 @@ impl SvcRec {
         Service {
             service_arn: self.arn.clone(),
             service_name: self.name.clone(),
-            cluster_arn: cluster_arn(cfg, &self.cluster),
+            cluster_arn: cluster_arn(cfg, &self.region, &self.cluster),
             status: self.status,
             desired_count: self.desired,
             running_count: running,
@@ -899,17 +901,14 @@ fn start_failure(td: &TaskDefinition, env: &Env<'_>, at: Instant) -> Option<Stri
     None
 }
 
-pub(super) fn cluster_arn(cfg: &SimConfig, cluster: &str) -> String {
-    format!(
-        "arn:aws:ecs:{}:{}:cluster/{cluster}",
-        cfg.region, cfg.account_id
-    )
+pub(super) fn cluster_arn(cfg: &SimConfig, region: &str, cluster: &str) -> String {
+    format!("arn:aws:ecs:{region}:{}:cluster/{cluster}", cfg.account_id)
 }
 
-fn service_arn(cfg: &SimConfig, cluster: &str, name: &str) -> String {
+fn service_arn(cfg: &SimConfig, region: &str, cluster: &str, name: &str) -> String {
     format!(
-        "arn:aws:ecs:{}:{}:service/{cluster}/{name}",
-        cfg.region, cfg.account_id
+        "arn:aws:ecs:{region}:{}:service/{cluster}/{name}",
+        cfg.account_id
     )
 }
 
@@ -1285,7 +1284,9 @@ impl State {
         let td = TaskDefinition {
             task_definition_arn: format!(
                 "arn:aws:ecs:{}:{}:task-definition/{}:{revision}",
-                self.cfg.region, self.cfg.account_id, input.family
+                super::region_now(&self.cfg),
+                self.cfg.account_id,
+                input.family
             ),
             family: input.family,
             revision,
@@ -1416,8 +1417,10 @@ impl State {
         }
 
         let dep_id = deployment_id(&mut self.ids);
+        let region = super::region_now(&self.cfg);
         let mut svc = SvcRec {
-            arn: service_arn(&self.cfg, &cluster, &input.service_name),
+            arn: service_arn(&self.cfg, &region, &cluster, &input.service_name),
+            region: region.clone(),
             name: input.service_name.clone(),
             cluster: cluster.clone(),
             status: ServiceStatus::Active,
@@ -1638,7 +1641,12 @@ impl State {
                         .push(svc.to_service(&self.cfg, self.clock, now, include_tags))
                 }
                 None => out.failures.push(Failure {
-                    arn: service_arn(&self.cfg, &cluster, last_segment(name)),
+                    arn: service_arn(
+                        &self.cfg,
+                        &super::region_now(&self.cfg),
+                        &cluster,
+                        last_segment(name),
+                    ),
                     reason: FAILURE_MISSING.into(),
                     detail: None,
                 }),

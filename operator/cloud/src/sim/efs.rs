@@ -231,7 +231,8 @@ impl State {
         let ap = AccessPoint {
             access_point_arn: format!(
                 "arn:aws:elasticfilesystem:{}:{}:access-point/{id}",
-                self.cfg.region, self.cfg.account_id
+                super::region_now(&self.cfg),
+                self.cfg.account_id
             ),
             access_point_id: id.clone(),
             client_token: input.client_token,

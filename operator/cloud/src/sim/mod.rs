@@ -335,6 +335,12 @@ pub struct SimTask {
     pub task_definition: TaskDefinition,
 }
 
+/// The region of the current call: its [`crate::region::scope`], else the
+/// configured one.
+fn region_now(cfg: &SimConfig) -> String {
+    crate::region::current().unwrap_or_else(|| cfg.region.clone())
+}
+
 /// Maps the simulator's monotonic clock to wall-clock timestamps.
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -539,7 +545,7 @@ impl Sim {
     pub fn create_cluster(&self, name: &str) -> String {
         let mut st = self.lock();
         st.ecs.clusters.insert(name.to_owned());
-        ecs::cluster_arn(&st.cfg, name)
+        ecs::cluster_arn(&st.cfg, &region_now(&st.cfg), name)
     }
 
     /// Creates an EFS file system and returns its `fs-…` id.

@@ -117,7 +117,9 @@ impl State {
                 let suffix = alnum(&mut self.ids, 6);
                 let arn = format!(
                     "arn:aws:secretsmanager:{}:{}:secret:{}-{suffix}",
-                    self.cfg.region, self.cfg.account_id, input.name
+                    super::region_now(&self.cfg),
+                    self.cfg.account_id,
+                    input.name
                 );
                 self.secrets
                     .secrets

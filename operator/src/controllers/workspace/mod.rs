@@ -179,7 +179,17 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     };
     pass.crash(CrashPoint::Panic)?;
     if ws.metadata.deletion_timestamp.is_some() {
-        return finalize(&pass, lease).await;
+        let status = ws.status.clone().unwrap_or_default();
+        let latest = ctx
+            .store
+            .template_version_get(&key.namespace, &ws.spec.template.name, None)
+            .await?
+            .and_then(|t| serde_json::from_value::<WorkspaceTemplateSpec>(t.spec).ok());
+        let region = match &latest {
+            Some(t) => service_region(&status, t),
+            None => status.ecs.map(|e| e.region).unwrap_or_default(),
+        };
+        return berth_cloud::region::scope(region, finalize(&pass, lease)).await;
     }
     if !ws.metadata.finalizers.iter().any(|f| f == FINALIZER) {
         let mut f = ws.metadata.finalizers.clone();
@@ -251,8 +261,12 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     } else {
         PacerPriority::Bulk
     };
-    let outcome = priority
-        .scope(converge(
+    // Every call goes to the region the service runs in (the template's
+    // for a first start).
+    let region = service_region(&status, &followed_spec);
+    let outcome = berth_cloud::region::scope(
+        region,
+        priority.scope(converge(
             &pass,
             &followed_spec,
             followed_version,
@@ -260,8 +274,9 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
             restart_asked,
             intent.as_ref(),
             &mut status,
-        ))
-        .await;
+        )),
+    )
+    .await;
     let mut facts = match outcome {
         Ok(f) => f,
         Err(e @ (ReconcileError::Cloud(_) | ReconcileError::Foreign(_))) if !matches!(&e, ReconcileError::Cloud(c) if c.is_transient()) =>
@@ -333,6 +348,7 @@ async fn reconcile_leased(key: &WsKey, ctx: &Ctx, lease: &Lease) -> Result<Actio
     });
     if let Some(ecs) = &status.ecs {
         ctx.cache.set_hot(
+            &ecs.region,
             &ecs.cluster,
             &ecs.service_name,
             key,
@@ -907,6 +923,16 @@ fn short_arn(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+/// The region of a workspace's cloud objects: the one its status records
+/// once a service was started (empty for services started before Berth
+/// recorded it: the operator's own region), else the template's.
+fn service_region(status: &WorkspaceStatus, template: &WorkspaceTemplateSpec) -> String {
+    match status.ecs.as_ref().filter(|e| !e.service_name.is_empty()) {
+        Some(e) => e.region.clone(),
+        None => template.infrastructure.region.clone(),
+    }
+}
+
 /// How many task definition revisions of a workspace stay ACTIVE: the one
 /// that runs and a couple before it (ECS keeps INACTIVE ones describable,
 /// and a task that runs one goes on running).
@@ -1097,7 +1123,13 @@ async fn start(
                 }
             }
         };
+    let region = if prev_ecs.service_name.is_empty() {
+        template.infrastructure.region.clone()
+    } else {
+        prev_ecs.region.clone()
+    };
     status.ecs = Some(EcsStatus {
+        region,
         cluster: cluster.to_string(),
         service_name: service_name.clone(),
         task_definition_arn: td_arn.clone(),
