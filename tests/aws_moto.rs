@@ -8,7 +8,10 @@
 //! deployment stays IN_PROGRESS), so a started workspace reads `Starting`
 //! with desiredCount 1 rather than `Running`; it ignores client tokens and
 //! silently replaces a service created twice, so "no duplicate" is proven by
-//! counting successful CreateService calls, not only objects in moto's state.
+//! counting successful CreateService calls, not only objects in moto's state;
+//! and it does not echo a service's deploymentConfiguration, so drift of
+//! that is proven on the sim (tests/controller.rs), desiredCount and task
+//! definition drift here.
 //! Convergence and validation are covered against the sim
 //! (tests/controller.rs).
 
@@ -644,4 +647,157 @@ async fn each_workspace_runs_in_its_templates_region_on_one_moto() {
     assert_eq!(aps.len(), 1);
     assert_eq!(west_st.efs.unwrap().access_point_id, aps[0].access_point_id);
     assert_eq!(env.access_points().await.len(), 1, "east's home only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_in_moto_is_corrected_at_the_next_resync_with_an_event_naming_it() {
+    use berth_cloud::ecs::UpdateService;
+    let env = Env::new().await;
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    apply_yaml(&env.store, &workspace("drifty", "")).await;
+    let st = wait_until(&env.store, "drifty", "started", is_started).await;
+    let e = st.ecs.unwrap();
+    // Someone points the service at another revision of the family …
+    let mut other = env.task_definition(&e.task_definition_arn).await;
+    other.container_definitions[0].image = "example/other:9".into();
+    let foreign = env
+        .cloud
+        .ecs
+        .register_task_definition(berth_cloud::ecs::RegisterTaskDefinition {
+            family: other.family.clone(),
+            cpu: other.cpu,
+            memory: other.memory,
+            container_definitions: other.container_definitions.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.cloud
+        .ecs
+        .update_service(UpdateService {
+            cluster: e.cluster.clone(),
+            service: e.service_name.clone(),
+            task_definition: Some(foreign.task_definition_arn.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    common::sim::wait_for_event(&env.store, "drifty", |r, m| {
+        r == "DriftCorrected" && m.contains(&format!(":{}", foreign.revision))
+    })
+    .await;
+    let svc = env.service_named(&e.service_name).await.unwrap();
+    assert!(
+        svc.task_definition
+            .ends_with(&format!(":{}", other.revision)),
+        "set back: {}",
+        svc.task_definition
+    );
+    // … then scales it to 0.
+    env.cloud
+        .ecs
+        .update_service(UpdateService {
+            cluster: e.cluster.clone(),
+            service: e.service_name.clone(),
+            desired_count: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    common::sim::wait_for_event(&env.store, "drifty", |r, m| {
+        r == "DriftCorrected" && m.contains("desiredCount was set to 0")
+    })
+    .await;
+    assert_eq!(
+        env.service_named(&e.service_name)
+            .await
+            .unwrap()
+            .desired_count,
+        1
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_service_is_left_alone_and_deleted_objects_are_made_again_on_moto() {
+    let env = Env::new().await;
+    // Someone else's service already has the name the workspace will get.
+    apply_yaml(&env.store, &workspace("zed", "  running: false\n")).await;
+    let name = family(&env.store, "zed").await;
+    let td = env
+        .cloud
+        .ecs
+        .register_task_definition(berth_cloud::ecs::RegisterTaskDefinition {
+            family: name.clone(),
+            cpu: 256,
+            memory: 512,
+            container_definitions: vec![berth_cloud::ecs::ContainerDefinition {
+                name: "other".into(),
+                image: "example/other:1".into(),
+                essential: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.cloud
+        .ecs
+        .create_service(berth_cloud::ecs::CreateService {
+            cluster: env.infra.cluster.clone(),
+            service_name: name.clone(),
+            task_definition: td.task_definition_arn.clone(),
+            desired_count: 1,
+            network_configuration: berth_cloud::ecs::NetworkConfiguration {
+                subnets: vec![env.infra.subnet.clone()],
+                ..Default::default()
+            },
+            tags: tags::owner_tags("someone-else", "default", "zed"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c = spawn_controller(Arc::new(env.ctx().await));
+    apply_yaml(&env.store, &workspace("zed", "  running: true\n")).await;
+    wait_until(&env.store, "zed", "Failed", |st| st.phase == Phase::Failed).await;
+    common::sim::wait_for_event(&env.store, "zed", |r, m| {
+        r == "ForeignObject" && m.contains("someone-else")
+    })
+    .await;
+    let svc = env.service_named(&name).await.unwrap();
+    assert_eq!(svc.task_definition, td.task_definition_arn, "untouched");
+    assert_eq!(
+        svc.tags.get(tags::UID).map(String::as_str),
+        Some("someone-else")
+    );
+
+    // Another workspace's service and home deleted in the console: made
+    // again (under a new client token for the service).
+    apply_yaml(&env.store, &workspace("ivy", "")).await;
+    let st = wait_until(&env.store, "ivy", "started", is_started).await;
+    let (e, ap) = (st.ecs.unwrap(), st.efs.unwrap().access_point_id);
+    env.cloud
+        .ecs
+        .delete_service(berth_cloud::ecs::DeleteService {
+            cluster: e.cluster.clone(),
+            service: e.service_name.clone(),
+            force: true,
+        })
+        .await
+        .unwrap();
+    env.cloud.efs.delete_access_point(&ap).await.unwrap();
+    let st = wait_until(&env.store, "ivy", "made again", |st| {
+        is_started(st) && st.efs.as_ref().is_some_and(|f| f.access_point_id != ap)
+    })
+    .await;
+    assert_eq!(st.ecs.as_ref().unwrap().service_attempt, 1);
+    let again = env.service_named(&e.service_name).await.unwrap();
+    assert_eq!(again.status, ServiceStatus::Active);
+    assert_eq!(again.desired_count, 1);
+    let aps = env.access_points().await;
+    assert!(aps.iter().all(|a| a.access_point_id != ap));
+    assert!(aps
+        .iter()
+        .any(|a| a.access_point_id == st.efs.as_ref().unwrap().access_point_id));
+    c.stop().await;
 }
