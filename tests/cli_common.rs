@@ -36,7 +36,18 @@ impl TestDb {
                  DATABASE_URL=postgres://user@host:port/db"
             )
         });
-        let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+        // berth_test_<unix seconds>_<random>, as tests/common names its
+        // databases: their sweep drops only those over an hour old (a name
+        // without the time would be taken for a leftover and dropped while
+        // in use by a test running beside it).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let name = format!(
+            "berth_test_{now}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         runtime().block_on(async {
             use sqlx::Connection as _;
             let mut conn = sqlx::PgConnection::connect(&admin_url)

@@ -1148,3 +1148,77 @@ async fn two_replicas_split_the_accounts_api_budget_and_stay_within_its_rate() {
     let throttled = two_replicas_on_one_account(false).await;
     assert!(throttled > 0, "without the split the account is overrun");
 }
+
+async fn leased_by(store: &Store, holder: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT key FROM leases WHERE holder = $1 AND expires_at > now()")
+        .bind(holder)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+/// A replica killed in the middle of its work: another one takes over each
+/// workspace it held as its lease expires (printed), and no workspace is
+/// ever acted on by two at once (one service, one revision each).
+#[tokio::test]
+async fn a_killed_replicas_workspaces_are_taken_over_as_its_leases_expire() {
+    let store = common::store().await;
+    let sim = fast_sim();
+    // Slow calls, so that the kill finds work in flight.
+    sim.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    apply_yaml(&store, common::TEMPLATE).await;
+    let replica = || {
+        let mut c = base_ctx(&store, &sim);
+        c.lease_ttl = controllers::LEASE_TTL;
+        Arc::new(c)
+    };
+    let (a_ctx, b_ctx) = (replica(), replica());
+    let (a_id, b_id) = (a_ctx.source.clone(), b_ctx.source.clone());
+    let a = spawn_controller(a_ctx);
+    apply_yaml(&store, &many_workspaces(8)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let held = leased_by(&store, &a_id).await;
+        if held.len() >= 2 {
+            break held;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A never held leases"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let b = spawn_controller(b_ctx);
+    // kill -9: no release, no more renewals.
+    a.task.abort();
+    let killed = tokio::time::Instant::now();
+    let mut taken: std::collections::BTreeMap<String, Duration> = Default::default();
+    while taken.len() < held.len() {
+        for key in leased_by(&store, &b_id).await {
+            if held.contains(&key) {
+                taken.entry(key).or_insert_with(|| killed.elapsed());
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(40),
+            "not taken over: {held:?} vs {taken:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slowest = taken.values().max().copied().unwrap_or_default();
+    println!(
+        "takeover after the kill: {} workspaces, slowest {:.1} s (lease TTL {:?}): {taken:?}",
+        taken.len(),
+        slowest.as_secs_f64(),
+        controllers::LEASE_TTL
+    );
+    wait_all_running(&store, 8, 60).await;
+    b.stop().await;
+    let calls = sim.calls();
+    assert_eq!(sim.service_count(), 8);
+    assert_eq!(calls.get(Operation::CreateService, Outcome::Ok), 8);
+    assert_eq!(calls.get(Operation::RegisterTaskDefinition, Outcome::Ok), 8);
+}

@@ -67,6 +67,17 @@ impl Cloud {
         }
     }
 
+    /// The same clients with their mutating calls fenced (see
+    /// [`crate::fence`]).
+    pub fn fenced(self) -> Self {
+        use crate::fence::Fenced;
+        Cloud {
+            ecs: Arc::new(Fenced(self.ecs)),
+            efs: Arc::new(Fenced(self.efs)),
+            secrets: Arc::new(Fenced(self.secrets)),
+        }
+    }
+
     /// The same clients, each call first waiting for `pacer`.
     pub fn paced(self, pacer: Arc<Pacer>) -> Self {
         Cloud {

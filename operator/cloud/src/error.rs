@@ -61,6 +61,10 @@ pub enum ErrorCode {
     ResourceNotFound,
     /// `AccessDeniedException`: IAM denied the call. Permanent.
     AccessDenied,
+    /// Not an AWS error: the caller's lease on the object ended (see
+    /// [`crate::fence`]), so the change was not sent; another replica may
+    /// be acting on the object now. Transient: look again later.
+    Fenced,
     /// Any other code, spelled as AWS returned it.
     Other(String),
 }
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BadRequest",
             ErrorCode::ResourceNotFound => "ResourceNotFoundException",
             ErrorCode::AccessDenied => "AccessDeniedException",
+            ErrorCode::Fenced => "BerthLeaseLost",
             ErrorCode::Other(code) => code,
         }
     }
@@ -163,6 +168,7 @@ impl CloudError {
                 | ErrorCode::Server
                 | ErrorCode::ServiceUnavailable
                 | ErrorCode::Timeout
+                | ErrorCode::Fenced
         )
     }
 

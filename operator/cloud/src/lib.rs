@@ -25,6 +25,7 @@ pub mod ecs;
 pub mod efs;
 pub mod error;
 pub mod fargate;
+pub mod fence;
 pub mod ops;
 pub mod pacer;
 pub mod region;

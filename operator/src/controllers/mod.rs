@@ -78,8 +78,14 @@ pub struct Ctx {
     pub cache: ServiceCache,
     /// This replica's id (lease holder, event source).
     pub source: String,
-    /// Lease time-to-live; renewed at a third of it.
+    /// Lease time-to-live; renewed at a third of it. A replica that dies
+    /// is replaced within about this (its leases expire, and the others
+    /// look again at that moment).
     pub lease_ttl: Duration,
+    /// When this replica's leases were last renewed (the start of the
+    /// renewal that succeeded): a reconcile stops sending changes once its
+    /// lease may have expired (see [`berth_cloud::fence`]).
+    pub lease_renewed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Requeue of a converged workspace (besides resync).
     pub steady_requeue: Duration,
     /// How workspaces reach the API and get their agent binary.
@@ -168,6 +174,9 @@ pub fn context(
     metrics: Arc<Metrics>,
     access_url: &str,
 ) -> Ctx {
+    // Innermost: a change is refused once the reconcile's lease may have
+    // expired, after any wait for the pacer or a retry.
+    let cloud = cloud.fenced();
     let cloud = metered::meter(cloud, metrics.clone());
     let cloud = match pacer {
         Some(p) => cloud.paced(p),
@@ -179,7 +188,8 @@ pub fn context(
         store,
         cloud,
         source: format!("berth-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        lease_ttl: Duration::from_secs(30),
+        lease_ttl: LEASE_TTL,
+        lease_renewed: Arc::default(),
         steady_requeue: Duration::from_secs(3600),
         agent: workspace::render::AgentDelivery {
             access_url: access_url.to_string(),
@@ -192,6 +202,11 @@ pub fn context(
         clock: Arc::new(crate::lifecycle::SystemClock),
     }
 }
+
+/// Lease time-to-live of a workspace's reconcile: renewed every 3 s, so a
+/// replica that dies is replaced about 9 s later (the others look again as
+/// its lease expires).
+pub const LEASE_TTL: Duration = Duration::from_secs(9);
 
 /// How often a replica re-reads how many replicas are live to split the
 /// account's API budget: a replica that joins is accounted for by the
@@ -397,8 +412,13 @@ pub async fn run_workspace_controller(
             let mut tick = tokio::time::interval(ctx.lease_ttl / 3);
             loop {
                 tick.tick().await;
-                if let Err(e) = ctx.store.lease_renew_all(&ctx.source, ctx.lease_ttl).await {
-                    tracing::warn!(error = %e, "cannot renew leases");
+                let started = std::time::Instant::now();
+                match ctx.store.lease_renew_all(&ctx.source, ctx.lease_ttl).await {
+                    Ok(_) => {
+                        *ctx.lease_renewed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(started);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew leases; changes stop when they may have expired"),
                 }
             }
         });

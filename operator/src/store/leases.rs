@@ -25,6 +25,9 @@ pub struct Lease {
     pub holder: String,
     /// Fencing token.
     pub token: i64,
+    /// When this process asked for it (before the query: its expiry in the
+    /// database is at least this plus the TTL).
+    pub acquired: std::time::Instant,
 }
 
 impl Store {
@@ -36,6 +39,7 @@ impl Store {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        let acquired = std::time::Instant::now();
         let token: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases (key, holder, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
              ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
@@ -52,7 +56,20 @@ impl Store {
             key: key.to_string(),
             holder: holder.to_string(),
             token,
+            acquired,
         }))
+    }
+
+    /// How long the lease on `key` has left (None: free or expired).
+    pub async fn lease_remaining(&self, key: &str) -> Result<Option<Duration>> {
+        let secs: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (expires_at - now()))::float8 FROM leases
+             WHERE key = $1 AND expires_at > now()",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(secs.map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0))))
     }
 
     /// Gives a lease back.

@@ -126,11 +126,28 @@ pub async fn reconcile(key: WsKey, ctx: Arc<Ctx>) -> Result<Action, ReconcileErr
         .lease_acquire(&lease_key, &ctx.source, ctx.lease_ttl)
         .await?
     else {
-        // Another replica is on it; look again later in case it dies.
-        let jitter = rand::rng().random_range(0..2000);
-        return Ok(Action::requeue(Duration::from_millis(3000 + jitter)));
+        // Another replica is on it: look again as its lease would expire,
+        // so that if it died this replica takes over at once.
+        let left = ctx
+            .store
+            .lease_remaining(&lease_key)
+            .await?
+            .unwrap_or_default();
+        let jitter = Duration::from_millis(rand::rng().random_range(50..500));
+        return Ok(Action::requeue(left + jitter));
     };
-    let result = match reconcile_leased(&key, &ctx, &lease).await {
+    // No change is sent once the lease may have expired: a quarter of its
+    // TTL before, counted from when it was taken or last renewed.
+    let check: berth_cloud::fence::Check = {
+        let (acquired, ttl, renewed) = (lease.acquired, ctx.lease_ttl, ctx.lease_renewed.clone());
+        Arc::new(move || {
+            let renewed = *renewed.lock().unwrap_or_else(|p| p.into_inner());
+            let since = renewed.map_or(acquired, |r| r.max(acquired));
+            since.elapsed() + ttl / 4 < ttl
+        })
+    };
+    let result = match berth_cloud::fence::scope(check, reconcile_leased(&key, &ctx, &lease)).await
+    {
         // Waiting on the cloud is not a failure: look again shortly.
         Err(ReconcileError::NotYet(why)) => {
             tracing::debug!(workspace = %key.name, %why, "waiting");
