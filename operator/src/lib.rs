@@ -12,6 +12,7 @@ pub mod bench_agents;
 pub mod bench_gitops;
 pub mod bench_relay;
 pub mod controllers;
+pub mod fuzz;
 pub mod gitops;
 pub mod lifecycle;
 pub mod localrt;

@@ -451,12 +451,51 @@ pub async fn pg_stop(data_dir: Option<PathBuf>) -> Result<(), CliError> {
 /// stopped) for the run.
 pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
     use super::BenchCommand;
+    if let BenchCommand::Fuzz {
+        inputs,
+        seed,
+        hang_ms,
+        failures,
+    } = &cmd
+    {
+        let hang = Duration::from_millis(*hang_ms);
+        let (inputs, seed) = (*inputs, *seed);
+        let r = tokio::task::spawn_blocking(move || crate::fuzz::run(inputs, seed, hang, true))
+            .await
+            .context("fuzzing")?;
+        println!(
+            "fuzz: {} inputs in {:.1} s ({:.0} inputs/s, seed {seed}); {} parsed as YAML, {} valid documents; slowest input {:?}; {} failures",
+            r.inputs,
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            r.parsed,
+            r.valid,
+            r.slowest,
+            r.failures.len()
+        );
+        if r.failures.is_empty() {
+            return Ok(());
+        }
+        for (what, input) in r.failures.iter().take(5) {
+            println!(
+                "--- {what}\n{}",
+                input.chars().take(2_000).collect::<String>()
+            );
+        }
+        let saved = crate::fuzz::save_failures(&r, failures).context("saving failing inputs")?;
+        return Err(CliError::Other(anyhow::anyhow!(
+            "{} failing inputs, saved in {}",
+            saved.len(),
+            failures.display()
+        )));
+    }
     let url = match &cmd {
         BenchCommand::Apply { database_url, .. }
         | BenchCommand::Reconcile { database_url, .. }
         | BenchCommand::Gitops { database_url, .. }
         | BenchCommand::Agents { database_url, .. }
         | BenchCommand::Relay { database_url, .. } => database_url.clone(),
+        BenchCommand::Fuzz { .. } => None,
     };
     let (url, pg) = match url {
         Some(u) => (u, None),
@@ -534,6 +573,8 @@ pub async fn bench(cmd: super::BenchCommand) -> Result<(), CliError> {
                     .context("bench relay")?;
                 print!("{}", figures.render());
             }
+            // Run above, without a database.
+            BenchCommand::Fuzz { .. } => {}
         }
         Ok::<_, CliError>(())
     }

@@ -439,6 +439,23 @@ pub enum TokenCommand {
 /// `berth bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Fuzz the manifest parser and validation: parse and decode N mutated manifests (as
+    /// `berth apply` does) and print inputs/second; any panic or input slower than the hang
+    /// limit is printed, saved under --failures, and makes the command fail. No database needed.
+    Fuzz {
+        /// Inputs to try.
+        #[arg(long, default_value_t = 1_000_000)]
+        inputs: u64,
+        /// Seed of the mutations (a failure reproduces with the same seed).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// An input taking longer than this (milliseconds) counts as a hang.
+        #[arg(long, default_value_t = 2_000)]
+        hang_ms: u64,
+        /// Where failing inputs are written.
+        #[arg(long, default_value = "fuzz-failures")]
+        failures: std::path::PathBuf,
+    },
     /// Apply N generated workspaces through the HTTP API (one request each) and print
     /// objects/second and p50/p99 latency, next to the same PostgreSQL's raw single-row upsert rate.
     Apply {

@@ -520,11 +520,16 @@ async fn deleted_service_drains_then_turns_inactive_and_stays_describable() {
     assert_eq!(err.code, ErrorCode::ServiceNotActive);
     assert!(err.is_not_found());
 
-    // The name can be reused by a new service.
-    let again = sim
+    // The name can be reused by a new service, under a new client token:
+    // the old one is spent.
+    let err = sim
         .create_service(create("ws-gina", "ws-gina", 0))
         .await
-        .expect("recreate");
+        .expect_err("the token of the deleted service");
+    assert_eq!(err.code, ErrorCode::InvalidParameter);
+    let mut input = create("ws-gina", "ws-gina", 0);
+    input.client_token = Some("token-ws-gina-2".into());
+    let again = sim.create_service(input).await.expect("recreate");
     assert_eq!(again.status, ServiceStatus::Active);
     sim.delete_service(delete).await.expect("delete at 0");
 
