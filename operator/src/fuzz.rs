@@ -303,20 +303,23 @@ pub fn run(inputs: u64, seed: u64, hang: Duration, quiet: bool) -> Report {
     let current = Arc::new(std::sync::Mutex::new(String::new()));
     let watchdog = {
         let (progress, current) = (progress.clone(), current.clone());
+        // An input that has not returned after this is a hang.
+        let limit = (hang * 5).max(Duration::from_secs(10));
         std::thread::spawn(move || {
-            let mut last = u64::MAX;
+            let (mut last, mut since) = (u64::MAX - 1, Instant::now());
             loop {
-                std::thread::sleep(hang.max(Duration::from_secs(1)) * 10);
+                std::thread::sleep(Duration::from_millis(50));
                 let now = progress.load(Ordering::SeqCst);
                 if now == u64::MAX {
                     return;
                 }
-                if now == last {
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() > limit {
                     let input = current.lock().map(|c| c.clone()).unwrap_or_default();
                     eprintln!("berth fuzz: input {now} does not return (a hang):\n{input}");
                     std::process::exit(2);
                 }
-                last = now;
             }
         })
     };
