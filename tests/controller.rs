@@ -1222,33 +1222,3 @@ async fn a_killed_replicas_workspaces_are_taken_over_as_its_leases_expire() {
     assert_eq!(calls.get(Operation::CreateService, Outcome::Ok), 8);
     assert_eq!(calls.get(Operation::RegisterTaskDefinition, Outcome::Ok), 8);
 }
-
-/// Replicas reached at different addresses (no shared --access-url): a
-/// workspace one started is not PendingRestart when the other looks at it.
-#[tokio::test]
-async fn another_replicas_own_api_url_does_not_make_a_running_workspace_pending_restart() {
-    let store = common::store().await;
-    let sim = fast_sim();
-    apply_yaml(&store, common::TEMPLATE).await;
-    let a = spawn_controller(ctx(&store, &sim));
-    apply_yaml(&store, &common::workspace("uma", "uma", "")).await;
-    let st = wait_until(&store, "uma", "Ready", is_running).await;
-    assert_eq!(st.ecs.as_ref().unwrap().access_url, "http://berth.test");
-    a.stop().await;
-    let mut b = base_ctx(&store, &sim);
-    b.agent.access_url = "http://replica-b.test".into();
-    let key = WsKey {
-        namespace: "default".into(),
-        name: "uma".into(),
-    };
-    controllers::workspace::reconcile(key, Arc::new(b))
-        .await
-        .unwrap();
-    let st = common::sim::status(&store, "uma").await;
-    assert_eq!(
-        condition(&st, "Synced"),
-        (ConditionStatus::True, "Synced".into()),
-        "{st:?}"
-    );
-    assert!(is_running(&st));
-}

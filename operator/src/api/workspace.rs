@@ -292,12 +292,6 @@ pub struct EcsStatus {
     /// ARN of the secret that carries the per-start agent token (not the token).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_secret_arn: String,
-    /// The API URL the running task was given (`BERTH_API_URL`, the
-    /// access URL of the replica that started it): whether the spec changed
-    /// since is judged with it, so replicas with different addresses do not
-    /// see each other's workspaces as PendingRestart.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub access_url: String,
     /// Mixed into the service's client token: counts the times the service
     /// was deleted behind Berth's back and made again.
     #[serde(default, skip_serializing_if = "is_zero_u32")]

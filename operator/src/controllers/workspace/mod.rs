@@ -1030,11 +1030,6 @@ async fn pending_restart(
     };
     let template: WorkspaceTemplateSpec =
         serde_json::from_value(tv.spec).map_err(|e| ReconcileError::Corrupt(e.to_string()))?;
-    // Rendered as the running task was: with the API URL it was given.
-    let mut agent = pass.ctx.agent.clone();
-    if !ecs.access_url.is_empty() {
-        agent.access_url.clone_from(&ecs.access_url);
-    }
     let rendered = render::task_definition(
         &pass.id,
         &pass.ws.spec,
@@ -1042,7 +1037,7 @@ async fn pending_restart(
         version,
         &efs.access_point_id,
         &ecs.agent_secret_arn,
-        &agent,
+        &pass.ctx.agent,
     );
     Ok((rendered.hash != ecs.content_hash).then(|| {
         "the spec changed since the workspace started (resources or parameters); it applies at the next start (berth restart)".to_string()
@@ -1152,7 +1147,6 @@ async fn start(
     };
     status.ecs = Some(EcsStatus {
         region,
-        access_url: ctx.agent.access_url.clone(),
         cluster: cluster.to_string(),
         service_name: service_name.clone(),
         task_definition_arn: td_arn.clone(),
